@@ -1,0 +1,84 @@
+"""Write files so that an interrupted run never leaves a half-written file under the final name.
+
+Everything hnd-jax writes as a result goes through these helpers: write to a temporary name in the
+same directory, flush, then ``os.replace`` onto the final name (atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success rename it onto ``final``.
+
+    On an exception the temporary file is removed and ``final`` is left as it was.
+    ``suffix`` lets writers that insist on an extension (``np.savez`` adds ``.npz``) use it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(final: str | Path, data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_text(final: str | Path, text: str) -> None:
+    write_bytes(final, text.encode("utf-8"))
+
+
+def write_json(final: str | Path, obj: Any) -> None:
+    write_text(final, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_npz(final: str | Path, arrays: dict[str, np.ndarray], compressed: bool = True) -> None:
+    with atomic_path(final, suffix=".npz") as tmp:
+        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Build a directory under a temporary name and move it onto ``final`` when complete."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

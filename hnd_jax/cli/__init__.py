@@ -1,0 +1,1 @@
+"""The ``hnd`` command line: thin argparse layers over the library API."""

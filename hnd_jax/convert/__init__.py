@@ -1,0 +1,1 @@
+"""Safe import of PyTorch face checkpoints: no pickle code is ever executed (DESIGN.md §3)."""

@@ -1,0 +1,27 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad file, a wrong value, a missing dataset) raises :class:`HndError`
+with a one-line message that names the file or value and says what was expected. The CLI prints
+``hnd: error: <message>`` on stderr and exits with code 2, never a traceback. Library callers can
+catch :class:`HndError` like any exception.
+"""
+
+from __future__ import annotations
+
+
+class HndError(Exception):
+    """A problem with user input or environment, reported as one line (CLI exit code 2)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, kind: str | None = None):
+        # Keep messages to one line: a multi-line message would read like a traceback.
+        super().__init__(" ".join(str(message).split()))
+        self.kind = kind  # machine-readable category, e.g. "missing_mask" (used by --skip-bad counts)
+
+
+class BadInputError(HndError):
+    """A data file that cannot be used as it is (missing, corrupt, wrong shape, unknown concept...).
+
+    ``kind`` names the category so that ``--skip-bad`` can count what it skipped per kind.
+    """
