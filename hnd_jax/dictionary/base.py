@@ -111,6 +111,10 @@ class FaceDictionary(Protocol):
         """
         ...
 
+    def get_local(self, indices: np.ndarray, *, with_masks: bool = True) -> LocalBatch:
+        """Random access: the local images at these dictionary positions (reports use it for top images)."""
+        ...
+
     def global_groups(self, family: str) -> tuple[str, ...]:
         """The subgroups of a global family, in taxonomy order."""
         ...
