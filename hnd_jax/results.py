@@ -1,0 +1,187 @@
+"""The results of a dissection on disk (DESIGN.md §4, the public contract), and how to read them back.
+
+Layout of an output folder ``OUT``::
+
+    OUT/dissection.json            run metadata; written LAST, so its presence marks a complete run
+    OUT/<layer>/scores.npz         every array of one layer (layer names are used as-is: layer4.2.conv1)
+    OUT/<layer>/units.csv          one readable row per unit
+
+``scores.npz`` (``numpy.load(path)`` works without ``allow_pickle``; strings are unicode arrays):
+
+=========================  ===========  ===================================================================
+key                        shape/dtype  meaning
+=========================  ===========  ===================================================================
+concepts                   [C] str      local concepts, in taxonomy concept-axis order
+concept_region             [C] str      facial region of each concept
+concept_type               [C] str      action_unit / part / attribute (or a user taxonomy's types)
+thresholds                 [U] f32      T_u, the (1 - q) quantile of the unit's raw values
+iou                        [U,C] f32    IoU(u, c); NaN where the union is 0 (no support)
+top_concept                [U] int64    argmax of IoU ignoring NaN; -1 when the unit has no support
+localizable                [U] bool     best IoU >= iou_threshold
+region                     [U] str      region of the top concept, '' when not localizable
+local_probs                [U,C] f32    P(c|u) within the unit's region; 0 outside it
+global_groups_<F>          [G] str      subgroups of global family F (one set of keys per scored family)
+global_probs_<F>           [U,G] f32    P(g|u)
+biased_<F>                 [U,G] bool   P(g|u) >= the family's cut-off
+paired                     [U,C] bool   extra: P(c|u) > pair_factor / |R|
+lo, hi                     [U] f32      extra: min / max raw value over local images and positions
+intersection, union        [U,C] int64  extra: the IoU counts
+top_images                 [U,k] int64  extra: dictionary indices of each unit's top-activating images
+top_maps                   [U,k,h,w]    extra (when available): the raw maps of those images
+global_lo_<F>, global_hi_<F> [U] f32    extra: min / max over family F's images and positions
+image_max                  [N,U] f32    extra, only when small: m_u(x) for every local image
+=========================  ===========  ===================================================================
+
+``units.csv`` columns: ``unit, top_concept, iou, region, localizable, threshold, paired`` (``concept:P``
+pairs joined by ``;``, highest first) and one ``biased_<F>`` column per global family (``group:P``).
+
+``dissection.json`` holds at least ``layers`` (list of names), ``settings`` (the scoring settings),
+``image_size``, ``dictionary`` (its identity, with ``spec`` to reopen it), ``model`` (its identity),
+``timings`` (seconds per stage), ``versions`` (jax, flax, numpy, hnd-jax) and ``created`` (UTC).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from hnd_jax.atomic import write_json, write_npz, write_text
+from hnd_jax.errors import HndError
+from hnd_jax.taxonomy import Taxonomy
+
+SCORES_FILE = "scores.npz"
+UNITS_FILE = "units.csv"
+DISSECTION_FILE = "dissection.json"
+
+#: Keys every scores.npz has (plus the three per-family keys for every scored global family).
+REQUIRED_KEYS = (
+    "concepts",
+    "concept_region",
+    "concept_type",
+    "thresholds",
+    "iou",
+    "top_concept",
+    "localizable",
+    "region",
+    "local_probs",
+)
+
+
+def layer_dir(out_dir: str | Path, layer: str) -> Path:
+    """``OUT/<layer>``; rejects names that would escape OUT or are not a single folder name."""
+    if not layer or layer in (".", "..") or "/" in layer or "\\" in layer or layer.startswith("."):
+        raise HndError(f"layer name {layer!r}: expected a plain name like layer4.2.conv1 (no '/', not starting with '.')")
+    return Path(out_dir) / layer
+
+
+def global_family_names(arrays: Mapping[str, Any]) -> list[str]:
+    """The global families present in a results mapping (from the ``global_probs_<F>`` keys)."""
+    return [k[len("global_probs_") :] for k in arrays if k.startswith("global_probs_")]
+
+
+def write_layer_results(
+    out_dir: str | Path, layer: str, arrays: Mapping[str, np.ndarray], taxonomy: Taxonomy | None = None
+) -> Path:
+    """Write ``OUT/<layer>/scores.npz`` and ``units.csv`` atomically; returns the layer folder.
+
+    ``arrays`` is :meth:`hnd_jax.scoring.engine.LayerScorer.finalize` output (plus any extra keys).
+    ``taxonomy``, when given, is checked against the ``concepts`` array.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"results of layer {layer!r} lack {', '.join(missing)}")
+    if taxonomy is not None and tuple(np.asarray(arrays["concepts"]).tolist()) != taxonomy.concept_names:
+        raise ValueError(f"results of layer {layer!r} were computed with another taxonomy")
+    folder = layer_dir(out_dir, layer)
+    write_npz(folder / SCORES_FILE, {k: np.asarray(v) for k, v in arrays.items()})
+    write_text(folder / UNITS_FILE, units_csv(arrays))
+    return folder
+
+
+def units_csv(arrays: Mapping[str, np.ndarray]) -> str:
+    """The readable per-unit table (see the module docstring for the columns)."""
+    concepts = np.asarray(arrays["concepts"]).tolist()
+    iou = np.asarray(arrays["iou"])
+    top = np.asarray(arrays["top_concept"])
+    probs = np.asarray(arrays["local_probs"])
+    paired = np.asarray(arrays["paired"]) if "paired" in arrays else None
+    families = global_family_names(arrays)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        ["unit", "top_concept", "iou", "region", "localizable", "threshold", "paired"] + [f"biased_{f}" for f in families]
+    )
+    for u in range(iou.shape[0]):
+        t = int(top[u])
+        best = "" if t < 0 else f"{float(iou[u, t]):.4f}"
+        if paired is not None:
+            idx = np.flatnonzero(paired[u])
+            idx = idx[np.argsort(-probs[u, idx], kind="stable")]
+            pairs = ";".join(f"{concepts[c]}:{float(probs[u, c]):.3f}" for c in idx)
+        else:
+            pairs = ""
+        row = [
+            u,
+            "" if t < 0 else concepts[t],
+            best,
+            str(arrays["region"][u]),
+            bool(arrays["localizable"][u]),
+            f"{float(arrays['thresholds'][u]):.6g}",
+            pairs,
+        ]
+        for f in families:
+            groups = np.asarray(arrays[f"global_groups_{f}"]).tolist()
+            gp = np.asarray(arrays[f"global_probs_{f}"])[u]
+            flags = np.asarray(arrays[f"biased_{f}"])[u]
+            row.append(";".join(f"{groups[g]}:{float(gp[g]):.3f}" for g in np.flatnonzero(flags)))
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def load_layer_results(path: str | Path) -> dict[str, np.ndarray]:
+    """Read one layer's arrays from ``OUT/<layer>`` or ``OUT/<layer>/scores.npz``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SCORES_FILE
+    if not path.is_file():
+        raise HndError(f"{path}: no scores.npz here (expected OUT/<layer>/scores.npz from 'hnd dissect')")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise HndError(f"{path}: not a readable scores.npz ({exc})") from None
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise HndError(f"{path}: not a hnd-jax scores file (missing {', '.join(missing)})")
+    return arrays
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide the numbers (recorded in dissection.json)."""
+    out = {}
+    for name in ("hnd-jax", "jax", "jaxlib", "flax", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_dissection_json(out: str | Path, meta: Mapping[str, Any]) -> Path:
+    """Write ``OUT/dissection.json`` atomically: ``meta`` plus ``versions`` and ``created``.
+
+    Call it last: its presence tells readers (reports, resume) that the run completed.
+    """
+    doc = dict(meta)
+    doc.setdefault("versions", package_versions())
+    doc.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    path = Path(out) / DISSECTION_FILE
+    write_json(path, doc)
+    return path

@@ -1,0 +1,163 @@
+"""Finalization of HND scores from accumulated statistics (DESIGN.md §2), as pure NumPy functions.
+
+Everything here runs once per layer on small arrays (``[U, C]`` counts, ``[N, U]`` per-image maxima),
+so it is plain vectorised NumPy in float64, without Python loops over units or images (loops run
+over the handful of regions and global groups only). Inputs are exact (integer counts, float32 maxima
+that do not depend on the device count), so the outputs are identical on 1 or 8 devices.
+
+Guards (the spec's "probability 0, not NaN"): a unit with ``hi == lo`` has ``a_u(x) = 0``; a concept
+with no labelled image (empty ``I_c``) or no IoU support (NaN IoU) scores 0; a zero sum of scores
+gives probability 0.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def iou_from_counts(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """IoU [U, C] float32 = intersection / union, NaN where the union is 0 (no support)."""
+    inter = np.asarray(intersection, np.float64)
+    uni = np.asarray(union, np.float64)
+    out = np.full(inter.shape, np.nan, np.float64)
+    np.divide(inter, uni, out=out, where=uni > 0)
+    return out.astype(np.float32)
+
+
+def top_concepts(
+    iou: np.ndarray,
+    concept_region_index: np.ndarray,
+    regions: Sequence[str],
+    iou_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best concept of every unit, whether it is localizable, and its region.
+
+    Returns ``top_concept`` [U] int64 (argmax of IoU ignoring NaN, first concept on ties; -1 when
+    every IoU of the unit is NaN), ``localizable`` [U] bool (best IoU >= ``iou_threshold``) and
+    ``region`` [U] str ('' when not localizable).
+    """
+    iou = np.asarray(iou)
+    supported = ~np.isnan(iou)
+    filled = np.where(supported, iou, -np.inf)
+    top = np.argmax(filled, axis=1).astype(np.int64)
+    any_support = supported.any(axis=1)
+    top = np.where(any_support, top, -1)
+    best = np.where(any_support, filled[np.arange(iou.shape[0]), np.maximum(top, 0)], -np.inf)
+    localizable = any_support & (best >= iou_threshold)
+    region_names = np.asarray(list(regions) + [""])
+    unit_region_index = np.where(localizable, np.asarray(concept_region_index)[np.maximum(top, 0)], -1)
+    region = region_names[unit_region_index]  # -1 picks the trailing ''
+    return top, localizable, region.astype(str)
+
+
+def ascending_rank_fraction(values: np.ndarray) -> np.ndarray:
+    """``r(x)`` per column: ascending rank (1..n, ties broken by row order) divided by n. [n, U] float64."""
+    values = np.asarray(values)
+    n = values.shape[0]
+    out = np.empty(values.shape, np.float64)
+    if n == 0:
+        return out
+    order = np.argsort(values, axis=0, kind="stable")
+    ranks = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64)[:, None], values.shape)
+    np.put_along_axis(out, order, ranks, axis=0)
+    return out / n
+
+
+def normalised_activation(image_max: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``a_u(x) = (m_u(x) - lo_u) / (hi_u - lo_u)`` [n, U] float64; 0 for units with ``hi == lo``."""
+    m = np.asarray(image_max, np.float64)
+    lo64 = np.asarray(lo, np.float64)
+    span = np.asarray(hi, np.float64) - lo64
+    live = span > 0
+    out = np.zeros(m.shape, np.float64)
+    np.divide(m - lo64, span, out=out, where=live[None, :])
+    return out
+
+
+def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.zeros(np.broadcast_shapes(num.shape, den.shape), np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def local_probabilities(
+    iou: np.ndarray,
+    image_max: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    labelled: np.ndarray,
+    region_members: np.ndarray,
+    unit_region_index: np.ndarray,
+    pair_factor: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Within-region probabilities ``P(c|u)`` [U, C] float32 and pairing flags [U, C] bool.
+
+    iou [U, C]; image_max [N, U] (m_u(x), dictionary order); lo/hi [U] over all local images and
+    positions; labelled [N, C] bool; region_members [R, C] bool; unit_region_index [U] int (-1 for
+    units that are not localizable: they get all zeros). For a unit of region R, over the images I_R
+    labelled with any concept of R: ``S(c|u) = mean_{x in I_c} r_u(x) a_u(x) * IoU(u, c)`` and
+    ``P(c|u) = S(c|u) / sum_{c' in R} S(c'|u)``; paired when ``P(c|u) > pair_factor / |R|``.
+    """
+    iou = np.asarray(iou)
+    labelled = np.asarray(labelled, bool)
+    region_members = np.asarray(region_members, bool)
+    unit_region_index = np.asarray(unit_region_index)
+    U, C = iou.shape
+    probs = np.zeros((U, C), np.float64)
+    paired = np.zeros((U, C), bool)
+    a_all = None
+    for r in range(region_members.shape[0]):
+        units = np.flatnonzero(unit_region_index == r)
+        members = np.flatnonzero(region_members[r])
+        if units.size == 0 or members.size == 0:
+            continue
+        lab_r = labelled[:, members]
+        in_region = lab_r.any(axis=1)  # I_R
+        if not in_region.any():
+            continue
+        if a_all is None:
+            a_all = normalised_activation(image_max, lo, hi)
+        m = np.asarray(image_max)[in_region][:, units]  # [n_R, U_r], dictionary order kept
+        weight = ascending_rank_fraction(m) * a_all[in_region][:, units]  # r_u(x) * a_u(x)
+        lab_in = lab_r[in_region].astype(np.float64)  # [n_R, C_r]
+        sums = weight.T @ lab_in  # [U_r, C_r]
+        mean = _safe_divide(sums, lab_in.sum(axis=0)[None, :])  # empty I_c -> 0
+        support = np.nan_to_num(iou[np.ix_(units, members)].astype(np.float64), nan=0.0)
+        score = mean * support
+        p = _safe_divide(score, score.sum(axis=1, keepdims=True))
+        probs[np.ix_(units, members)] = p
+        paired[np.ix_(units, members)] = p > pair_factor / members.size
+    return probs.astype(np.float32), paired
+
+
+def global_probabilities(
+    image_max: np.ndarray,
+    group: np.ndarray,
+    num_groups: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    cutoff: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Global-family probabilities ``P(g|u)`` [U, G] float32 and ``biased`` [U, G] bool.
+
+    image_max [n_F, U] over the family's images (family image order), group [n_F] int in 0..G-1,
+    lo/hi [U] over the family's images. Ranks run over the whole family;
+    ``S(g|u) = sum_{x in g} r_u(x) a_u(x) / n_g``, ``P = S / sum_g S``; biased when ``P >= cutoff``.
+    """
+    group = np.asarray(group, np.int64)
+    m = np.asarray(image_max)
+    weight = ascending_rank_fraction(m) * normalised_activation(m, lo, hi)  # [n_F, U]
+    onehot = (group[:, None] == np.arange(num_groups)[None, :]).astype(np.float64)  # [n_F, G]
+    score = _safe_divide(weight.T @ onehot, onehot.sum(axis=0)[None, :])  # empty group -> 0
+    p = _safe_divide(score, score.sum(axis=1, keepdims=True))
+    return p.astype(np.float32), p >= cutoff
+
+
+def top_images(image_max: np.ndarray, k: int = 4) -> np.ndarray:
+    """[U, k] int64: the dictionary indices of each unit's k highest ``m_u(x)`` (ties: lower index first)."""
+    m = np.asarray(image_max)
+    k = min(k, m.shape[0])
+    order = np.argsort(-m, axis=0, kind="stable")[:k]  # stable on negated values keeps index order on ties
+    return np.ascontiguousarray(order.T).astype(np.int64)
