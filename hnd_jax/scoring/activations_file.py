@@ -43,6 +43,7 @@ class ActivationFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._npz = None
+        self._cached: tuple[str | None, Any] = (None, None)
         suffix = self.path.suffix.lower()
         if suffix not in (".npy", ".npz"):
             raise HndError(f"{self.path}: expected an activations file ending in .npy or .npz")
@@ -58,6 +59,7 @@ class ActivationFile:
                 self.keys = tuple(self._npz.files)
                 if LOCAL_KEY not in self.keys:
                     raise HndError(f"{self.path}: no '{LOCAL_KEY}' array (found: {', '.join(self.keys) or 'none'})")
+                self.check_array(LOCAL_KEY, _Shape(*self.header(LOCAL_KEY)))
                 self.local = self._read(LOCAL_KEY)
         except HndError:
             raise
@@ -104,9 +106,44 @@ class ActivationFile:
             out.setdefault(fam, {})[group] = key
         return out
 
+    def header(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of an ``.npz`` member read from its header, without loading the data."""
+        try:
+            with self._npz.zip.open(f"{key}.npy") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise HndError(f"{self.path}: array '{key}' is not readable ({_one_line(exc)})") from None
+        return tuple(shape), np.dtype(dtype)
+
+    def check_groups(self, taxonomy: Taxonomy, group_of: Mapping[str, np.ndarray]) -> None:
+        """Check every ``F/g`` array's shape, dtype and row count against the dictionary, up front."""
+        for fam_name, keys in self.group_arrays(taxonomy).items():
+            fam = taxonomy.global_family(fam_name)
+            counts = np.bincount(group_of[fam_name], minlength=fam.num_groups)
+            for g, gname in enumerate(fam.groups):
+                key = keys.get(gname)
+                if key is None:
+                    if counts[g]:
+                        raise HndError(
+                            f"{self.path}: has arrays for global family {fam_name} but none for "
+                            f"'{fam_name}/{gname}' ({counts[g]} images)"
+                        )
+                    continue
+                shape, dtype = self.header(key)
+                self.check_array(key, _Shape(shape, dtype), rows=int(counts[g]))
+
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows ``start..stop`` of an array as float32 NHWC, after checking they are finite."""
-        arr = self.local if key == LOCAL_KEY else self._read(key)
+        if key == LOCAL_KEY:
+            arr = self.local
+        else:  # keep the group array being streamed loaded (an .npz member is read whole)
+            if self._cached[0] != key:
+                self._cached = (key, self._read(key))
+            arr = self._cached[1]
         block = np.asarray(arr[start:stop], dtype=np.float32)
         finite = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
         if not finite.all():
@@ -116,8 +153,16 @@ class ActivationFile:
         return np.ascontiguousarray(block.transpose(0, 2, 3, 1))
 
     def close(self) -> None:
+        self._cached = (None, None)
         if self._npz is not None:
             self._npz.close()
+
+
+class _Shape:
+    """Stands in for an array when only its header (shape, dtype) is known."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -175,6 +220,8 @@ def dissect_activations(
                 "(rows must follow dictionary order)"
             )
         groups_in_file = source.group_arrays(tax)
+        group_of = {name: np.asarray(dic.global_group_of(name), np.int32) for name in groups_in_file}
+        source.check_groups(tax, group_of)
         timings["open"] = time.perf_counter() - t_start
 
         mesh = mesh if mesh is not None else make_data_mesh()
@@ -223,25 +270,18 @@ def dissect_activations(
             if not keys:
                 skipped[fam.name] = f"no '{fam.name}/<group>' arrays in {source.path.name}"
                 continue
-            group_of = np.asarray(dic.global_group_of(fam.name), np.int32)
-            stats = scorer.global_stats(int(group_of.size))
+            fam_groups = group_of[fam.name]
+            stats = scorer.global_stats(int(fam_groups.size))
             gstate = stats.init()
             for g, gname in enumerate(fam.groups):
-                positions = np.flatnonzero(group_of == g)
+                positions = np.flatnonzero(fam_groups == g)
                 key = keys.get(gname)
-                if key is None:
-                    if positions.size:
-                        raise HndError(
-                            f"{source.path}: has arrays for global family {fam.name} but none for '{fam.name}/{gname}' "
-                            f"({positions.size} images)"
-                        )
+                if key is None:  # check_groups made sure the group is empty
                     continue
-                arr = source._read(key)
-                source.check_array(key, arr, rows=int(positions.size))
                 for s, e in _chunks(0, positions.size, batch_size):
                     (acts, index), valid = pad_batch(size, source.rows(key, s, e), positions[s:e])
                     gstate = stats.update(gstate, acts, index, valid)
-            global_results[fam.name] = {**stats.finalize(gstate), "group": group_of}
+            global_results[fam.name] = {**stats.finalize(gstate), "group": fam_groups}
         timings["global"] = time.perf_counter() - t
 
         t = time.perf_counter()
