@@ -1,0 +1,59 @@
+"""Masks as row runs (run-length encoding), the representation the CPU tally counts against.
+
+A Face Dictionary mask is a few blobs on an ``S x S`` grid: storing, for every mask row, the
+half-open column intervals ``[start, end)`` that are inside turns ``S*S`` pixels into a few dozen
+runs. The run-length tally (:mod:`hnd_jax.scoring.tally_runs`) then counts a unit's pixels above
+threshold inside a run in closed form instead of visiting the pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MaskRuns:
+    """Every maximal horizontal run of ``True`` in a batch of masks, in (image, concept, row, start) order.
+
+    image, concept, row, start, end: int32 [R] (``end`` exclusive; ``start < end``).
+    area: int64 [B, C], pixels inside every mask (the sum of its run lengths).
+    """
+
+    image: np.ndarray
+    concept: np.ndarray
+    row: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    area: np.ndarray
+
+    @property
+    def num_runs(self) -> int:
+        return int(self.image.shape[0])
+
+
+def mask_runs(masks: np.ndarray) -> MaskRuns:
+    """Row runs of bool masks ``[B, C, S, S]`` (empty masks give no runs)."""
+    masks = np.asarray(masks)
+    if masks.ndim != 4 or masks.shape[2] != masks.shape[3]:
+        raise ValueError(f"masks {masks.shape}: expected [B, C, S, S]")
+    if masks.dtype != np.bool_:
+        masks = masks != 0
+    B, C, S, _ = masks.shape
+    # Only non-empty masks are scanned: most (image, concept) cells of a batch are empty.
+    flat = masks.reshape(B * C, S * S)
+    nonempty = np.flatnonzero(flat.any(axis=1))
+    sub = masks.reshape(B * C, S, S)[nonempty].view(np.int8)
+    padded = np.zeros((sub.shape[0], S, S + 2), np.int8)
+    padded[:, :, 1:-1] = sub
+    k, y, x = np.nonzero(np.diff(padded, axis=2))
+    # Transitions come in row-major order and alternate rise (start) / fall (end) inside each row.
+    starts, ends = slice(0, None, 2), slice(1, None, 2)
+    cell = nonempty[k[starts]]
+    image = (cell // C).astype(np.int32)
+    concept = (cell % C).astype(np.int32)
+    start = x[starts].astype(np.int32)
+    end = x[ends].astype(np.int32)
+    area = np.bincount(cell, weights=(end - start), minlength=B * C).astype(np.int64).reshape(B, C)
+    return MaskRuns(image=image, concept=concept, row=y[starts].astype(np.int32), start=start, end=end, area=area)

@@ -1,0 +1,202 @@
+"""Pass 2 of the scoring: the IoU tally, intersection and union counts of every (unit, concept).
+
+Spec (DESIGN.md §2): ``B_u(x) = [up(A_u(x)) > T_u]`` (``up``: :mod:`hnd_jax.scoring.upsample`),
+``intersection[u, c] = sum_x |B_u(x) AND M_c(x)|`` over every image, and
+``union[u, c] = sum_{x in X_c} |B_u(x)| + |M_c(x)| - |B_u(x) AND M_c(x)|`` with
+
+* ``family``:   X_c = images whose family is the family of c (``M_c`` is empty where c is absent);
+* ``labeled``:  X_c = images with ``labelled[x, c]``;
+* ``official``: X_c = images with ``labelled[x, c]`` and ``B_u(x)`` not empty (the published code).
+
+Same streaming protocol as every accumulator (``init / update / merge / finalize``)::
+
+    tally = IoUTally(U, taxonomy.concept_family_index, S, (h, w), thresholds, "family", mesh)
+    state = tally.init()
+    for batch: state = tally.update(state, acts, masks, labelled, family, valid)
+    counts = tally.finalize(state)          # {"intersection": int64 [U, C], "union": int64 [U, C]}
+
+Two kernels compute the same bits (the tests check them against each other and against a plain
+NumPy reference):
+
+* ``method="dense"`` (:mod:`hnd_jax.scoring.tally_dense`): jitted, sharded over the mesh's ``data``
+  axis, binary maps times masks as matrix products. For accelerators.
+* ``method="runs"`` (:mod:`hnd_jax.scoring.tally_runs`): masks as row runs, exact closed-form counts
+  on the host in NumPy, doing far less work. For CPUs (it does not use the mesh).
+* ``method="auto"``: ``runs`` when the mesh's devices are CPUs, else ``dense``. Measured on the
+  2-core CPU (benchmarks/bench_scoring.py): the run-length kernel is faster at every size tried
+  (see the benchmark's JSON); on accelerators the dense kernel is the one with the bandwidth and
+  FLOPs to spare.
+
+Counts are exact integers: the kernels produce per-batch int32 partials (a batch's counts are at
+most ``B * S * S``, which must stay below ``2**31``: checked) and the state accumulates them in
+host int64, so totals are exact for any number of images (``N * S * S < 2**63``). The state is a
+dict of NumPy int64 arrays (orbax saves it as it is).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from hnd_jax.errors import HndError
+from hnd_jax.scoring.config import IOU_MODES
+from hnd_jax.scoring.runs import mask_runs
+from hnd_jax.scoring.tally_dense import build_dense_kernel, dense_platform
+from hnd_jax.scoring.tally_runs import run_length_counts
+from hnd_jax.sharding import make_data_mesh
+
+State = dict[str, Any]
+METHODS = ("auto", "dense", "runs")
+#: Largest analysis size: a per-image count must be exact in float32 accumulation (S*S < 2**24).
+MAX_IMAGE_SIZE = 4096
+
+
+class IoUTally:
+    """Streaming intersection/union counts ``[U, C]`` of one layer for fixed thresholds.
+
+    num_units: U; concept_family: int32 [C], the local family of every concept (compared with the
+    per-image ``family`` in 'family' mode); image_size: S; map_hw: (h, w) of the raw maps;
+    thresholds: float32 [U]; mode: 'family' | 'labeled' | 'official'; mesh: a ``data`` mesh (default
+    one device); method: 'auto' | 'dense' | 'runs'.
+    """
+
+    def __init__(
+        self,
+        num_units: int,
+        concept_family: np.ndarray,
+        image_size: int,
+        map_hw: tuple[int, int],
+        thresholds: np.ndarray,
+        mode: str,
+        mesh: Mesh | None = None,
+        method: str = "auto",
+    ):
+        if mode not in IOU_MODES:
+            raise HndError(f"iou mode {mode!r}: expected one of {', '.join(IOU_MODES)}")
+        if method not in METHODS:
+            raise HndError(f"tally method {method!r}: expected one of {', '.join(METHODS)}")
+        self.num_units = int(num_units)
+        self.concept_family = np.asarray(concept_family, np.int32)
+        if self.concept_family.ndim != 1:
+            raise ValueError(f"concept_family {self.concept_family.shape}: expected [C]")
+        self.num_concepts = int(self.concept_family.shape[0])
+        self.image_size = int(image_size)
+        if not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise HndError(f"--image-size {self.image_size}: expected 1..{MAX_IMAGE_SIZE} for exact counts")
+        self.map_hw = (int(map_hw[0]), int(map_hw[1]))
+        self.thresholds = np.asarray(thresholds, np.float32)
+        if self.thresholds.shape != (self.num_units,):
+            raise ValueError(f"thresholds {self.thresholds.shape}: expected [{self.num_units}]")
+        self.mode = mode
+        self.mesh = mesh if mesh is not None else make_data_mesh(1)
+        self.platform = dense_platform(self.mesh)
+        self.method = ("runs" if self.platform == "cpu" else "dense") if method == "auto" else method
+        self._dense_kernels: dict[int, Any] = {}
+
+    # ------------------------------------------------------------------ protocol
+    def init(self) -> State:
+        """Zero counts."""
+        shape = (self.num_units, self.num_concepts)
+        return {"intersection": np.zeros(shape, np.int64), "union": np.zeros(shape, np.int64)}
+
+    def update(self, state: State, acts, masks, labelled, family, valid) -> State:
+        """Fold one batch in and return the new state (the old one is not modified).
+
+        acts [B, h, w, U] float32 NHWC (finite); masks [B, C, S, S] bool; labelled [B, C] bool;
+        family [B] int32; valid [B] bool (False rows are padding and never count).
+        """
+        acts, masks, labelled, family, valid = self._check_batch(acts, masks, labelled, family, valid)
+        if self.method == "runs":
+            inter, union = self._update_runs(acts, masks, labelled, family, valid)
+        else:
+            inter, union = self._update_dense(acts, masks, labelled, family, valid)
+        return {
+            "intersection": state["intersection"] + np.asarray(inter, np.int64),
+            "union": state["union"] + np.asarray(union, np.int64),
+        }
+
+    def merge(self, a: State, b: State) -> State:
+        """Counts of two disjoint image sets (other hosts, or a resumed run's halves)."""
+        return {k: np.asarray(a[k], np.int64) + np.asarray(b[k], np.int64) for k in ("intersection", "union")}
+
+    def finalize(self, state: State) -> dict[str, np.ndarray]:
+        """``{"intersection": int64 [U, C], "union": int64 [U, C]}``."""
+        return {k: np.asarray(state[k], np.int64).copy() for k in ("intersection", "union")}
+
+    # ------------------------------------------------------------------ pieces
+    def in_union(self, labelled: np.ndarray, family: np.ndarray) -> np.ndarray:
+        """bool [B, C]: does image x enter concept c's union (before official mode's firing test)."""
+        if self.mode == "family":
+            return family[:, None] == self.concept_family[None, :]
+        return labelled.copy()
+
+    def _check_batch(self, acts, masks, labelled, family, valid):
+        acts = np.asarray(acts)
+        masks = np.asarray(masks)
+        labelled = np.asarray(labelled, bool)
+        family = np.asarray(family, np.int32)
+        valid = np.asarray(valid, bool)
+        h, w = self.map_hw
+        U, C, S = self.num_units, self.num_concepts, self.image_size
+        B = acts.shape[0] if acts.ndim else -1
+        if acts.shape != (B, h, w, U):
+            raise ValueError(f"activations {acts.shape}: expected [B, {h}, {w}, {U}]")
+        if masks.shape != (B, C, S, S):
+            raise ValueError(f"masks {masks.shape}: expected [{B}, {C}, {S}, {S}]")
+        if labelled.shape != (B, C) or family.shape != (B,) or valid.shape != (B,):
+            raise ValueError(f"labelled {labelled.shape}, family {family.shape}, valid {valid.shape}: expected [{B}, {C}], [{B}], [{B}]")
+        if B * S * S >= 2**31:
+            raise ValueError(f"batch of {B} images at S={S}: counts could overflow int32; use smaller batches")
+        acts = acts.astype(np.float32, copy=False)
+        real = acts[valid]
+        if real.size and not (np.isfinite(real.max()) and np.isfinite(real.min())):
+            raise HndError("activations contain NaN or inf values: expected finite numbers")
+        if masks.dtype != np.bool_:
+            masks = masks != 0
+        return acts, masks, labelled, family, valid
+
+    def _update_runs(self, acts, masks, labelled, family, valid):
+        keep = np.flatnonzero(valid)
+        acts, masks, labelled, family = acts[keep], masks[keep], labelled[keep], family[keep]
+        runs = mask_runs(masks)
+        counts = run_length_counts(acts, runs, self.thresholds, self.image_size)
+        U, C = self.num_units, self.num_concepts
+        inter_x_key = counts.unit * C + counts.concept
+        inx = self.in_union(labelled, family)
+        inter = np.bincount(inter_x_key, weights=counts.inter, minlength=U * C)
+        in_u = inx[counts.image, counts.concept]
+        inter_in = np.bincount(inter_x_key[in_u], weights=counts.inter[in_u], minlength=U * C)
+        # The union's area terms: the formula of the dense kernel's union_partial, in int64.
+        area_terms = _area_terms(counts.area, runs.area, inx, self.mode == "official")
+        inter = np.rint(inter).astype(np.int64).reshape(U, C)
+        inter_in = np.rint(inter_in).astype(np.int64).reshape(U, C)
+        return inter, area_terms - inter_in
+
+    def _update_dense(self, acts, masks, labelled, family, valid):
+        B = acts.shape[0]
+        ndev = int(self.mesh.devices.size)
+        if B % ndev:
+            raise ValueError(f"batch of {B} is not a multiple of the {ndev} devices (pad it)")
+        inx = self.in_union(labelled, family)
+        with jax.enable_x64(True):
+            kernel = self._dense_kernels.get(B)
+            if kernel is None:
+                kernel = build_dense_kernel(
+                    self.mesh, B, self.num_units, self.num_concepts, self.image_size, self.mode == "official", self.platform
+                )
+                self._dense_kernels[B] = kernel
+            inter, union = kernel(acts, masks, inx, valid, self.thresholds)
+            return np.asarray(inter), np.asarray(union)
+
+
+def _area_terms(area_b: np.ndarray, area_m: np.ndarray, in_union: np.ndarray, official: bool) -> np.ndarray:
+    """``sum_{x in X_c} g(x, u) * (|B_u(x)| + |M_c(x)|)`` as int64 ``[U, C]`` (see ``union_partial``)."""
+    inx = in_union.astype(np.int64)
+    area_b = area_b.astype(np.int64)
+    mask_term = inx * area_m.astype(np.int64)
+    if official:
+        return area_b.T @ inx + (area_b > 0).astype(np.int64).T @ mask_term
+    return area_b.T @ inx + mask_term.sum(axis=0)[None, :]
