@@ -120,12 +120,26 @@ def write_fixture(root: Path, seed: int = 0) -> Fixture:
     return fx
 
 
+def _pil_nearest_sources(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output pixel, as Pillow's ImagingScaleAffine computes it.
+
+    Pillow starts at 0.5 * scale and *accumulates* ``+= scale`` in float64, truncating each sum.
+    That is floor((i + 0.5) * n_in / n_out) up to rounding, but the accumulated sum can fall just
+    under an exact integer (e.g. 16 -> 7: row 3 reads source 7, not 8), so the reference follows
+    the accumulation step by step.
+    """
+    scale = n_in / n_out
+    pos, out = scale * 0.5, []
+    for _ in range(n_out):
+        out.append(min(int(pos), n_in - 1))
+        pos += scale
+    return np.array(out)
+
+
 def nearest_resize_reference(mask: np.ndarray, size: int) -> np.ndarray:
-    """NumPy nearest-neighbour resize with PIL's pixel-centre convention: src = floor((dst + 0.5) * in / out)."""
+    """NumPy nearest-neighbour resize to size x size, following PIL NEAREST's arithmetic."""
     h, w = mask.shape
-    ys = np.minimum(np.floor((np.arange(size) + 0.5) * h / size).astype(int), h - 1)
-    xs = np.minimum(np.floor((np.arange(size) + 0.5) * w / size).astype(int), w - 1)
-    return mask[ys][:, xs]
+    return mask[_pil_nearest_sources(h, size)][:, _pil_nearest_sources(w, size)]
 
 
 def mask_truth(path: Path) -> np.ndarray:
