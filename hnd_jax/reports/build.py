@@ -1,0 +1,111 @@
+"""Everything ``hnd report OUT`` does: reopen the run's dictionary, write the plots, write the HTML.
+
+The dictionary is found from ``OUT/dissection.json`` (``dictionary.spec`` and ``image_size``) unless
+the caller names one. When it was only inferred and cannot be reopened (moved, deleted, another
+machine), the report is still written without images and the reason is returned as a note; when
+the caller named it explicitly, failing to open it is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hnd_jax.dictionary.base import FaceDictionary
+from hnd_jax.errors import HndError
+from hnd_jax.reports.html import write_report
+from hnd_jax.reports.plots import write_plots
+from hnd_jax.reports.results_view import load_run, read_meta
+from hnd_jax.taxonomy import Taxonomy, default_taxonomy, load_taxonomy, taxonomy_from_dict
+
+
+@dataclass
+class ReportOutcome:
+    """What :func:`build_report` wrote, and notes worth telling the user (e.g. why images are missing)."""
+
+    html: Path
+    plots: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+def run_image_size(meta: dict[str, Any]) -> int | None:
+    """The analysis size S the run used (``image_size``, or ``settings.image_size``)."""
+    for holder in (meta, meta.get("settings") if isinstance(meta.get("settings"), dict) else {}):
+        value = holder.get("image_size")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def run_dictionary_spec(meta: dict[str, Any]) -> str | None:
+    """The spec string that reopens the run's dictionary (``dictionary.spec``), if recorded."""
+    ident = meta.get("dictionary")
+    if isinstance(ident, dict) and isinstance(ident.get("spec"), str):
+        return ident["spec"]
+    if isinstance(ident, str):
+        return ident
+    return None
+
+
+def run_taxonomy(meta: dict[str, Any], taxonomy: str | Path | Taxonomy | None) -> Taxonomy:
+    """The taxonomy to reopen the dictionary with: the given one, the run's recorded one, or the default."""
+    if isinstance(taxonomy, Taxonomy):
+        return taxonomy
+    if taxonomy is not None:
+        return load_taxonomy(taxonomy)
+    recorded = meta.get("taxonomy")
+    if isinstance(recorded, dict) and "local_families" in recorded:
+        return taxonomy_from_dict(recorded, source="dissection.json taxonomy")
+    if isinstance(recorded, str) and Path(recorded).is_file():
+        return load_taxonomy(recorded)
+    return default_taxonomy()
+
+
+def open_run_dictionary(
+    out_dir: str | Path, spec: str | None = None, taxonomy: str | Path | Taxonomy | None = None
+) -> FaceDictionary:
+    """Open the Face Dictionary a run used (or ``spec``) at the run's analysis size."""
+    from hnd_jax.dictionary import open_dictionary
+
+    meta = read_meta(out_dir)
+    spec = spec or run_dictionary_spec(meta)
+    if spec is None:
+        raise HndError(f"{Path(out_dir) / 'dissection.json'}: records no dictionary spec; pass --dictionary")
+    size = run_image_size(meta)
+    if size is None:
+        raise HndError(f"{Path(out_dir) / 'dissection.json'}: records no image_size; cannot reopen the dictionary")
+    return open_dictionary(spec, size, taxonomy=run_taxonomy(meta, taxonomy))
+
+
+def build_report(
+    out_dir: str | Path,
+    *,
+    dictionary: str | None = None,
+    taxonomy: str | Path | None = None,
+    images: bool = True,
+    plots: bool = True,
+    max_units: int | None = None,
+) -> ReportOutcome:
+    """Write ``OUT/plots/`` and ``OUT/report.html`` for a finished run (see the module docstring)."""
+    if max_units is not None and max_units <= 0:
+        raise HndError(f"--max-units {max_units}: expected a positive integer")
+    run = load_run(out_dir)  # validate the results before anything is written
+    notes: list[str] = []
+    dico = None
+    if images:
+        if dictionary is not None:
+            dico = open_run_dictionary(out_dir, dictionary, taxonomy)
+        else:
+            try:
+                dico = open_run_dictionary(out_dir, None, taxonomy)
+            except HndError as exc:
+                notes.append(f"report written without images: {exc} (pass --dictionary to point at it)")
+        if dico is not None and tuple(dico.taxonomy.concept_names) != run.layers[0].concepts:
+            raise HndError(
+                f"{run.layers[0].path}: the dictionary's concepts differ from the results'"
+                " (pass --taxonomy with the taxonomy the run used)"
+            )
+    written = write_plots(out_dir, run) if plots else []
+    html_path = write_report(out_dir, dictionary=dico, max_units=max_units)
+    return ReportOutcome(html=html_path, plots=written, notes=notes)

@@ -1,0 +1,165 @@
+"""Paper-style bar charts of one dissection, as PNGs under ``OUT/plots/<layer>/``.
+
+Per layer (counts defined in :mod:`hnd_jax.reports.summary`):
+
+* ``paired_per_concept.png``: units paired with each concept, grouped and coloured by region
+  (the paper's "interpretable units per concept" figure);
+* ``per_region.png``: localizable and interpretable units per facial region;
+* ``per_concept_type.png``: localizable and interpretable units per concept type;
+* ``biased_per_subgroup.png``: units biased toward each global subgroup, grouped by family.
+
+Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot global state, no display
+needed) and written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hnd_jax.atomic import write_bytes
+from hnd_jax.reports.results_view import RunResults, load_run
+from hnd_jax.reports.summary import LayerSummary, summarize_layer
+
+PLOTS_DIR = "plots"
+PLOT_NAMES = ("paired_per_concept", "per_region", "per_concept_type", "biased_per_subgroup")
+PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
+
+
+def plot_path(out_dir: str | Path, layer: str, name: str) -> Path:
+    """Where plot ``name`` of ``layer`` lives: ``OUT/plots/<layer>/<name>.png``."""
+    return Path(out_dir) / PLOTS_DIR / layer / f"{name}.png"
+
+
+def figure_png(fig: Figure) -> bytes:
+    """Render a figure to PNG bytes on the Agg canvas."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _empty_note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def bar_chart(
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    *,
+    title: str,
+    ylabel: str,
+    colors: Sequence[str] | None = None,
+    group_of: Sequence[str] | None = None,
+    rotate: bool = False,
+    empty_text: str = "nothing to show",
+) -> Figure:
+    """Grouped bars: one group per label, one bar per series.
+
+    With a single series and ``group_of`` (e.g. the region of each concept), bars are coloured by
+    group and a legend names the groups, like the paper's per-concept figure.
+    """
+    n = len(labels)
+    width_in = max(5.0, min(22.0, 1.2 + 0.32 * n * max(1, len(series))))
+    fig = Figure(figsize=(width_in, 4.2))
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    if n == 0 or not series:
+        _empty_note(ax, empty_text)
+        return fig
+    x = np.arange(n)
+    k = len(series)
+    bar_w = 0.8 / k
+    for i, (name, values) in enumerate(series.items()):
+        offs = x - 0.4 + bar_w * (i + 0.5)
+        if k == 1 and group_of is not None:
+            groups = list(dict.fromkeys(group_of))
+            color_of = {g: PALETTE[j % len(PALETTE)] for j, g in enumerate(groups)}
+            ax.bar(offs, values, bar_w, color=[color_of[g] for g in group_of])
+            from matplotlib.patches import Patch
+
+            ax.legend(handles=[Patch(color=color_of[g], label=g) for g in groups], fontsize=8, frameon=False)
+        else:
+            color = (colors[i] if colors else PALETTE[i % len(PALETTE)])
+            ax.bar(offs, values, bar_w, label=name, color=color)
+    if k > 1:
+        ax.legend(fontsize=8, frameon=False)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    return fig
+
+
+def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts: Sequence[str]) -> dict[str, Figure]:
+    """The four figures of one layer, keyed by :data:`PLOT_NAMES`."""
+    head = f"{summary.layer} ({summary.num_units} units)"
+    # Concepts grouped by region in the display order of the regions, keeping axis order inside.
+    order = [i for r in summary.regions for i, cr in enumerate(concept_region) if cr == r]
+    figs = {
+        "paired_per_concept": bar_chart(
+            [concepts[i] for i in order],
+            {"paired units": [summary.paired_per_concept[concepts[i]] for i in order]},
+            title=f"{head}: units paired with each concept",
+            ylabel="units",
+            group_of=[concept_region[i] for i in order],
+            rotate=True,
+        ),
+        "per_region": bar_chart(
+            list(summary.regions),
+            {
+                "localizable": [summary.localizable_per_region[r] for r in summary.regions],
+                "interpretable (paired)": [summary.interpretable_per_region[r] for r in summary.regions],
+            },
+            title=f"{head}: units per facial region",
+            ylabel="units",
+        ),
+        "per_concept_type": bar_chart(
+            list(summary.concept_types),
+            {
+                "localizable (top concept)": [summary.localizable_per_type[t] for t in summary.concept_types],
+                "interpretable (paired)": [summary.interpretable_per_type[t] for t in summary.concept_types],
+            },
+            title=f"{head}: units per concept type",
+            ylabel="units",
+        ),
+    }
+    labels, values, fams = [], [], []
+    for fam, counts in summary.biased_per_group.items():
+        for g, n in counts.items():
+            labels.append(g)
+            values.append(n)
+            fams.append(fam)
+    figs["biased_per_subgroup"] = bar_chart(
+        labels,
+        {"biased units": values},
+        title=f"{head}: units biased toward each global subgroup",
+        ylabel="units",
+        group_of=fams,
+        rotate=True,
+        empty_text="no global families in these results",
+    )
+    return figs
+
+
+def write_plots(out_dir: str | Path, run: RunResults | None = None) -> list[Path]:
+    """Write every layer's figures under ``OUT/plots/``; returns the written paths."""
+    run = load_run(out_dir) if run is None else run
+    written = []
+    for layer in run.layers:
+        figs = layer_figures(summarize_layer(layer), layer.concept_region, layer.concepts)
+        for name in PLOT_NAMES:
+            path = plot_path(run.out_dir, layer.name, name)
+            write_bytes(path, figure_png(figs[name]))
+            written.append(path)
+    return written

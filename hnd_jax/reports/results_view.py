@@ -1,0 +1,272 @@
+"""Read a finished dissection (``OUT/dissection.json`` + ``OUT/<layer>/scores.npz``) for the reports.
+
+The reports only read the public results format (DESIGN.md §4); they never import the scoring
+engine. This module turns the files into small typed records and checks what the reports rely on
+(keys, shapes, agreeing concept axes), so a broken or foreign folder gives one clear line naming the
+file instead of a traceback deep inside the HTML writer.
+
+The concept taxonomy is taken from the results themselves (``concepts``, ``concept_region``,
+``concept_type``), not from the built-in default, so runs made with a user taxonomy report correctly.
+When ``paired`` is absent it is derived as the spec says: ``local_probs > pair_factor / |R|`` with
+|R| the number of concepts of the unit's region and ``pair_factor`` from the run's settings (1.5
+when unrecorded).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hnd_jax.errors import HndError
+
+DISSECTION_JSON = "dissection.json"
+SCORES_NPZ = "scores.npz"
+DEFAULT_PAIR_FACTOR = 1.5
+GLOBAL_GROUPS_PREFIX = "global_groups_"
+
+_REQUIRED_KEYS = (
+    "concepts",
+    "concept_region",
+    "concept_type",
+    "thresholds",
+    "iou",
+    "top_concept",
+    "localizable",
+    "region",
+    "local_probs",
+)
+
+
+@dataclass(frozen=True)
+class GlobalFamilyResult:
+    """One global family of one layer: its subgroups, P(g|u) [U,G] and the biased flags [U,G]."""
+
+    name: str
+    groups: tuple[str, ...]
+    probs: np.ndarray
+    biased: np.ndarray
+
+
+@dataclass(frozen=True)
+class LayerResults:
+    """The arrays of one dissected layer, validated (see DESIGN.md §4 for their meaning).
+
+    ``paired`` is always present (derived when the file lacks it). ``top_images`` [U,K] int64 and
+    ``top_maps`` [U,K,h,w] float32 are optional extras written by the pipeline for the reports.
+    """
+
+    name: str
+    path: Path
+    concepts: tuple[str, ...]
+    concept_region: tuple[str, ...]
+    concept_type: tuple[str, ...]
+    thresholds: np.ndarray
+    iou: np.ndarray
+    top_concept: np.ndarray
+    localizable: np.ndarray
+    region: np.ndarray
+    local_probs: np.ndarray
+    paired: np.ndarray
+    global_families: tuple[GlobalFamilyResult, ...]
+    top_images: np.ndarray | None = None
+    top_maps: np.ndarray | None = None
+
+    @property
+    def num_units(self) -> int:
+        return int(self.thresholds.shape[0])
+
+    @property
+    def num_concepts(self) -> int:
+        return len(self.concepts)
+
+    def taxonomy_signature(self) -> tuple:
+        """What must agree between runs that are compared (concept axis, regions, types, global groups)."""
+        return (
+            self.concepts,
+            self.concept_region,
+            self.concept_type,
+            tuple((f.name, f.groups) for f in self.global_families),
+        )
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """A dissection output folder: its metadata and every layer found in it."""
+
+    out_dir: Path
+    meta: dict[str, Any]
+    layers: tuple[LayerResults, ...] = field(default_factory=tuple)
+
+    @property
+    def pair_factor(self) -> float:
+        return pair_factor_of(self.meta)
+
+
+def pair_factor_of(meta: dict[str, Any]) -> float:
+    """The run's pairing factor from ``settings`` (1.5, the paper's, when not recorded)."""
+    settings = meta.get("settings") or {}
+    if isinstance(settings, dict):
+        for key in ("pair_factor",):
+            if key in settings:
+                return float(settings[key])
+        scoring = settings.get("scoring")
+        if isinstance(scoring, dict) and "pair_factor" in scoring:
+            return float(scoring["pair_factor"])
+    return DEFAULT_PAIR_FACTOR
+
+
+def read_meta(out_dir: str | Path) -> dict[str, Any]:
+    """Read ``OUT/dissection.json``; a missing or unreadable file is a one-line :class:`HndError`."""
+    out_dir = Path(out_dir)
+    path = out_dir / DISSECTION_JSON
+    if not out_dir.is_dir():
+        raise HndError(f"{out_dir}: not a folder (expected a dissection output folder with {DISSECTION_JSON})")
+    if not path.is_file():
+        raise HndError(f"{out_dir}: no {DISSECTION_JSON} here (not a finished `hnd dissect` output folder)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HndError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise HndError(f"{path}: expected a JSON object at the top level")
+    return meta
+
+
+def layer_names(meta: dict[str, Any], out_dir: Path) -> list[str]:
+    """The dissected layers in the order the run lists them.
+
+    ``layers`` may be a list of names, a list of objects with a ``name``, or an object keyed by name;
+    without it, every sub-folder holding a ``scores.npz`` is a layer (sorted by name).
+    """
+    raw = meta.get("layers")
+    names: list[str] = []
+    if isinstance(raw, dict):
+        names = [str(k) for k in raw]
+    elif isinstance(raw, list):
+        for item in raw:
+            if isinstance(item, str):
+                names.append(item)
+            elif isinstance(item, dict) and "name" in item:
+                names.append(str(item["name"]))
+    if not names:
+        names = sorted(p.parent.name for p in out_dir.glob(f"*/{SCORES_NPZ}"))
+    if not names:
+        raise HndError(f"{out_dir / DISSECTION_JSON}: lists no layers and no <layer>/{SCORES_NPZ} was found")
+    return names
+
+
+def load_run(out_dir: str | Path) -> RunResults:
+    """Load every layer of a dissection output folder (validated; errors name the file)."""
+    out_dir = Path(out_dir)
+    meta = read_meta(out_dir)
+    factor = pair_factor_of(meta)
+    layers = tuple(load_layer(out_dir / name / SCORES_NPZ, name, pair_factor=factor) for name in layer_names(meta, out_dir))
+    first = layers[0]
+    for layer in layers[1:]:
+        if layer.concepts != first.concepts:
+            raise HndError(f"{layer.path}: concept axis differs from layer {first.name!r} of the same run")
+    return RunResults(out_dir=out_dir, meta=meta, layers=layers)
+
+
+def _strings(arr: np.ndarray) -> tuple[str, ...]:
+    return tuple(str(x) for x in np.asarray(arr).reshape(-1))
+
+
+def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR_FACTOR) -> LayerResults:
+    """Read and check one ``scores.npz`` (no pickles are ever loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HndError(f"{path}: missing (layer {name!r} is listed but has no {SCORES_NPZ})")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise HndError(f"{path}: cannot read as an .npz of plain arrays ({exc})") from None
+    missing = [k for k in _REQUIRED_KEYS if k not in data]
+    if missing:
+        raise HndError(f"{path}: missing key(s) {', '.join(missing)} (expected the DESIGN.md §4 results format)")
+
+    concepts = _strings(data["concepts"])
+    c = len(concepts)
+    thresholds = np.asarray(data["thresholds"], dtype=np.float32).reshape(-1)
+    u = thresholds.shape[0]
+
+    def shaped(key: str, shape: tuple[int, ...]) -> np.ndarray:
+        arr = data[key]
+        if arr.shape != shape:
+            raise HndError(f"{path}: {key!r} has shape {arr.shape}, expected {shape} (U={u}, C={c})")
+        return arr
+
+    concept_region = _strings(shaped("concept_region", (c,)))
+    concept_type = _strings(shaped("concept_type", (c,)))
+    iou = shaped("iou", (u, c)).astype(np.float32)
+    top_concept = shaped("top_concept", (u,)).astype(np.int64)
+    if np.any((top_concept < -1) | (top_concept >= c)):
+        raise HndError(f"{path}: 'top_concept' has values outside -1..{c - 1}")
+    localizable = shaped("localizable", (u,)).astype(bool)
+    region = np.array(_strings(shaped("region", (u,))), dtype=str) if u else np.zeros((0,), dtype=str)
+    local_probs = shaped("local_probs", (u, c)).astype(np.float32)
+    if "paired" in data:
+        paired = shaped("paired", (u, c)).astype(bool)
+    else:
+        paired = derive_paired(local_probs, region, concept_region, pair_factor)
+
+    families = []
+    for key in data:
+        if not key.startswith(GLOBAL_GROUPS_PREFIX):
+            continue
+        fam = key[len(GLOBAL_GROUPS_PREFIX):]
+        groups = _strings(data[key])
+        for part in ("global_probs_", "biased_"):
+            if f"{part}{fam}" not in data:
+                raise HndError(f"{path}: has {key!r} but no {part}{fam!r}")
+        probs = shaped(f"global_probs_{fam}", (u, len(groups))).astype(np.float32)
+        biased = shaped(f"biased_{fam}", (u, len(groups))).astype(bool)
+        families.append(GlobalFamilyResult(fam, groups, probs, biased))
+
+    top_images = data.get("top_images")
+    if top_images is not None:
+        if top_images.ndim != 2 or top_images.shape[0] != u:
+            raise HndError(f"{path}: 'top_images' has shape {top_images.shape}, expected [U={u}, K]")
+        top_images = top_images.astype(np.int64)
+    top_maps = data.get("top_maps")
+    if top_maps is not None:
+        want_k = None if top_images is None else top_images.shape[1]
+        if top_maps.ndim != 4 or top_maps.shape[0] != u or (want_k is not None and top_maps.shape[1] != want_k):
+            raise HndError(f"{path}: 'top_maps' has shape {top_maps.shape}, expected [U={u}, K, h, w]")
+        top_maps = top_maps.astype(np.float32)
+
+    return LayerResults(
+        name=name,
+        path=path,
+        concepts=concepts,
+        concept_region=concept_region,
+        concept_type=concept_type,
+        thresholds=thresholds,
+        iou=iou,
+        top_concept=top_concept,
+        localizable=localizable,
+        region=region,
+        local_probs=local_probs,
+        paired=paired,
+        global_families=tuple(families),
+        top_images=top_images,
+        top_maps=top_maps,
+    )
+
+
+def derive_paired(
+    local_probs: np.ndarray, region: np.ndarray, concept_region: tuple[str, ...], pair_factor: float
+) -> np.ndarray:
+    """paired[u,c] = P(c|u) > pair_factor/|R_u| for c in the unit's region R_u (False elsewhere)."""
+    concept_region_arr = np.asarray(concept_region, dtype=str)
+    region = np.asarray(region, dtype=str)
+    in_region = region[:, None] == concept_region_arr[None, :]
+    size = in_region.sum(axis=1, keepdims=True)
+    cut = np.where(size > 0, pair_factor / np.maximum(size, 1), np.inf)
+    return in_region & (np.asarray(local_probs) > cut)
