@@ -1,10 +1,36 @@
-"""`hnd convert` (placeholder until its feature lands)."""
+"""`hnd convert`: turn an original checkpoint into a Flax model saved with orbax, beside its card.
+
+The file is read without torch and without executing pickles; every tensor must be used and every
+shape must match the card's architecture (the error lists missing, unexpected and mismatched keys).
+The folder it writes is accepted by every command that takes ``--weights``.
+"""
 
 from __future__ import annotations
 
-from hnd_jax.cli.common import not_yet
+import argparse
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("convert", help="(not yet available)")
-    p.set_defaults(func=not_yet("hnd convert"))
+    p = subparsers.add_parser(
+        "convert",
+        help="convert a PyTorch/safetensors/npz checkpoint into a Flax (orbax) folder with its model card",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="NAME", help="model card name (see models/) or a card .toml")
+    p.add_argument("--weights", required=True, metavar="FILE", help="original weights: .pt/.pth/.bin/.safetensors/.npz")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or a previous converted folder)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hnd_jax.convert.checkpoint import convert_checkpoint, read_manifest
+
+    out = convert_checkpoint(args.model, args.weights, args.out)
+    manifest = read_manifest(out)
+    source = manifest["source"]
+    print(
+        f"converted {source['file']} ({source['format']}, sha256 {source['sha256'][:12]}...) for model "
+        f"'{manifest['card']}' ({manifest['architecture']}, {manifest['num_arrays']} arrays) -> {out}"
+    )
+    return 0

@@ -1,10 +1,59 @@
-"""`hnd extract` (placeholder until its feature lands)."""
+"""`hnd extract`: activations of named layers, saved as float32 NCHW (PyTorch's layout).
+
+Inputs (exactly one):
+  --inputs X.npy      preprocessed images, float32 [N, H, W, 3] (NHWC); used as they are
+  --images DIR        image files in sorted name order, preprocessed as the model card says
+  --dictionary SPEC   the local images of a Face Dictionary (ROOT, PREP or 'synthetic') in dictionary
+                      order; a one-layer .npy written this way is what `hnd dissect --activations` reads
+
+Output: OUT.npz with one array [N, C, H, W] per layer name (or OUT.npy for a single layer).
+"""
 
 from __future__ import annotations
 
-from hnd_jax.cli.common import not_yet
+import argparse
+
+from hnd_jax.cli.common import add_taxonomy_arg
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("extract", help="(not yet available)")
-    p.set_defaults(func=not_yet("hnd extract"))
+    p = subparsers.add_parser(
+        "extract",
+        help="save the activations of named layers (NCHW float32) for images, an array or the dictionary",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="NAME", help="model card name (see models/) or a card .toml")
+    p.add_argument("--weights", metavar="W", help="original .pt/.pth/.bin/.safetensors/.npz or a converted folder")
+    p.add_argument("--layer", action="append", metavar="L", help="layer name (repeatable; default: the card's)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--inputs", metavar="X.npy", help="preprocessed NHWC float32 images [N, H, W, 3]")
+    src.add_argument("--images", metavar="DIR", help="folder of image files (sorted by name)")
+    src.add_argument("--dictionary", metavar="ROOT|PREP|synthetic", help="Face Dictionary local images")
+    p.add_argument("--out", required=True, metavar="ACTS.npz", help="output .npz (or .npy for one layer)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B")
+    add_taxonomy_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hnd_jax.convert.extract import run_extract
+
+    taxonomy = None
+    if args.taxonomy:
+        from hnd_jax.taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy(args.taxonomy)
+    out = run_extract(
+        args.model,
+        args.weights,
+        args.layer,
+        out=args.out,
+        inputs=args.inputs,
+        images=args.images,
+        dictionary=args.dictionary,
+        batch_size=args.batch_size,
+        taxonomy=taxonomy,
+    )
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,191 @@
+"""Activations of named layers for a set of inputs, saved in PyTorch's NCHW layout (``hnd extract``).
+
+Why NCHW: users compare these arrays with what a PyTorch forward hook gives them, and
+``hnd dissect --activations`` reads NCHW ``[N, U, h, w]`` too. The model runs NHWC inside (Flax);
+each batch is transposed on the way out.
+
+Three input sources, each yielding float32 NHWC batches in a fixed order:
+
+* :func:`batches_from_array`: an ``.npy`` of already preprocessed NHWC float images (no preprocessing);
+* :func:`batches_from_images`: image files of a folder in sorted name order, preprocessed per the card;
+* :func:`batches_from_dictionary`: the local images of a Face Dictionary in dictionary order, resized
+  by the dictionary reader with the card's filter and scaled per the card. A single-layer ``.npy``
+  written from this source is exactly what ``hnd dissect --activations`` reads.
+
+The last batch is padded to the batch size (and the padding dropped) so that one compiled forward
+serves every batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from flax import nnx
+
+from hnd_jax.atomic import atomic_path, write_npz
+from hnd_jax.cards import ModelCard
+from hnd_jax.errors import HndError
+from hnd_jax.preprocess import list_image_files, preprocess_files, preprocess_uint8
+
+__all__ = [
+    "batches_from_array",
+    "batches_from_images",
+    "batches_from_dictionary",
+    "check_layer_names",
+    "extract_activations",
+    "write_activations",
+    "run_extract",
+]
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise HndError(f"--batch-size {batch_size}: expected a positive integer")
+
+
+def batches_from_array(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of an ``.npy`` holding preprocessed images ``[N, H, W, 3]`` (NHWC, float)."""
+    _check_batch_size(batch_size)
+    path = Path(path)
+    if not path.is_file():
+        raise HndError(f"{path}: inputs file not found")
+    if path.suffix.lower() != ".npy":
+        raise HndError(f"{path}: expected a .npy file of preprocessed NHWC float32 images")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise HndError(f"{path}: cannot read the .npy file ({' '.join(str(exc).split())})") from None
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise HndError(
+            f"{path}: shape {list(arr.shape)}; expected [N, H, W, 3] preprocessed images (NHWC, RGB; "
+            "PyTorch's NCHW must be transposed with x.transpose(0, 2, 3, 1))"
+        )
+    if arr.dtype.kind != "f":
+        raise HndError(f"{path}: dtype {arr.dtype}; expected float32 images that are already preprocessed")
+    if arr.shape[0] == 0:
+        raise HndError(f"{path}: holds no images (N = 0)")
+    return (np.asarray(arr[i : i + batch_size], dtype=np.float32) for i in range(0, arr.shape[0], batch_size))
+
+
+def batches_from_images(folder: str | Path, card: ModelCard, batch_size: int) -> Iterator[np.ndarray]:
+    """Image files of ``folder`` in sorted name order, preprocessed per the card, in batches."""
+    _check_batch_size(batch_size)
+    files = list_image_files(folder)
+    return (preprocess_files(files[i : i + batch_size], card) for i in range(0, len(files), batch_size))
+
+
+def batches_from_dictionary(
+    spec: str, card: ModelCard, batch_size: int, *, taxonomy=None
+) -> Iterator[np.ndarray]:
+    """Local images of a Face Dictionary (ROOT, PREP or ``synthetic``) in dictionary order."""
+    _check_batch_size(batch_size)
+    from hnd_jax.dictionary import open_dictionary
+
+    kwargs = {} if taxonomy is None else {"taxonomy": taxonomy}
+    dictionary = open_dictionary(spec, card.input_size, image_resample=card.preprocessing.resize, **kwargs)
+    if dictionary.num_local == 0:
+        raise HndError(f"{spec}: the dictionary has no local images")
+    return (preprocess_uint8(b.images, card) for b in dictionary.local_batches(batch_size, with_masks=False))
+
+
+def check_layer_names(model: nnx.Module, layers: Sequence[str]) -> None:
+    """Fail early (before reading any input) on a layer name the model does not have."""
+    import difflib
+
+    from hnd_jax.models.capture import module_names
+
+    known = module_names(model)
+    for name in layers:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise HndError(f"unknown layer {name!r} for {type(model).__name__}{hint} (list them with `hnd layers`)")
+
+
+def _pad(batch: np.ndarray, size: int) -> np.ndarray:
+    if batch.shape[0] == size:
+        return batch
+    pad = np.zeros((size - batch.shape[0], *batch.shape[1:]), dtype=batch.dtype)
+    return np.concatenate([batch, pad], axis=0)
+
+
+def extract_activations(
+    model: nnx.Module, layers: Sequence[str], batches: Iterable[np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``{layer: float32 [N, C, H, W]}`` for every requested layer, rows in input order.
+
+    A layer whose output is not 4-D (e.g. a Linear) is returned as the module outputs it.
+    """
+    from hnd_jax.models.capture import forward_with_layers
+
+    if not layers:
+        raise HndError("no layer requested: pass --layer NAME (see `hnd layers --model NAME`)")
+    names = list(dict.fromkeys(layers))
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    full = None
+    for batch in batches:
+        n = batch.shape[0]
+        if n == 0:
+            continue
+        full = n if full is None else full
+        _, acts = forward_with_layers(model, _pad(batch, max(full, n)), names)
+        for name in names:
+            a = np.asarray(acts[name], dtype=np.float32)[:n]
+            chunks[name].append(np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a)
+    if full is None:
+        raise HndError("no inputs to extract activations from")
+    return {name: np.concatenate(parts, axis=0) for name, parts in chunks.items()}
+
+
+def write_activations(out: str | Path, activations: dict[str, np.ndarray]) -> Path:
+    """Save atomically: ``.npz`` with one array per layer name, or ``.npy`` for a single layer."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix == ".npy":
+        if len(activations) != 1:
+            raise HndError(f"{out}: a .npy holds one layer; {len(activations)} were requested (write a .npz)")
+        (array,) = activations.values()
+        with atomic_path(out, suffix=".npy") as tmp:
+            np.save(tmp, array)
+        return out
+    if suffix != ".npz":
+        raise HndError(f"{out}: expected an output file ending in .npz (or .npy for one layer)")
+    write_npz(out, activations, compressed=False)
+    return out
+
+
+def run_extract(
+    model: str | ModelCard,
+    weights: str | Path | None,
+    layers: Sequence[str] | None,
+    *,
+    out: str | Path,
+    inputs: str | Path | None = None,
+    images: str | Path | None = None,
+    dictionary: str | None = None,
+    batch_size: int = 32,
+    taxonomy=None,
+    random_init: bool = False,
+) -> Path:
+    """What ``hnd extract`` does: load the model, read one input source, write NCHW activations."""
+    from hnd_jax.convert.checkpoint import load_model
+
+    _check_batch_size(batch_size)
+    sources = [s for s in (inputs, images, dictionary) if s is not None]
+    if len(sources) != 1:
+        raise HndError("give exactly one of --inputs X.npy, --images DIR, --dictionary ROOT|PREP|synthetic")
+    out = Path(out)
+    if out.suffix.lower() not in (".npz", ".npy"):
+        raise HndError(f"{out}: expected an output file ending in .npz (or .npy for one layer)")
+    net, card = load_model(model, weights, random_init=random_init)
+    names = list(layers) if layers else list(card.default_layers)
+    check_layer_names(net, names)
+    if inputs is not None:
+        batches = batches_from_array(inputs, batch_size)
+    elif images is not None:
+        batches = batches_from_images(images, card, batch_size)
+    else:
+        batches = batches_from_dictionary(str(dictionary), card, batch_size, taxonomy=taxonomy)
+    return write_activations(out, extract_activations(net, names, batches))
