@@ -125,6 +125,7 @@ class UnitStats:
             "hi": jnp.full((U,), -jnp.inf, jnp.float32),
             "image_max": jnp.full((self.num_images, U), -jnp.inf, jnp.float32),
             "count": jnp.zeros((), jnp.int32),
+            "nonfinite": jnp.zeros((), jnp.int32),
         }
         if self.k:
             state["topk"] = jnp.full((self.num_devices, U, self.k), -jnp.inf, jnp.float32)
@@ -149,8 +150,12 @@ class UnitStats:
     def finalize(self, state: State) -> dict[str, np.ndarray]:
         """thresholds [U] f32 (absent when quantile is None), lo [U], hi [U], image_max [N, U] f32.
 
-        Raises when not every image was seen exactly once (the threshold needs all ``N*h*w`` values).
+        Raises :class:`HndError` when a value was NaN or inf, or when not every image was seen exactly
+        once (the threshold needs all ``N*h*w`` values).
         """
+        bad = int(state["nonfinite"])
+        if bad:
+            raise HndError(f"the activations contain {bad} NaN or inf value(s): thresholds and ranks would be meaningless")
         count = int(state["count"])
         if count != self.num_images:
             raise HndError(f"pass 1 saw {count} image(s), expected {self.num_images}: every image must be fed once")
@@ -171,7 +176,7 @@ class UnitStats:
 
     # ------------------------------------------------------------------ jitted pieces
     def _state_shardings(self) -> State:
-        sh: State = {"lo": self._replicated, "hi": self._replicated, "image_max": self._replicated, "count": self._replicated}
+        sh: State = {k: self._replicated for k in ("lo", "hi", "image_max", "count", "nonfinite")}
         if self.k:
             sh["topk"] = self._per_device
         return sh
@@ -207,6 +212,8 @@ class UnitStats:
             target = jnp.where(valid, index, N)
             new["image_max"] = state["image_max"].at[target].max(per_image_max, mode="drop")
             new["count"] = state["count"] + valid.sum(dtype=jnp.int32)
+            finite_rows = jnp.isfinite(acts).reshape(acts.shape[0], -1)
+            new["nonfinite"] = state["nonfinite"] + jnp.where(valid[:, None], ~finite_rows, False).sum(dtype=jnp.int32)
             if k:
                 new["topk"] = sharded_topk(state["topk"], acts, valid)
             return new
@@ -228,6 +235,7 @@ def _merge_states(a: State, b: State, k: int) -> State:
         "hi": jnp.maximum(a["hi"], b["hi"]),
         "image_max": jnp.maximum(a["image_max"], b["image_max"]),
         "count": a["count"] + b["count"],
+        "nonfinite": a["nonfinite"] + b["nonfinite"],
     }
     if k:
         out["topk"] = jax.lax.top_k(jnp.concatenate([a["topk"], b["topk"]], axis=-1), k)[0]

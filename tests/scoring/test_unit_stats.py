@@ -129,3 +129,15 @@ def test_missing_images_are_an_error():
     state = stats.update(stats.init(), acts, np.arange(3), np.ones(3, bool))
     with pytest.raises(HndError, match="saw 3 image"):
         stats.finalize(state)
+
+
+def test_nan_or_inf_activations_are_an_error_but_padding_may_hold_them():
+    stats = UnitStats(2, 2, (1, 2), 0.1, one_device_mesh())
+    acts = np.zeros((3, 1, 2, 2), np.float32)
+    acts[2] = np.nan  # padding row: ignored
+    state = stats.update(stats.init(), acts, np.array([0, 1, 0]), np.array([True, True, False]))
+    assert stats.finalize(state)["thresholds"].tolist() == [0.0, 0.0]
+    acts[1, 0, 1, 0] = np.inf
+    state = stats.update(stats.init(), acts, np.array([0, 1, 0]), np.array([True, True, False]))
+    with pytest.raises(HndError, match="1 NaN or inf"):
+        stats.finalize(state)
