@@ -141,3 +141,17 @@ def test_nan_or_inf_activations_are_an_error_but_padding_may_hold_them():
     state = stats.update(stats.init(), acts, np.array([0, 1, 0]), np.array([True, True, False]))
     with pytest.raises(HndError, match="1 NaN or inf"):
         stats.finalize(state)
+
+
+def test_state_adopted_by_another_device_count_continues_exactly():
+    rng = np.random.default_rng(6)
+    acts = adversarial_acts(rng, N=16)
+    U = acts.shape[-1]
+    one = UnitStats(U, 16, acts.shape[1:3], 0.05, all_device_mesh())
+    first = one.update(one.init(), acts[:8], np.arange(8), np.ones(8, bool))
+    other = UnitStats(U, 16, acts.shape[1:3], 0.05, one_device_mesh())
+    state = other.adopt(first)
+    state = other.update(state, acts[8:], np.arange(8, 16), np.ones(8, bool))
+    out = other.finalize(state)
+    np.testing.assert_array_equal(out["thresholds"], ref.thresholds(acts, 0.05))
+    np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))
