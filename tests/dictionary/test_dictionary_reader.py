@@ -229,3 +229,21 @@ def test_custom_taxonomy_drives_concepts(fresh_fixture):
     for i, r in enumerate(rows):
         assert {tax.concept_names[c] for c in np.flatnonzero(d.labelled[i])} == set(r.masks)
     np.testing.assert_array_equal(d.global_group_of("Gender"), [0, 0, 1])  # Female first, then Male
+
+
+def test_resize_mask_sweep_of_sizes():
+    """Adversarial sweep: every input side 1..40 to every output side 1..24 (exact-integer edges included)."""
+    rng = np.random.default_rng(7)
+    for h in range(1, 41):
+        m = rng.random((h, 41 - h)) < 0.5
+        for size in range(1, 25):
+            np.testing.assert_array_equal(resize_mask(m, size), nearest_resize_reference(m, size), err_msg=f"{m.shape}->{size}")
+
+
+def test_constant_and_empty_masks(tmp_path):
+    from hnd_jax.dictionary.decode import decode_mask
+
+    Image.fromarray(np.zeros((6, 4), np.uint8)).save(tmp_path / "empty.png")
+    Image.fromarray(np.full((6, 4, 3), 255, np.uint8)).save(tmp_path / "full.png")
+    assert not resize_mask(decode_mask(tmp_path / "empty.png", (4, 6)), 5).any()
+    assert resize_mask(decode_mask(tmp_path / "full.png", (4, 6)), 5).all()
