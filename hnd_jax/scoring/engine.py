@@ -156,7 +156,7 @@ class LayerScorer:
         shape = (self.num_units, tax.num_concepts)
         if inter.shape != shape or union.shape != shape:
             raise ValueError(f"tally counts {inter.shape}/{union.shape}: expected {shape}")
-        iou = iou_from_counts(inter, union)
+        iou = iou_from_counts(inter, union, np.float64)  # exact ratios for every decision
         top, localizable, region = top_concepts(iou, tax.concept_region_index, tax.regions, cfg.iou_threshold)
         region_pos = {r: i for i, r in enumerate(tax.regions)}
         unit_region_index = np.array([region_pos.get(r, -1) for r in region.tolist()], np.int64)
@@ -171,7 +171,7 @@ class LayerScorer:
             "concept_region": np.asarray(tax.concept_regions, dtype=str),
             "concept_type": np.asarray(tax.concept_types, dtype=str),
             "thresholds": np.asarray(pass1_result["thresholds"], np.float32),
-            "iou": iou,
+            "iou": iou.astype(np.float32),
             "top_concept": top,
             "localizable": localizable,
             "region": region,

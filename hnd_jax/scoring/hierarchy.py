@@ -17,13 +17,17 @@ from typing import Sequence
 import numpy as np
 
 
-def iou_from_counts(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
-    """IoU [U, C] float32 = intersection / union, NaN where the union is 0 (no support)."""
+def iou_from_counts(intersection: np.ndarray, union: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """IoU [U, C] = intersection / union, NaN where the union is 0 (no support).
+
+    Decisions (top concept, localizable, scores) use ``dtype=np.float64`` so that an IoU of exactly
+    the threshold (e.g. 1/25 against 0.04) is decided on the exact ratio; results store float32.
+    """
     inter = np.asarray(intersection, np.float64)
     uni = np.asarray(union, np.float64)
     out = np.full(inter.shape, np.nan, np.float64)
     np.divide(inter, uni, out=out, where=uni > 0)
-    return out.astype(np.float32)
+    return out.astype(dtype)
 
 
 def top_concepts(

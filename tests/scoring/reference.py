@@ -75,8 +75,9 @@ def tally(acts_nhwc, masks, labelled, family, concept_family, T, S, mode):
 
 
 def iou(inter, union):
+    """Exact ratios in float64 (the library stores them as float32)."""
     U, C = inter.shape
-    out = np.empty((U, C), np.float32)
+    out = np.empty((U, C), np.float64)
     for u in range(U):
         for c in range(C):
             out[u, c] = np.nan if union[u, c] == 0 else inter[u, c] / union[u, c]

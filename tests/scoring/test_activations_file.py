@@ -70,7 +70,7 @@ def expected(dic, acts_nchw, garrays, q=0.05):
     iou = ref.iou(inter, union)
     top, loc, region = ref.top_concept(iou, tax.concept_regions, 0.04)
     probs, paired = ref.local_probs(iou, ref.image_max(acts), lo, hi, dic.labelled, tax.concept_regions, region, 1.5)
-    out = dict(thresholds=T, iou=iou, top_concept=top, localizable=loc, region=region, local_probs=probs, paired=paired)
+    out = dict(thresholds=T, iou=iou.astype(np.float32), top_concept=top, localizable=loc, region=region, local_probs=probs, paired=paired)
     for fam in tax.global_families:
         keys = [f"{fam.name}/{g}" for g in fam.groups]
         if keys[0] not in garrays:

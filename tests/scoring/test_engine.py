@@ -50,7 +50,7 @@ def reference_scores(dic, acts, global_acts, config):
     iou = ref.iou(inter, union)
     top, loc, region = ref.top_concept(iou, tax.concept_regions, config.iou_threshold)
     probs, paired = ref.local_probs(iou, m, lo, hi, dic.labelled, tax.concept_regions, region, config.pair_factor)
-    out = dict(thresholds=T, iou=iou, top_concept=top, localizable=loc, region=region, local_probs=probs, paired=paired)
+    out = dict(thresholds=T, iou=iou.astype(np.float32), top_concept=top, localizable=loc, region=region, local_probs=probs, paired=paired)
     for name, gacts in global_acts.items():
         fam = tax.global_family(name)
         glo, ghi = ref.lo_hi(gacts)

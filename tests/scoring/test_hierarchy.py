@@ -29,7 +29,7 @@ def test_iou_nan_where_no_support():
     inter, union = random_counts(rng, 7, 5)
     union[0] = 0  # a unit with no support anywhere
     got = iou_from_counts(inter, union)
-    np.testing.assert_array_equal(got, ref.iou(inter, union))
+    np.testing.assert_array_equal(got, ref.iou(inter, union).astype(np.float32))
     assert np.isnan(got[0]).all() and got.dtype == np.float32
 
 
@@ -50,6 +50,18 @@ def test_top_concept_ignores_nan_breaks_ties_and_flags_unsupported():
     np.testing.assert_array_equal(loc, rloc)
     np.testing.assert_array_equal(region, rregion)
     assert top.tolist() == [1, -1, 1, 6] and region.tolist() == ["Eye", "", "", "Chin"]
+
+
+def test_localizable_is_decided_on_exact_ratios():
+    tax = tiny_taxonomy()
+    inter = np.zeros((2, tax.num_concepts), np.int64)
+    union = np.full((2, tax.num_concepts), 10**9, np.int64)
+    inter[0, 3], union[0, 3] = 1, 25  # exactly 0.04: localizable
+    inter[1, 3], union[1, 3] = 399999999, 10**10  # 0.0399999999: rounds to float32(0.04), not localizable
+    iou64 = iou_from_counts(inter, union, np.float64)
+    assert iou_from_counts(inter, union)[1, 3] == np.float32(0.04)
+    _, loc, _ = top_concepts(iou64, tax.concept_region_index, tax.regions, 0.04)
+    assert loc.tolist() == [True, False]
 
 
 def test_ranks_break_ties_by_dictionary_order():
