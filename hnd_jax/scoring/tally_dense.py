@@ -20,6 +20,7 @@ traced and run under ``jax.enable_x64(True)``; every array it returns has an exp
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable
 
 import jax
@@ -60,13 +61,15 @@ def _unit_chunk(b_local: int, size: int, num_units: int) -> int:
     return int(max(1, min(num_units, DENSE_CHUNK_ELEMENTS // per_unit)))
 
 
+@lru_cache(maxsize=32)
 def build_dense_kernel(
     mesh: Mesh, batch: int, num_units: int, num_concepts: int, size: int, official: bool, platform: str
 ) -> Callable:
     """A jitted ``(acts, masks, in_union, valid, thresholds) -> (inter [U,C], union [U,C])`` int32.
 
     acts [B, h, w, U] f32, masks [B, C, S, S] bool, in_union [B, C] bool, valid [B] bool sharded over
-    ``data``; thresholds [U] f32 replicated. Call it under ``jax.enable_x64(True)``.
+    ``data``; thresholds [U] f32 replicated. Call it under ``jax.enable_x64(True)``. Cached: tallies
+    of the same shapes (other modes, layers of equal width, tests) share one compiled program.
     """
     ndev = int(mesh.devices.size)
     b_local = batch // ndev
