@@ -140,7 +140,7 @@ class _LazyTensor:
         view = np.lib.stride_tricks.as_strided(
             data[self.offset :], shape=self.size, strides=tuple(st * itemsize for st in self.stride), writeable=False
         )
-        return np.array(view, copy=True)  # own, contiguous memory: never aliases a shared storage
+        return np.array(view, copy=True, order="C")  # own, C-ordered memory: never aliases a shared storage
 
 
 class _Corrupt(Exception):
