@@ -39,12 +39,29 @@ def run_image_size(meta: dict[str, Any]) -> int | None:
 
 
 def run_dictionary_spec(meta: dict[str, Any]) -> str | None:
-    """The spec string that reopens the run's dictionary (``dictionary.spec``), if recorded."""
+    """The spec string that reopens the run's dictionary (``dictionary.spec``), if recorded.
+
+    A relative ROOT/PREP spec only works from the run's working directory, so when it does not
+    exist here but the identity's resolved ``path`` does, that path is used instead.
+    """
     ident = meta.get("dictionary")
-    if isinstance(ident, dict) and isinstance(ident.get("spec"), str):
-        return ident["spec"]
     if isinstance(ident, str):
         return ident
+    if not isinstance(ident, dict):
+        return None
+    spec = ident.get("spec") if isinstance(ident.get("spec"), str) else None
+    path = ident.get("path") if isinstance(ident.get("path"), str) else None
+    if spec is not None and not spec.startswith("synthetic") and not Path(spec).expanduser().exists():
+        if path is not None and Path(path).exists():
+            return path
+    return spec or path
+
+
+def run_image_resample(meta: dict[str, Any]) -> str | None:
+    """The resample filter the run's dictionary used for images (recorded in its identity)."""
+    ident = meta.get("dictionary")
+    if isinstance(ident, dict) and isinstance(ident.get("image_resample"), str):
+        return ident["image_resample"]
     return None
 
 
@@ -57,8 +74,9 @@ def run_taxonomy(meta: dict[str, Any], taxonomy: str | Path | Taxonomy | None) -
     recorded = meta.get("taxonomy")
     if isinstance(recorded, dict) and "local_families" in recorded:
         return taxonomy_from_dict(recorded, source="dissection.json taxonomy")
-    if isinstance(recorded, str) and Path(recorded).is_file():
-        return load_taxonomy(recorded)
+    source = recorded.get("source") if isinstance(recorded, dict) else recorded
+    if isinstance(source, str) and Path(source).is_file():
+        return load_taxonomy(source)
     return default_taxonomy()
 
 
@@ -75,7 +93,9 @@ def open_run_dictionary(
     size = run_image_size(meta)
     if size is None:
         raise HndError(f"{Path(out_dir) / 'dissection.json'}: records no image_size; cannot reopen the dictionary")
-    return open_dictionary(spec, size, taxonomy=run_taxonomy(meta, taxonomy))
+    resample = run_image_resample(meta)
+    extra = {"image_resample": resample} if resample else {}
+    return open_dictionary(spec, size, taxonomy=run_taxonomy(meta, taxonomy), **extra)
 
 
 def build_report(

@@ -21,6 +21,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from hnd_jax.atomic import write_bytes
 from hnd_jax.reports.results_view import RunResults, load_run
@@ -40,7 +42,7 @@ def figure_png(fig: Figure) -> bytes:
     """Render a figure to PNG bytes on the Agg canvas."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
 
 
@@ -59,6 +61,7 @@ def bar_chart(
     colors: Sequence[str] | None = None,
     group_of: Sequence[str] | None = None,
     rotate: bool = False,
+    integer: bool = False,
     empty_text: str = "nothing to show",
 ) -> Figure:
     """Grouped bars: one group per label, one bar per series.
@@ -68,7 +71,7 @@ def bar_chart(
     """
     n = len(labels)
     width_in = max(5.0, min(22.0, 1.2 + 0.32 * n * max(1, len(series))))
-    fig = Figure(figsize=(width_in, 4.2))
+    fig = Figure(figsize=(width_in, 4.2), layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=11)
     if n == 0 or not series:
@@ -83,8 +86,6 @@ def bar_chart(
             groups = list(dict.fromkeys(group_of))
             color_of = {g: PALETTE[j % len(PALETTE)] for j, g in enumerate(groups)}
             ax.bar(offs, values, bar_w, color=[color_of[g] for g in group_of])
-            from matplotlib.patches import Patch
-
             ax.legend(handles=[Patch(color=color_of[g], label=g) for g in groups], fontsize=8, frameon=False)
         else:
             color = (colors[i] if colors else PALETTE[i % len(PALETTE)])
@@ -94,6 +95,8 @@ def bar_chart(
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=8)
     ax.set_ylabel(ylabel)
+    if integer:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(-0.6, n - 0.4)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
@@ -112,6 +115,7 @@ def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts
             {"paired units": [summary.paired_per_concept[concepts[i]] for i in order]},
             title=f"{head}: units paired with each concept",
             ylabel="units",
+            integer=True,
             group_of=[concept_region[i] for i in order],
             rotate=True,
         ),
@@ -123,6 +127,7 @@ def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts
             },
             title=f"{head}: units per facial region",
             ylabel="units",
+            integer=True,
         ),
         "per_concept_type": bar_chart(
             list(summary.concept_types),
@@ -132,6 +137,7 @@ def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts
             },
             title=f"{head}: units per concept type",
             ylabel="units",
+            integer=True,
         ),
     }
     labels, values, fams = [], [], []
@@ -145,6 +151,7 @@ def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts
         {"biased units": values},
         title=f"{head}: units biased toward each global subgroup",
         ylabel="units",
+        integer=True,
         group_of=fams,
         rotate=True,
         empty_text="no global families in these results",

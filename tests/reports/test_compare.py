@@ -1,0 +1,86 @@
+"""`hnd compare`: fractions of units per region / type / subgroup, plots, json, html; bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from html_check import parse_report
+from PIL import Image
+from reports_fixture import small_taxonomy, write_fixture_run
+from test_summary import reference_counts
+
+from hnd_jax.cli import main as cli_main
+from hnd_jax.reports.compare import FIGURES
+
+
+def two_runs(tmp_path):
+    a = write_fixture_run(tmp_path / "modelA", {"layer4": 10}, seed=1, top=False)
+    b = write_fixture_run(tmp_path / "modelB", {"l3": 6, "l4": 20}, seed=2, top=False)
+    return a, b
+
+
+def test_compare_cli_happy_path(tmp_path):
+    a, b = two_runs(tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-m", "hnd_jax.cli.main", "compare", str(a.out), str(b.out), "--out", str(tmp_path / "cmp"),
+         "--labels", "biased,control"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    cmp = tmp_path / "cmp"
+    for name in FIGURES:
+        with Image.open(cmp / f"compare_{name}.png") as im:
+            im.verify()
+    table = json.loads((cmp / "compare.json").read_text())
+    assert [s["label"] for s in table["series"]] == ["biased", "control:l3", "control:l4"]
+    expected = [(a.layers[0], 10), (b.layers[0], 6), (b.layers[1], 20)]
+    for row, (layer, units) in zip(table["series"], expected):
+        ref = reference_counts(layer.arrays)
+        f = row["fractions"]
+        assert row["num_units"] == units
+        assert f["interpretable"] == pytest.approx(ref["interpretable"] / units)
+        assert f["interpretable_per_region"] == pytest.approx(
+            {r: ref["int_region"].get(r, 0) / units for r in table["regions"]})
+        assert f["interpretable_per_type"] == pytest.approx(
+            {t: ref["int_type"].get(t, 0) / units for t in table["concept_types"]})
+        for fam, groups in ref["biased"].items():
+            assert f["biased_per_group"][fam] == pytest.approx({g: n / units for g, n in groups.items()})
+    parsed = parse_report((cmp / "compare.html").read_text())
+    assert parsed.errors == [] and parsed.stack == []
+    imgs = [v for t, k, v in parsed.urls if t == "img"]
+    assert len(imgs) == len(FIGURES) and all(v.startswith("data:image/png;base64,") for v in imgs)
+
+
+def run_main(argv, capsys):
+    code = cli_main.main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_compare_rejects_a_folder_without_results(tmp_path, capsys):
+    a, _ = two_runs(tmp_path)
+    (tmp_path / "empty").mkdir()
+    code, err = run_main(["compare", str(a.out), str(tmp_path / "empty"), "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and err.startswith("hnd: error: ") and err.strip().count("\n") == 0
+    assert "empty" in err and "dissection.json" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_rejects_mismatched_taxonomies(tmp_path, capsys):
+    a, _ = two_runs(tmp_path)
+    c = write_fixture_run(tmp_path / "user", {"l": 5}, taxonomy=small_taxonomy(), top=False)
+    code, err = run_main(["compare", str(a.out), str(c.out), "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and err.strip().count("\n") == 0 and "user" in err and "differ" in err
+
+
+def test_compare_rejects_bad_labels_and_single_run(tmp_path, capsys):
+    a, b = two_runs(tmp_path)
+    code, err = run_main(["compare", str(a.out), str(b.out), "--out", str(tmp_path / "c"), "--labels", "x"], capsys)
+    assert code == 2 and "--labels" in err and err.strip().count("\n") == 0
+    code, err = run_main(["compare", str(a.out), str(b.out), "--out", str(tmp_path / "c"), "--labels", "x,x"], capsys)
+    assert code == 2 and "distinct" in err
+    code, err = run_main(["compare", str(a.out), "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "at least two" in err
