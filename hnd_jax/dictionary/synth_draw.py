@@ -205,14 +205,17 @@ class FaceCanvas:
         return np.asarray(m) > 0
 
     def speckle(self, region: np.ndarray, density: float, colour: Colour, alpha: float, rng: np.random.Generator) -> None:
-        """Darken/colour a random ``density`` share of the pixels of ``region`` (stubble, texture)."""
-        ys, xs = np.nonzero(region)
-        if len(ys) == 0:
+        """Colour a random ``density`` share of the pixels of ``region`` (stubble, texture).
+
+        The dots come from one random field over the whole image, so a dot's position does not
+        depend on the region's shape: changing an unrelated cue that bends the region's border
+        (a bigger mouth cut out of the beard area) changes only the pixels near that border.
+        """
+        dots = region & (rng.random(region.shape, dtype=np.float32) < density)
+        if not dots.any():
             return
-        keep = rng.random(len(ys)) < density
-        ys, xs = ys[keep], xs[keep]
         arr = np.array(self.image, dtype=np.float32)
-        arr[ys, xs] = (1 - alpha) * arr[ys, xs] + alpha * np.asarray(colour, dtype=np.float32)
+        arr[dots] = (1 - alpha) * arr[dots] + alpha * np.asarray(colour, dtype=np.float32)
         self._replace_pixels(arr)
 
     def _replace_pixels(self, arr: np.ndarray) -> None:

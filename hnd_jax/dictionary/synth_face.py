@@ -290,23 +290,25 @@ _MOUTH_SHAPERS = ("Smiling", "AU_12", "AU_15", "AU_20", "Big_Lips", "Mouth_Sligh
 
 
 def _brow_line(concepts: frozenset[str], side: int, tilt: float) -> np.ndarray:
-    """[9, 2] centre line of one brow from inner to outer end; ``side`` +1 image right, -1 left."""
-    y_in, y_mid, y_out = -0.355 + tilt, -0.385, -0.35 - tilt
+    """[9, 2] centre line of one brow from inner to outer end; ``side`` +1 image right, -1 left.
+
+    ``AU_1`` only moves the inner half and ``AU_2`` only the outer half, so their masks can be the
+    half of the brow they move.
+    """
+    s = np.linspace(0.0, 1.0, 9)
+    u = side * (0.13 + 0.51 * s)
+    v = -0.355 + tilt - (0.03 + 2 * tilt) * s - 0.03 * np.sin(np.pi * s)
+    inner = np.clip(1.0 - s / 0.5, 0.0, 1.0) ** 1.5
+    outer = np.clip((s - 0.5) / 0.5, 0.0, 1.0) ** 1.5
     if "Arched_Eyebrows" in concepts:
-        y_mid -= 0.075
-        y_out += 0.03
+        v = v - 0.075 * np.sin(np.pi * s) ** 2 + 0.03 * outer
     if "AU_1" in concepts:
-        y_in -= 0.1
+        v = v - 0.1 * inner
     if "AU_2" in concepts:
-        y_out -= 0.1
-        y_mid -= 0.03
+        v = v - 0.1 * outer
     if "AU_4" in concepts:
-        y_in += 0.09
-        y_mid += 0.05
-        y_out += 0.03
-    pts = quad_curve((0.13, y_in), (0.38, y_mid), (0.64, y_out), n=9)
-    pts[:, 0] *= side
-    return pts
+        v = v + 0.04 + 0.06 * inner
+    return np.stack([u, v], axis=1)
 
 
 def _brow_half_thickness(concepts: frozenset[str]) -> np.ndarray:
@@ -366,7 +368,10 @@ def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.
     skin = _skin_colour(spec)
     hair = _hair_colour(spec)
     line_dark = shade(skin, 0.55)
-    rng = np.random.default_rng([j.noise_seed, 7])
+
+    def texture_rng(feature: int) -> np.random.Generator:
+        # one stream per textured cue, so toggling one cue never moves another cue's dots
+        return np.random.default_rng([j.noise_seed, feature])
     fw = canvas.frame.width
 
     long_hair = spec.gender == "Female"
@@ -417,11 +422,11 @@ def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.
     if "5_o_Clock_Shadow" in c:
         canvas.polygon(area, None, ["5_o_Clock_Shadow"], mask_only=True)
         canvas.polygon(mouth_hole, None, ["5_o_Clock_Shadow"], mask_only=True, erase=True)
-        canvas.speckle(canvas.mask_array("5_o_Clock_Shadow"), 0.3, (30, 25, 25), 0.6, rng)
+        canvas.speckle(canvas.mask_array("5_o_Clock_Shadow"), 0.3, (30, 25, 25), 0.6, texture_rng(1))
     if spec.beard:
         inner = superellipse_pts(0.7, 0.72, exponent, n=48, centre=(0.0, 0.05))
         band = canvas.region_mask(area, holes=[inner])
-        canvas.speckle(band, 0.85, hair, 0.9, rng)
+        canvas.speckle(band, 0.85, hair, 0.9, texture_rng(2))
 
     # -- hair cap, grey streaks, forehead lines
     cap_top = ellipse_pts((0.0, -0.05), 1.08, 1.1, n=25, start=180, stop=360)
@@ -456,6 +461,7 @@ def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.
     if "AU_9" in c:
         zone = [(-0.15, -0.11), (0.15, -0.11), (0.15, 0.07), (-0.15, 0.07)]
         canvas.polygon(zone, None, ["AU_9"], mask_only=True)
+        canvas.polygon(ellipse_pts((0.0, -0.02), 0.12, 0.075, n=20), rgba(shade(skin, 0.6), 90))
         for v in (-0.07, -0.03, 0.01, 0.05):
             canvas.line([(-0.11, v + 0.01), (0.0, v - 0.008), (0.11, v + 0.01)], shade(skin, 0.5), fw(0.018))
 
@@ -511,10 +517,16 @@ def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.
     outer = _poly(u, ut, lb)
     mouth_concepts = ["mouth"] + [k for k in ("Smiling", "Mouth_Slightly_Open", "AU_20", "AU_25") if k in c]
     canvas.polygon(outer, lip_colour, mouth_concepts)
+    creased = [k for k in ("AU_12", "AU_15") if k in c]
     for k in _MOUTH_SHAPERS:
-        if k in c:  # shape cues own the mouth as drawn with and without them
+        if k in c:  # shape cues own the mouth as drawn with and without them (creases included)
+            without = _mouth_shape(c - {k})
             canvas.polygon(outer, None, [k], mask_only=True)
-            canvas.polygon(_mouth_outer(_mouth_shape(c - {k})), None, [k], mask_only=True)
+            canvas.polygon(_mouth_outer(without), None, [k], mask_only=True)
+            if creased:
+                for side in (1, -1):
+                    canvas.polygon(_mouth_corner_zone(m, side), None, [k], mask_only=True)
+                    canvas.polygon(_mouth_corner_zone(without, side), None, [k], mask_only=True)
     lips_only = [k for k in ("Big_Lips", "Wearing_Lipstick") if k in c]
     for k in lips_only:
         canvas.polygon(outer, None, [k], mask_only=True)
@@ -544,7 +556,7 @@ def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.
         boss = ellipse_pts((0.0, 0.8), 0.22, 0.11)
         canvas.polygon(boss, rgba(shade(skin, 1.2), 160), ["AU_17"])
         canvas.line([tuple(p) for p in quad_curve((-0.17, 0.72), (0.0, 0.69), (0.17, 0.72), n=7).tolist()], line_dark, fw(0.025))
-        canvas.speckle(canvas.region_mask(boss), 0.18, shade(skin, 0.6), 0.7, rng)
+        canvas.speckle(canvas.region_mask(boss), 0.18, shade(skin, 0.6), 0.7, texture_rng(3))
     if "AU_26" in c:
         jaw = [(-m.w, m.y), (m.w, m.y), (0.5, 0.86), (0.0, 1.02), (-0.5, 0.86)]
         canvas.polygon(jaw, None, ["AU_26"], mask_only=True)
@@ -556,7 +568,7 @@ def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.
     if "Goatee" in c:
         goatee = [(-0.16, 0.69), (0.16, 0.69), (0.21, 0.82), (0.09, 0.96), (-0.09, 0.96), (-0.21, 0.82)]
         canvas.polygon(goatee, shade(hair, 0.85), ["Goatee"])
-        canvas.speckle(canvas.mask_array("Goatee"), 0.25, shade(hair, 0.5), 0.8, rng)
+        canvas.speckle(canvas.mask_array("Goatee"), 0.25, shade(hair, 0.5), 0.8, texture_rng(4))
 
     # -- glasses last: they sit on top of eyes and brows
     if "Eyeglasses" in c:
