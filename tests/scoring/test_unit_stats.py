@@ -35,7 +35,7 @@ def adversarial_acts(rng, N=23, h=3, w=4, U=6):
     return acts
 
 
-@pytest.mark.parametrize("q", [0.005, 0.05, 0.2, 0.5, 0.9, 1 / 3])
+@pytest.mark.parametrize("q", [0.005, 0.05, 0.5, 1 / 3])
 def test_thresholds_equal_numpy_quantile(q):
     rng = np.random.default_rng(int(q * 1000))
     acts = adversarial_acts(rng)
@@ -153,5 +153,24 @@ def test_state_adopted_by_another_device_count_continues_exactly():
     state = other.adopt(first)
     state = other.update(state, acts[8:], np.arange(8, 16), np.ones(8, bool))
     out = other.finalize(state)
+    np.testing.assert_array_equal(out["thresholds"], ref.thresholds(acts, 0.05))
+    np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))
+
+
+def test_state_round_trips_through_orbax(tmp_path):
+    import orbax.checkpoint as ocp
+
+    rng = np.random.default_rng(8)
+    acts = adversarial_acts(rng, N=10)
+    U = acts.shape[-1]
+    mesh = all_device_mesh()
+    stats = UnitStats(U, 10, acts.shape[1:3], 0.05, mesh)
+    state = stats.update(stats.init(), acts[:8], np.arange(8), np.ones(8, bool))
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "state", state)
+    ckpt.wait_until_finished()
+    restored = ckpt.restore(tmp_path / "state", stats.init())
+    (a, i), valid = pad_batch(8, acts[8:], np.arange(8, 10))
+    out = stats.finalize(stats.update(restored, a, i, valid))
     np.testing.assert_array_equal(out["thresholds"], ref.thresholds(acts, 0.05))
     np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))
