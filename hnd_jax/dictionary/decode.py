@@ -105,9 +105,37 @@ def mask_to_bool(im: Image.Image) -> np.ndarray:
     if im.mode in ("RGBA", "LA", "PA", "RGBX", "RGBa", "La"):
         im = im.convert("RGB" if im.mode.startswith("RGB") or im.mode == "PA" else "L")
     arr = np.asarray(im)
-    if arr.ndim == 3:
-        return arr.any(axis=-1)
+    if arr.ndim == 3:  # OR the channels explicitly: ndarray.any over a length-3 axis is slow
+        inside = arr[..., 0] != 0
+        for c in range(1, arr.shape[-1]):
+            inside |= arr[..., c] != 0
+        return inside
     return arr != 0
+
+
+def _open_mask(path: Path, image_size_wh: tuple[int, int] | None) -> Image.Image:
+    im = _open_fully(path, "missing_mask", "corrupt_mask", "mask")
+    if image_size_wh is not None and tuple(im.size) != tuple(image_size_wh):
+        raise BadInputError(
+            f"{path}: mask is {im.size[0]}x{im.size[1]} but its image is "
+            f"{image_size_wh[0]}x{image_size_wh[1]} (masks must have the image's native size)",
+            kind="mask_size",
+        )
+    return im
+
+
+def load_mask(path: str | Path, image_size_wh: tuple[int, int] | None, size: int) -> np.ndarray:
+    """Decode, validate and resize one mask: bool [S, S] (same result as decode_mask + resize_mask).
+
+    Single-channel masks are resized before thresholding: NEAREST only copies pixels, so
+    thresholding before or after gives the same bits, and the common L case skips a conversion.
+    """
+    im = _open_mask(Path(path), image_size_wh)
+    if im.mode in ("L", "1", "I", "I;16", "F"):
+        if im.size != (size, size):
+            im = im.resize((size, size), resample=Image.Resampling.NEAREST)
+        return np.asarray(im) != 0
+    return resize_mask(mask_to_bool(im), size)
 
 
 def decode_mask(path: str | Path, image_size_wh: tuple[int, int] | None = None) -> np.ndarray:
@@ -116,15 +144,7 @@ def decode_mask(path: str | Path, image_size_wh: tuple[int, int] | None = None) 
     When ``image_size_wh`` (width, height of the image it annotates) is given, a mask of another
     size is rejected (``kind='mask_size'``): the published masks are at the image's native size.
     """
-    path = Path(path)
-    im = _open_fully(path, "missing_mask", "corrupt_mask", "mask")
-    if image_size_wh is not None and tuple(im.size) != tuple(image_size_wh):
-        raise BadInputError(
-            f"{path}: mask is {im.size[0]}x{im.size[1]} but its image is "
-            f"{image_size_wh[0]}x{image_size_wh[1]} (masks must have the image's native size)",
-            kind="mask_size",
-        )
-    return mask_to_bool(im)
+    return mask_to_bool(_open_mask(Path(path), image_size_wh))
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -19,10 +19,9 @@ from hnd_jax.dictionary.decode import (
     DEFAULT_RESAMPLE,
     check_image_size,
     decode_image,
-    decode_mask,
+    load_mask,
     resample_filter,
     resize_image,
-    resize_mask,
 )
 from hnd_jax.dictionary.layout import DictionaryLayout, read_layout
 from hnd_jax.dictionary.scan import ScanResult, scan_files
@@ -110,7 +109,7 @@ class PublishedDictionary(RecordDictionary):
         S = self.image_size
         masks = np.zeros((len(record.masks), S, S), dtype=bool)
         for k, mask in enumerate(record.masks):
-            masks[k] = resize_mask(decode_mask(self.root / mask, im.size), S)
+            masks[k] = load_mask(self.root / mask, im.size, S)
         return image, masks
 
     def _load_global(self, family: str, index: int) -> np.ndarray:

@@ -143,6 +143,13 @@ def nearest_resize_reference(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def mask_truth(path: Path) -> np.ndarray:
-    """Native-size bool mask read independently: any non-zero channel is inside."""
-    arr = np.asarray(Image.open(path))
-    return arr.any(axis=-1) if arr.ndim == 3 else arr != 0
+    """Native-size bool mask read independently: any non-zero colour channel is inside, alpha ignored."""
+    im = Image.open(path)
+    if im.mode == "P":
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    if im.mode in ("RGBA", "LA"):
+        arr = arr[..., :-1]
+    if arr.ndim == 3:
+        return (arr != 0).any(axis=-1)
+    return arr != 0

@@ -247,3 +247,19 @@ def test_constant_and_empty_masks(tmp_path):
     Image.fromarray(np.full((6, 4, 3), 255, np.uint8)).save(tmp_path / "full.png")
     assert not resize_mask(decode_mask(tmp_path / "empty.png", (4, 6)), 5).any()
     assert resize_mask(decode_mask(tmp_path / "full.png", (4, 6)), 5).all()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "1", "I;16", "LA"])
+def test_load_mask_fast_path_equals_decode_then_resize(tmp_path, mode):
+    from hnd_jax.dictionary.decode import decode_mask, load_mask
+
+    rng = np.random.default_rng(3)
+    inside = rng.random((22, 18)) < 0.4
+    rgb = np.zeros((22, 18, 3), np.uint8)
+    rgb[inside, rng.integers(0, 3, int(inside.sum()))] = 255
+    im = Image.fromarray(rgb)
+    im = im.convert(mode) if mode not in ("P",) else im.convert("P", palette=Image.Palette.ADAPTIVE)
+    im.save(tmp_path / "m.png")
+    expected = nearest_resize_reference(mask_truth(tmp_path / "m.png"), 13)
+    np.testing.assert_array_equal(resize_mask(decode_mask(tmp_path / "m.png", (18, 22)), 13), expected)
+    np.testing.assert_array_equal(load_mask(tmp_path / "m.png", (18, 22), 13), expected)
