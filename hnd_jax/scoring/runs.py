@@ -41,19 +41,23 @@ def mask_runs(masks: np.ndarray) -> MaskRuns:
     if masks.dtype != np.bool_:
         masks = masks != 0
     B, C, S, _ = masks.shape
-    # Only non-empty masks are scanned: most (image, concept) cells of a batch are empty.
+    # Only non-empty masks, and in them only non-empty rows, are scanned: most (image, concept)
+    # cells of a batch are empty, and a blob covers a fraction of its mask's rows.
     flat = masks.reshape(B * C, S * S)
     nonempty = np.flatnonzero(flat.any(axis=1))
-    sub = masks.reshape(B * C, S, S)[nonempty].view(np.int8)
-    padded = np.zeros((sub.shape[0], S, S + 2), np.int8)
-    padded[:, :, 1:-1] = sub
-    k, y, x = np.nonzero(np.diff(padded, axis=2))
+    sub = masks.reshape(B * C, S, S)[nonempty]
+    cell_k, row = np.nonzero(sub.any(axis=2))
+    padded = np.zeros((cell_k.size, S + 2), np.int8)
+    padded[:, 1:-1] = sub[cell_k, row]
     # Transitions come in row-major order and alternate rise (start) / fall (end) inside each row.
+    edges = np.flatnonzero(np.diff(padded, axis=1))
+    which, x = np.divmod(edges, S + 1)
     starts, ends = slice(0, None, 2), slice(1, None, 2)
-    cell = nonempty[k[starts]]
+    run_row = which[starts]
+    cell = nonempty[cell_k[run_row]]
     image = (cell // C).astype(np.int32)
     concept = (cell % C).astype(np.int32)
     start = x[starts].astype(np.int32)
     end = x[ends].astype(np.int32)
     area = np.bincount(cell, weights=(end - start), minlength=B * C).astype(np.int64).reshape(B, C)
-    return MaskRuns(image=image, concept=concept, row=y[starts].astype(np.int32), start=start, end=end, area=area)
+    return MaskRuns(image=image, concept=concept, row=row[run_row].astype(np.int32), start=start, end=end, area=area)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hnd_jax.scoring.runs import MaskRuns
-from hnd_jax.scoring.upsample import AxisWeights, axis_weights, lerp_np, upsample_rows_np
+from hnd_jax.scoring.upsample import AxisWeights, axis_weights, upsample_rows_np
 
 #: Active maps are processed in chunks so that the per-(map, row, segment) arrays stay near this size.
 CHUNK_ELEMENTS = 1 << 22
@@ -82,20 +82,21 @@ class RunCounts:
 
 
 def _above_intervals(rows: np.ndarray, thresholds: np.ndarray, seg: RowSegments, ax: AxisWeights):
-    """For maps' first-stage rows ``[p, S, w]`` and thresholds ``[p]``: the above-threshold interval
-    ``[lo, hi)`` of every (map, row, segment), int32 ``[p, S, G]`` each."""
-    a = rows[:, :, seg.j0]  # [p, S, G] float32
-    b = rows[:, :, seg.j1]
-    t = thresholds[:, None, None]
+    """For first-stage rows ``[r, w]`` (one output row of one map each) and their thresholds ``[r]``:
+    the above-threshold interval ``[lo, hi)`` of every (row, segment), int32 ``[r, G]`` each."""
+    a = rows[:, seg.j0]  # [r, G] float32
+    b = rows[:, seg.j1]
+    t = thresholds[:, None]
     xs = np.broadcast_to(seg.start, a.shape)
     xe = np.broadcast_to(seg.end, a.shape)
     whole = np.minimum(a, b) > t
-    lo = np.where(whole, xs, xe).astype(np.int32)  # default: empty interval [xe, xe)
+    lo = np.where(whole, xs, xe).astype(np.int32)  # default: the empty interval [xe, xe)
     hi = xe.astype(np.int32, copy=True)
     partial = (np.maximum(a, b) > t) & ~whole
     idx = np.nonzero(partial)
     if idx[0].size:
         pa, pb_, pt = a[idx], b[idx], thresholds[idx[0]]
+        pa64, pb64 = pa.astype(np.float64), pb_.astype(np.float64)
         s_lo, s_hi = xs[idx].astype(np.int64), xe[idx].astype(np.int64)
         decreasing = pb_ < pa
         # First x in [s_lo, s_hi] where pred(x) := (V(x) > T) XOR decreasing turns true.
@@ -105,7 +106,7 @@ def _above_intervals(rows: np.ndarray, thresholds: np.ndarray, seg: RowSegments,
             open_ = left < right
             mid = (left + right) // 2
             col = np.minimum(mid, ax.size - 1)
-            v = lerp_np(pa, pb_, ax.w0[col], ax.w1[col])
+            v = (ax.w0[col] * pa64 + ax.w1[col] * pb64).astype(np.float32)  # lerp_np, inlined
             pred = (v > pt) ^ decreasing
             right = np.where(open_ & pred, mid, right)
             left = np.where(open_ & ~pred, mid + 1, left)
@@ -142,23 +143,26 @@ def run_length_counts(acts: np.ndarray, runs: MaskRuns, thresholds: np.ndarray, 
     out_img, out_unit, out_con, out_cnt = [], [], [], []
     C_bound = int(runs.concept.max()) + 1 if runs.num_runs else 1
 
-    chunk = max(1, CHUNK_ELEMENTS // (S * seg.count))
+    chunk = max(1, CHUNK_ELEMENTS // (S * max(w, seg.count)))
     for begin in range(0, pair_img.size, chunk):
         pimg = pair_img[begin : begin + chunk]
         punit = pair_unit[begin : begin + chunk]
         maps = acts[pimg, :, :, punit]  # [p, h, w]
         rows = upsample_rows_np(maps, S)  # [p, S, w]
-        lo, hi = _above_intervals(rows, T[punit], seg, ax)
-        row_count = (hi - lo).sum(axis=2, dtype=np.int64)  # [p, S]
-        area[pimg, punit] = row_count.sum(axis=1)
+        # 2. Active rows: the row's maximum bounds the row (fact 1 again); only those are resolved.
+        t_pair = T[punit]
+        rp, ry = np.nonzero(rows.max(axis=2) > t_pair[:, None])
+        lo, hi = _above_intervals(rows[rp, ry], t_pair[rp], seg, ax)  # [r, G]
+        row_count = (hi - lo).sum(axis=1, dtype=np.int64)  # [r]
+        area[pimg, punit] = np.bincount(rp, weights=row_count, minlength=pimg.size).astype(np.int64)
         if not runs.num_runs:
             continue
 
-        # 2. Join every mask run with the firing rows (map, row) of the same image and row.
-        ep, ey = np.nonzero(row_count)
-        entry_key = pimg[ep].astype(np.int64) * S + ey
+        # 3. Join every mask run with the firing rows (map, row) of the same image and row.
+        fire = np.flatnonzero(row_count)
+        entry_key = pimg[rp[fire]].astype(np.int64) * S + ry[fire]
         order = np.argsort(entry_key, kind="stable")
-        ep, ey, entry_key = ep[order], ey[order], entry_key[order]
+        entry_row, entry_key = fire[order], entry_key[order]
         first = np.searchsorted(entry_key, run_key_sorted, side="left")
         count = np.searchsorted(entry_key, run_key_sorted, side="right") - first
         total = int(count.sum())
@@ -166,16 +170,15 @@ def run_length_counts(acts: np.ndarray, runs: MaskRuns, thresholds: np.ndarray, 
             continue
         run_of_item = np.repeat(np.arange(run_key_sorted.size), count)
         offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-        entry = first[run_of_item] + offset
+        e = entry_row[first[run_of_item] + offset]  # index into the active rows
         r = run_order[run_of_item]
-        p, y = ep[entry], ey[entry]
         x0 = runs.start[r][:, None]
         x1 = runs.end[r][:, None]
-        overlap = np.minimum(x1, hi[p, y]) - np.maximum(x0, lo[p, y])  # [J, G]
+        overlap = np.minimum(x1, hi[e]) - np.maximum(x0, lo[e])  # [J, G]
         inter = np.maximum(overlap, 0).sum(axis=1, dtype=np.int64)
 
-        # 3. Sum over the runs of each (map, concept).
-        key = p.astype(np.int64) * C_bound + runs.concept[r]
+        # 4. Sum over the runs of each (map, concept).
+        key = rp[e].astype(np.int64) * C_bound + runs.concept[r]
         sums = np.bincount(key, weights=inter, minlength=pimg.size * C_bound)
         nz = np.flatnonzero(sums)
         out_img.append(pimg[nz // C_bound])
