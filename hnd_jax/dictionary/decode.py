@@ -18,7 +18,6 @@ Conventions (DESIGN.md §1, §2):
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -66,14 +65,14 @@ def check_image_size(size: int) -> int:
 
 def _open_fully(path: Path, missing_kind: str, corrupt_kind: str, what: str) -> Image.Image:
     """Open and fully decode a file; BadInputError(kind) when missing or undecodable."""
-    if not os.path.isfile(path):
-        raise BadInputError(f"{path}: {what} file not found", kind=missing_kind)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd chunks; we judge by load() alone
             with Image.open(path) as im:
-                im.load()
-                return im.copy() if im.mode != "P" else im.convert("RGB")
+                im.load()  # pixels are in memory now: the image stays usable after the file closes
+                return im.convert("RGB") if im.mode == "P" else im
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise BadInputError(f"{path}: {what} file not found", kind=missing_kind) from None
     except _DECODE_ERRORS as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInputError(f"{path}: {what} is corrupt or truncated ({reason})", kind=corrupt_kind) from None
