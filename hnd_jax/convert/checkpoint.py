@@ -274,21 +274,21 @@ def load_model(
         card = load_card(folder / CARD_COPY)
     else:
         card = load_card(card_or_name)
-    model = build_from_card(card, seed=seed)
     if folder is not None:
         manifest = read_manifest(folder)
         _check_folder_matches(folder, manifest, card)
+        model = build_from_card(card, seed=seed)
         _restore_into(model, folder)
         return model, card
     if weights is None:
-        packaged = card.weights.packaged_file()
-        if packaged is not None:
-            load_weights_into(model, card, packaged)
-            return model, card
-        if random_init:
-            return model, card
-        raise HndError(card.missing_weights_message())
-    load_weights_into(model, card, weights)
+        weights = card.weights.packaged_file()
+        if weights is None and not random_init:
+            raise HndError(card.missing_weights_message())  # before building: big models take seconds
+    elif not Path(weights).is_file():
+        raise HndError(f"{weights}: weights file not found")
+    model = build_from_card(card, seed=seed)
+    if weights is not None:
+        load_weights_into(model, card, weights)
     return model, card
 
 
