@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from hnd_jax.atomic import atomic_dir
 from hnd_jax.dictionary.synth_face import (
     DRAWABLE_CONCEPTS,
@@ -51,6 +49,7 @@ from hnd_jax.dictionary.synth_face import (
     sample_globals,
     sample_jitter,
 )
+from hnd_jax.dictionary.synth_png import write_png
 from hnd_jax.errors import HndError
 from hnd_jax.taxonomy import LocalFamily, Taxonomy, default_taxonomy
 
@@ -239,13 +238,13 @@ def plan_global(taxonomy: Taxonomy, num_images: int, seed: int) -> list[GlobalIt
 
 # ----------------------------------------------------------------------------- writing
 def _save_png(path: Path, array: np.ndarray) -> None:
-    Image.fromarray(array).save(path, format="PNG", compress_level=PNG_LEVEL)
+    write_png(path, array, PNG_LEVEL)
 
 
 def _save_mask(path: Path, mask: np.ndarray, rgb: bool) -> None:
     """A 0/255 mask PNG, mode RGB or L (the published dictionary has both)."""
-    im = Image.fromarray(mask.astype(np.uint8) * 255, "L")
-    (im.convert("RGB") if rgb else im).save(path, format="PNG", compress_level=PNG_LEVEL)
+    m = mask.astype(np.uint8) * 255
+    write_png(path, np.repeat(m[:, :, None], 3, axis=2) if rgb else m, PNG_LEVEL)
 
 
 def _landmark_picture(image: np.ndarray, masks: dict[str, np.ndarray]) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hnd_jax.dictionary.synth import MARKER_FILE, global_group_counts, write_synthetic_dictionary
+from hnd_jax.dictionary.synth import MARKER_FILE, global_group_counts, plan_local, write_synthetic_dictionary
 from hnd_jax.dictionary.synth_face import (
     ACTION_UNITS,
     ATTRIBUTES,
@@ -29,6 +30,7 @@ from hnd_jax.dictionary.synth_face import (
     sample_globals,
     sample_jitter,
 )
+from hnd_jax.dictionary.synth_png import encode_png
 from hnd_jax.errors import HndError
 from hnd_jax.taxonomy import default_taxonomy, taxonomy_from_dict
 
@@ -132,6 +134,31 @@ def test_layout_is_complete(dictionary):
         assert "lm.png" not in (dictionary / fam.index_file).read_text()
     meta = json.loads((dictionary / MARKER_FILE).read_text())
     assert meta["concept_counts"] == seen and meta["seed"] == 0
+
+
+def test_written_files_are_the_rendered_faces(dictionary):
+    """The PNG writer round-trips: decoded files equal what render_face drew for that image."""
+    items = {f"{it.family.name}/{it.name}.png": it for it in plan_local(TAX, NUM_IMAGES, seed=0)}
+    for fam in TAX.local_families:
+        for image_rel, labels in _rows(dictionary, fam.index_file)[:3]:
+            item = items[image_rel]
+            image, masks = render_face(item.spec, item.size)
+            with Image.open(dictionary / image_rel) as im:
+                assert np.array_equal(np.asarray(im), image), image_rel
+            for m in labels:
+                with Image.open(dictionary / m) as mm:
+                    assert np.array_equal(np.asarray(mm.convert("L")) > 0, masks[Path(m).stem]), m
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 5), (218, 178), (3, 4, 3), (218, 178, 3)])
+def test_png_encoder_round_trips_through_pil(shape):
+    rng = np.random.default_rng(sum(shape))
+    for array in (rng.integers(0, 256, shape, dtype=np.uint8), np.full(shape, 255, np.uint8)):
+        with Image.open(io.BytesIO(encode_png(array))) as im:
+            assert im.mode == ("L" if len(shape) == 2 else "RGB")
+            assert np.array_equal(np.asarray(im), array)
+    with pytest.raises(ValueError):
+        encode_png(np.zeros((4, 4, 2), np.uint8))
 
 
 def test_global_groups_are_all_present(dictionary):
