@@ -151,7 +151,7 @@ class IoUTally:
         if B * S * S >= 2**31:
             raise ValueError(f"batch of {B} images at S={S}: counts could overflow int32; use smaller batches")
         acts = acts.astype(np.float32, copy=False)
-        real = acts[valid]
+        real = acts if valid.all() else acts[valid]
         if real.size and not (np.isfinite(real.max()) and np.isfinite(real.min())):
             raise HndError("activations contain NaN or inf values: expected finite numbers")
         if masks.dtype != np.bool_:
@@ -159,8 +159,9 @@ class IoUTally:
         return acts, masks, labelled, family, valid
 
     def _update_runs(self, acts, masks, labelled, family, valid):
-        keep = np.flatnonzero(valid)
-        acts, masks, labelled, family = acts[keep], masks[keep], labelled[keep], family[keep]
+        if not valid.all():  # fancy indexing copies the (large) masks: only when there is padding
+            keep = np.flatnonzero(valid)
+            acts, masks, labelled, family = acts[keep], masks[keep], labelled[keep], family[keep]
         runs = mask_runs(masks)
         counts = run_length_counts(acts, runs, self.thresholds, self.image_size)
         U, C = self.num_units, self.num_concepts

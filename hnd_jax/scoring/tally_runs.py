@@ -134,7 +134,7 @@ def run_length_counts(acts: np.ndarray, runs: MaskRuns, thresholds: np.ndarray, 
         return RunCounts(area, empty, empty, empty, empty)
 
     # 1. Active maps: the raw maximum bounds every interpolated value (module docstring, fact 1).
-    active = acts.max(axis=(1, 2)) > T[None, :]
+    active = acts.reshape(n, h * w, U).max(axis=1) > T[None, :]
     pair_img, pair_unit = np.nonzero(active)  # image-major order
 
     run_key = runs.image.astype(np.int64) * S + runs.row
