@@ -165,3 +165,18 @@ def test_cli_prepare_and_overwrite(pristine_fixture, tmp_path, capsys):
     assert main(["dictionary", "prepare", str(pristine_fixture.root), "--size", "7", "--out", str(tmp_path / "q"), "--resample", "fancy"]) == 2
     assert "resample 'fancy'" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_prepare_with_a_custom_taxonomy_without_global_families(pristine_fixture, tmp_path):
+    from hnd_jax.taxonomy import taxonomy_from_dict
+
+    tax = taxonomy_from_dict({"regions": ["Nose", "Rest"], "local_families": [
+        {"name": "parts", "index_file": "Parts.csv", "type": "part", "concepts": {
+            "nose": "Nose", "left_brow": "Rest", "right_brow": "Rest", "left_eye": "Rest", "right_eye": "Rest",
+            "mouth": "Rest", "left_cheek": "Rest", "right_cheek": "Rest"}}]})
+    out = prepare_dictionary(pristine_fixture.root, tmp_path / "p", 6, taxonomy=tax)
+    pre = open_dictionary(out, 6)  # the taxonomy comes from the PREP itself
+    png = open_dictionary(pristine_fixture.root, 6, taxonomy=tax)
+    assert pre.taxonomy == tax and pre.num_local == 2 and pre.labelled.all()
+    _assert_same_local(png.get_local([0, 1]), pre.get_local([0, 1]))
+    assert check_dictionary(out)["global_counts"] == {}
