@@ -92,6 +92,7 @@ align-items:center;border-bottom:1px solid var(--line);margin-top:14px}.controls
 table.p td{font-size:12px;padding:1px 5px}tr.hl td{background:var(--hl);font-weight:600}tr.bias td{background:var(--bias);font-weight:600}
 .legend span{display:inline-block;width:12px;height:12px;vertical-align:-1px;margin:0 4px 0 10px;border-radius:2px}
 .fam{color:var(--muted);font-size:12px;margin-top:4px}
+details.zero summary{font-size:12px;color:var(--muted);cursor:pointer}
 """
 
 JS = """
@@ -244,15 +245,30 @@ def controls_html(layer: LayerResults, summary: LayerSummary) -> str:
 
 
 def _prob_rows(layer: LayerResults, u: int) -> str:
-    """Within-region probabilities of a localizable unit, largest first; paired ones highlighted."""
+    """Within-region probabilities of a localizable unit, largest first; paired ones highlighted.
+
+    Concepts with P(c|u) = 0 (often most of a region) are folded under a <details> to keep cards short.
+    """
     idx = [i for i, r in enumerate(layer.concept_region) if r == layer.region[u]]
     idx.sort(key=lambda i: (-float(layer.local_probs[u, i]), i))
-    rows = "".join(
-        f'<tr class="{"hl" if layer.paired[u, i] else ""}"><td>{esc(layer.concepts[i])}</td>'
-        f'<td class="n">{fmt(float(layer.local_probs[u, i]))}</td><td class="n">IoU {fmt(float(layer.iou[u, i]))}</td></tr>'
-        for i in idx
-    )
-    return f'<table class="p"><thead><tr><th>P(c|u) in {esc(layer.region[u])}</th><th></th><th></th></tr></thead><tbody>{rows}</tbody></table>'
+
+    def row(i: int) -> str:
+        return (
+            f'<tr class="{"hl" if layer.paired[u, i] else ""}"><td>{esc(layer.concepts[i])}</td>'
+            f'<td class="n">{fmt(float(layer.local_probs[u, i]))}</td>'
+            f'<td class="n">IoU {fmt(float(layer.iou[u, i]))}</td></tr>'
+        )
+
+    shown = [i for i in idx if layer.local_probs[u, i] > 0 or layer.paired[u, i]]
+    rest = [i for i in idx if i not in shown]
+    head = f'<thead><tr><th>P(c|u) in {esc(layer.region[u])}</th><th></th><th></th></tr></thead>'
+    out = f'<table class="p">{head}<tbody>{"".join(row(i) for i in shown)}</tbody></table>'
+    if rest:
+        out += (
+            f'<details class="zero"><summary>{len(rest)} more in {esc(layer.region[u])} with P = 0</summary>'
+            f'<table class="p"><tbody>{"".join(row(i) for i in rest)}</tbody></table></details>'
+        )
+    return out
 
 
 def _global_rows(layer: LayerResults, u: int) -> str:
@@ -401,7 +417,7 @@ def write_report(
     if not has_assets:
         shutil.rmtree(out / ASSETS_DIR, ignore_errors=True)
     model = run.meta.get("model")
-    model_name = model.get("name", model.get("card", "")) if isinstance(model, dict) else (model or "")
+    model_name = (model.get("name") or model.get("card") or model.get("kind") or "") if isinstance(model, dict) else (model or "")
     title = f"HND report · {model_name}" if model_name else "HND report"
     page = (
         "<!DOCTYPE html>\n"

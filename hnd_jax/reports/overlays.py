@@ -27,7 +27,7 @@ from hnd_jax.reports.results_view import LayerResults
 THUMB_SIZE = 96
 ACTIVATION_RGB = (255, 150, 0)
 CONCEPT_RGB = (0, 230, 255)
-DIM_OUTSIDE = 0.4
+DIM_OUTSIDE = 0.55
 FETCH_CHUNK = 32
 
 
