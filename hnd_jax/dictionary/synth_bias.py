@@ -23,8 +23,9 @@ What is planted, exactly (:func:`plan_biased_training_set`):
   face jitter, and a few distractor cues from the task's concept set (each with probability
   ``distractor_rate``, never the task or planted concept, nothing that conflicts with them).
 
-Images are rendered square at ``render_scale * size`` and reduced to ``size`` with a box filter
-(anti-aliasing small cues such as stubble and frames).
+Images are drawn in the synthetic dictionary's 178x218 frame and resized to ``size`` x ``size``
+with PIL bicubic, exactly as the dictionary reader delivers dictionary images at analysis size
+``size``: the trained model and the dissection see the same kind of picture.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from hnd_jax.dictionary.synth_face import (
 from hnd_jax.errors import HndError
 
 _STREAM_PLAN, _STREAM_FACE = 11, 12
+CELEBA_FRAME = (178, 218)  # the synthetic dictionary's attribute/part image size
 
 
 @dataclass(frozen=True)
@@ -184,16 +186,26 @@ def plan_biased_training_set(
     )
 
 
-def render_plan(plan: BiasPlan, size: int = 64, render_scale: int = 2) -> np.ndarray:
-    """uint8 [N, size, size, 3]: the plan's faces, drawn at ``render_scale * size`` and box-reduced."""
-    if not isinstance(size, (int, np.integer)) or size < 16:
+def render_plan(
+    plan: BiasPlan, size: int = 64, *, frame: tuple[int, int] = CELEBA_FRAME, resample: str = "bicubic"
+) -> np.ndarray:
+    """uint8 [N, size, size, 3]: the plan's faces drawn in a ``frame`` (W, H) and resized to ``size``.
+
+    The default frame is the dictionary's CelebA-like 178x218 and the default filter the dictionary
+    reader's (PIL bicubic), so a model trained on these images sees faces exactly as it will see the
+    synthetic dictionary's attribute images at the analysis size ``size``.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise HndError(f"size must be an integer >= 16 pixels, got {size!r}")
-    big = int(size) * max(1, int(render_scale))
+    try:
+        filt = Image.Resampling[str(resample).upper()]
+    except KeyError:
+        raise HndError(f"resample {resample!r} is not a PIL filter (nearest, box, bilinear, bicubic, lanczos)") from None
     out = np.empty((len(plan.specs), size, size, 3), dtype=np.uint8)
     for i, spec in enumerate(plan.specs):
-        image, _ = render_face(spec, (big, big))
-        if big != size:
-            image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BOX))
+        image, _ = render_face(spec, frame)
+        if image.shape[:2] != (size, size):
+            image = np.asarray(Image.fromarray(image).resize((size, size), resample=filt))
         out[i] = image
     return out
 

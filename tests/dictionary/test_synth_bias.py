@@ -10,6 +10,7 @@ import pytest
 
 from hnd_jax.dictionary.synth_bias import biased_training_set, plan_biased_training_set, render_plan
 from hnd_jax.dictionary.synth_face import SKIN_TONE_RANGES, render_face
+from hnd_jax.dictionary.synth_png import write_png
 from hnd_jax.errors import HndError
 
 
@@ -113,3 +114,12 @@ def test_bad_sizes():
         biased_training_set(1, 0)
     with pytest.raises(HndError, match="size"):
         biased_training_set(4, 0, size=8)
+
+
+def test_training_images_look_like_dictionary_images_at_the_analysis_size(tmp_path):
+    decode = pytest.importorskip("hnd_jax.dictionary.decode", reason="the dictionary reader (H1) is not in this tree")
+    plan = plan_biased_training_set(3, seed=5)
+    images = render_plan(plan, size=64)
+    for i, spec in enumerate(plan.specs):
+        write_png(tmp_path / f"{i}.png", render_face(spec, (178, 218))[0])
+        assert np.array_equal(decode.load_image(tmp_path / f"{i}.png", 64), images[i])
