@@ -60,15 +60,37 @@ def _labels(outs: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
 
 
 def _check_same_taxonomy(series: list[Series]) -> None:
+    """Same concept axis, regions and types everywhere; a global family shared by two runs has the same groups.
+
+    A family scored in some runs only (e.g. ``--activations`` without global arrays) is not an error:
+    :func:`shared_families` leaves it out of the comparison and says so in compare.json.
+    """
     first = series[0]
-    what = ("concepts", "concept regions", "concept types", "global families/subgroups")
+    what = ("concepts", "concept regions", "concept types")
     for s in series[1:]:
-        for name, a, b in zip(what, first.layer.taxonomy_signature(), s.layer.taxonomy_signature()):
+        for name, a, b in zip(what, first.layer.taxonomy_signature()[:3], s.layer.taxonomy_signature()[:3]):
             if a != b:
                 raise HndError(
                     f"{s.run.out_dir}: its {name} differ from those of {first.run.out_dir}"
                     " (compare runs dissected with the same taxonomy)"
                 )
+    groups: dict[str, tuple[tuple[str, ...], Path]] = {}
+    for s in series:
+        for fam in s.layer.global_families:
+            seen = groups.setdefault(fam.name, (fam.groups, s.run.out_dir))
+            if seen[0] != fam.groups:
+                raise HndError(
+                    f"{s.run.out_dir}: global family {fam.name!r} has groups {', '.join(fam.groups)}"
+                    f" but {seen[1]} has {', '.join(seen[0])} (compare runs dissected with the same taxonomy)"
+                )
+
+
+def shared_families(series: list[Series]) -> tuple[list[str], list[str]]:
+    """(global families scored in every series, families left out because some series lack them)."""
+    names = [list(s.summary.biased_per_group) for s in series]
+    every = [f for f in names[0] if all(f in n for n in names)]
+    some = list(dict.fromkeys(f for n in names for f in n if f not in every))
+    return every, some
 
 
 def collect_series(outs: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Series]:
@@ -93,7 +115,8 @@ def comparison_table(series: list[Series]) -> dict[str, Any]:
     layer0 = series[0].layer
     order = [i for r in s0.regions for i, cr in enumerate(layer0.concept_region) if cr == r]
     concepts = [layer0.concepts[i] for i in order]
-    subgroups = [(f, g) for f, gs in s0.biased_per_group.items() for g in gs]
+    families, left_out = shared_families(series)
+    subgroups = [(f, g) for f in families for g in s0.biased_per_group[f]]
     rows = []
     for s in series:
         m = s.summary
@@ -122,6 +145,7 @@ def comparison_table(series: list[Series]) -> dict[str, Any]:
         "concept_types": list(s0.concept_types),
         "concepts": concepts,
         "global_subgroups": [[f, g] for f, g in subgroups],
+        "global_families_left_out": left_out,
         "series": rows,
     }
 
@@ -177,6 +201,11 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes]) -> str:
         + "</tr>"
         for r in table["series"]
     )
+    left_out = (
+        f"<p>Global families left out (not scored in every run): {esc(', '.join(table['global_families_left_out']))}</p>"
+        if table["global_families_left_out"]
+        else ""
+    )
     css = (
         "body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2330}table{border-collapse:collapse}"
         "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px}th{background:#f3f4f6}"
@@ -186,7 +215,7 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes]) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>HND comparison</title>'
         f"<style>{css}</style></head><body><h1>HND comparison</h1>"
         "<p>Fractions of each layer's units (details and counts in compare.json).</p>"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{imgs}</body></html>\n"
+        f"{left_out}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{imgs}</body></html>\n"
     )
 
 

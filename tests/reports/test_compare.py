@@ -84,3 +84,34 @@ def test_compare_rejects_bad_labels_and_single_run(tmp_path, capsys):
     assert code == 2 and "distinct" in err
     code, err = run_main(["compare", str(a.out), "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "at least two" in err
+
+
+def test_families_scored_in_some_runs_only_are_left_out(tmp_path):
+    import numpy as np
+
+    from hnd_jax.reports.compare import compare_runs
+
+    a, b = two_runs(tmp_path)
+    path = b.out / "l3" / "scores.npz"
+    arrays = {k: v for k, v in np.load(path).items() if not k.endswith("_Age")}
+    np.savez(path, **arrays)
+    path = b.out / "l4" / "scores.npz"
+    arrays = {k: v for k, v in np.load(path).items() if not k.endswith("_Age")}
+    np.savez(path, **arrays)
+    table = json.loads((compare_runs([a.out, b.out], tmp_path / "cmp") / "compare.json").read_text())
+    assert table["global_families_left_out"] == ["Age"]
+    assert {f for f, _ in table["global_subgroups"]} == {"Gender", "Ethnicity", "skin_tone"}
+    assert "Age" in (tmp_path / "cmp" / "compare.html").read_text()
+
+
+def test_same_family_with_other_groups_is_rejected(tmp_path, capsys):
+    import numpy as np
+
+    a, b = two_runs(tmp_path)
+    for layer in ("l3", "l4"):
+        path = b.out / layer / "scores.npz"
+        arrays = dict(np.load(path).items())
+        arrays["global_groups_Gender"] = np.array(["F", "M"])
+        np.savez(path, **arrays)
+    code, err = run_main(["compare", str(a.out), str(b.out), "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "'Gender'" in err and err.strip().count("\n") == 0
