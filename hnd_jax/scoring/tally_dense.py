@@ -31,8 +31,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from hnd_jax.scoring.upsample import upsample_nhwc_jax
 from hnd_jax.sharding import DATA_AXIS
 
-#: Bound on one chunk's binary maps per device, in elements (b_local * S * S * Uc).
-DENSE_CHUNK_ELEMENTS = 1 << 25
+#: Bound on one chunk's binary maps per device, in elements (b_local * S * S * Uc), per platform:
+#: small on CPUs (host memory is shared), large on accelerators so the matrix products stay wide.
+DENSE_CHUNK_ELEMENTS = {"cpu": 1 << 25}
+DENSE_CHUNK_ELEMENTS_ACCELERATOR = 1 << 28
 
 
 def union_partial(area_b, area_m, inter_x, in_union, official: bool):
@@ -56,9 +58,10 @@ def union_partial(area_b, area_m, inter_x, in_union, official: bool):
     return inter, union - inter_in
 
 
-def _unit_chunk(b_local: int, size: int, num_units: int) -> int:
+def _unit_chunk(b_local: int, size: int, num_units: int, platform: str) -> int:
+    budget = DENSE_CHUNK_ELEMENTS.get(platform, DENSE_CHUNK_ELEMENTS_ACCELERATOR)
     per_unit = max(1, b_local * size * size)
-    return int(max(1, min(num_units, DENSE_CHUNK_ELEMENTS // per_unit)))
+    return int(max(1, min(num_units, budget // per_unit)))
 
 
 @lru_cache(maxsize=32)
@@ -73,7 +76,7 @@ def build_dense_kernel(
     """
     ndev = int(mesh.devices.size)
     b_local = batch // ndev
-    uc = _unit_chunk(b_local, size, num_units)
+    uc = _unit_chunk(b_local, size, num_units, platform)
     n_chunks = -(-num_units // uc)
     padded_units = n_chunks * uc
     mm_dtype = jnp.float32 if platform == "cpu" else jnp.bfloat16
