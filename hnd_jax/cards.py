@@ -8,7 +8,7 @@ come from. Cards are data, not code: one file per checkpoint family under the re
 
 Card format (all keys are checked; an unknown key is an error, so typos do not go unnoticed)::
 
-    name = "age"                        # must equal the file stem
+    name = "age"                        # must equal the file stem (models/age.toml)
     architecture = "resnet50"           # registry name
     head = "mlp"                        # optional: passed to build_model(head=...)
     num_outputs = 1                     # optional: passed to build_model(num_outputs=...)
@@ -193,7 +193,7 @@ def load_card(name_or_path: str | Path | ModelCard) -> ModelCard:
     if text.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise HndError(f"{path}: model card file not found")
-        return _parse_card(path)
+        return _parse_card(path, expect_stem=False)
     folder = cards_dir()
     path = folder / f"{text}.toml"
     if not path.is_file():
@@ -205,7 +205,7 @@ def load_card(name_or_path: str | Path | ModelCard) -> ModelCard:
         raise HndError(
             f"unknown model '{text}': no card {path.name} in {folder} (known: {', '.join(known) or 'none'}){hint}"
         )
-    return _parse_card(path)
+    return _parse_card(path, expect_stem=True)
 
 
 _TOP_KEYS = {
@@ -271,14 +271,15 @@ class _Reader:
         return tuple(value)
 
 
-def _parse_card(path: Path) -> ModelCard:
+def _parse_card(path: Path, *, expect_stem: bool) -> ModelCard:
+    """Parse and check one card; ``expect_stem``: cards found by name must be called ``<name>.toml``."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise HndError(f"{path}: not a valid TOML model card ({' '.join(str(exc).split())})") from None
     top = _Reader(path, data, "", _TOP_KEYS)
     name = top.str("name")
-    if name != path.stem:
+    if expect_stem and name != path.stem:
         raise HndError(f"{path}: name = {name!r} must equal the file name stem {path.stem!r}")
 
     pre_table = data.get("preprocessing", {})

@@ -227,8 +227,10 @@ def test_not_toml(tmp_path):
         load_card(path)
 
 
-def test_name_must_match_file(tmp_path):
+def test_name_must_match_file(tmp_path, monkeypatch):
     path = tmp_path / "other.toml"
     path.write_text((cards_dir() / "demo_cnn.toml").read_text())
+    assert load_card(path).name == "demo_cnn"  # an explicit path may have any file name
+    monkeypatch.setenv("HND_MODELS_DIR", str(tmp_path))
     with pytest.raises(HndError, match="must equal the file name stem"):
-        load_card(path)
+        load_card("other")

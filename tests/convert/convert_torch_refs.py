@@ -61,7 +61,7 @@ def torch_mtcnn(net: str):
     cls = {"pnet": "PNet", "rnet": "RNet", "onet": "ONet"}[net]
     model = getattr(torch_mtcnn_module(), cls)(pretrained=False)
     model.load_state_dict(torch.load(mtcnn_weights(net), weights_only=True))
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 class TorchDemoCNN(nn.Module):
@@ -99,7 +99,7 @@ def random_demo_cnn(seed: int = 0, num_outputs: int = 2) -> TorchDemoCNN:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 def hooked(model, x_nchw: np.ndarray, layers: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
