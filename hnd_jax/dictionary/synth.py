@@ -14,7 +14,8 @@ What is written under ``out``::
                                                   160-200 wide, varying heights)
     <family>/<id>/<Concept>.png                   masks at the image size, 0/255, mode L or RGB
     <family>/<id>/lm.png, <id>_overlap.png        visualisations in some folders (not data)
-    non_localizable/<Family>/<group>/<n>.png      global images, at least 8 per group
+    non_localizable/<Family>/<group>/<n>.png      global images, at least 8 per group (Age 200x200 like
+                                                  UTKFace, the others 178x218)
     synthetic.json                                what generated it (seed, counts, taxonomy hash)
 
 Label plan: ``num_images`` local images are split over the families (about 40% attributes, 30%

@@ -12,6 +12,9 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +74,13 @@ def dictionary(tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- determinism
-def test_same_seed_gives_byte_identical_files(dictionary, tmp_path):
-    again = write_synthetic_dictionary(tmp_path / "b", num_images=NUM_IMAGES, seed=0)
+def test_same_seed_gives_byte_identical_files_in_another_process(dictionary, tmp_path):
+    """Two runs, the second in a fresh process with another PYTHONHASHSEED (so nothing may depend
+    on the iteration order of string sets), write byte-identical trees."""
+    code = "import sys; from hnd_jax.dictionary.synth import write_synthetic_dictionary as w; w(sys.argv[1], num_images=int(sys.argv[2]), seed=0)"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, "-c", code, str(again), str(NUM_IMAGES)], check=True, env=env, timeout=300)
     first, second = _tree_digest(dictionary), _tree_digest(again)
     assert len(first) > 100
     assert first == second
@@ -336,15 +344,16 @@ def test_refuses_to_replace_a_foreign_folder_but_replaces_its_own(tmp_path):
     precious = tmp_path / "data"
     precious.mkdir()
     (precious / "thesis.txt").write_text("keep me")
+    small = taxonomy_from_dict(_custom_taxonomy(global_families=[{"name": "skin_tone", "groups": ["bright", "dark"]}]))
     with pytest.raises(HndError, match="refusing to overwrite"):
-        write_synthetic_dictionary(precious, num_images=6)
+        write_synthetic_dictionary(precious, num_images=6, taxonomy=small)
     assert (precious / "thesis.txt").read_text() == "keep me"
     (tmp_path / "file").write_text("x")
     with pytest.raises(HndError, match="is a file"):
-        write_synthetic_dictionary(tmp_path / "file", num_images=6)
-    out = write_synthetic_dictionary(tmp_path / "syn", num_images=6, seed=0)
+        write_synthetic_dictionary(tmp_path / "file", num_images=6, taxonomy=small)
+    out = write_synthetic_dictionary(tmp_path / "syn", num_images=6, seed=0, taxonomy=small)
     (out / "stale.txt").write_text("from an older run")
-    write_synthetic_dictionary(out, num_images=6, seed=1)
+    write_synthetic_dictionary(out, num_images=6, seed=1, taxonomy=small)
     assert not (out / "stale.txt").exists() and json.loads((out / MARKER_FILE).read_text())["seed"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
