@@ -87,11 +87,6 @@ def band_polygon(centre_line: np.ndarray, half_thickness: np.ndarray | float) ->
     return [tuple(p) for p in np.concatenate([top, bottom]).tolist()]
 
 
-def mirror(pts: Sequence[Point]) -> list[Point]:
-    """The same shape on the other side of the face (u -> -u)."""
-    return [(-u, v) for u, v in pts]
-
-
 # ----------------------------------------------------------------------------- colours
 def clip_rgb(c: Iterable[float]) -> tuple[int, int, int]:
     r, g, b = (int(round(min(255.0, max(0.0, float(x))))) for x in c)
@@ -143,9 +138,6 @@ class FaceCanvas:
             self._masks[concept] = m
             self._mask_draws[concept] = ImageDraw.Draw(m)
         return self._mask_draws[concept]
-
-    def ensure_mask(self, concept: str) -> None:
-        self._mask_draw(concept)
 
     def masks(self) -> dict[str, np.ndarray]:
         """concept -> bool [H, W]."""

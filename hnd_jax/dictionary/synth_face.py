@@ -53,7 +53,6 @@ from hnd_jax.dictionary.synth_draw import (
     clip_rgb,
     ellipse_pts,
     hsv,
-    mirror,
     mix,
     quad_curve,
     rgba,
