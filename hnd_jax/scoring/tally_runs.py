@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hnd_jax.scoring.runs import MaskRuns
-from hnd_jax.scoring.upsample import AxisWeights, axis_weights, upsample_rows_np
+from hnd_jax.scoring.upsample import AxisWeights, axis_weights, flush_np, upsample_rows_np
 
 #: Active maps are processed in chunks so that the per-(map, row, segment) arrays stay near this size.
 CHUNK_ELEMENTS = 1 << 22
@@ -106,7 +106,7 @@ def _above_intervals(rows: np.ndarray, thresholds: np.ndarray, seg: RowSegments,
             open_ = left < right
             mid = (left + right) // 2
             col = np.minimum(mid, ax.size - 1)
-            v = (ax.w0[col] * pa64 + ax.w1[col] * pb64).astype(np.float32)  # lerp_np, inlined
+            v = flush_np((ax.w0[col] * pa64 + ax.w1[col] * pb64).astype(np.float32))  # lerp_np, inlined
             pred = (v > pt) ^ decreasing
             right = np.where(open_ & pred, mid, right)
             left = np.where(open_ & ~pred, mid + 1, left)

@@ -23,6 +23,10 @@ rely on: a constant map stays exactly constant (``w0*c + w1*c == c``), clamped b
 ``h == S`` (identity) reproduce raw values exactly, and ``V`` is monotone in ``x`` between two
 column centres (what lets the run-length path search instead of scan).
 
+Float32 subnormals (magnitude below ``2**-126``) count as zero everywhere: in the raw maps, in
+interpolated values and in thresholds. XLA's CPU and GPU backends flush them (FTZ/DAZ), NumPy does
+not, so the rule is applied explicitly on both sides; no real activation is that small.
+
 Compared with ``jax.image.resize(method='linear')`` (float32 triangle-kernel weights, normalised)
 the values agree to a few float32 ulps; they are not bit-identical, which is why the engine does
 not use it.
@@ -73,9 +77,20 @@ def axis_weights(n_in: int, size: int) -> AxisWeights:
     return AxisWeights(i0=i0, i1=i1, w0=1.0 - frac, w1=frac)
 
 
+#: Smallest normal float32; anything smaller in magnitude is flushed to zero (see the module docstring).
+TINY = np.float32(np.finfo(np.float32).tiny)
+
+
+def flush_np(x: np.ndarray) -> np.ndarray:
+    """float32 with subnormals replaced by zero (what XLA's flush-to-zero does)."""
+    x = np.asarray(x, np.float32)
+    return np.where(np.abs(x) < TINY, np.float32(0), x)
+
+
 def lerp_np(a: np.ndarray, b: np.ndarray, w0: np.ndarray, w1: np.ndarray) -> np.ndarray:
-    """The shared formula in NumPy: ``float32(w0*a + w1*b)`` with float64 products and sum."""
-    return (np.asarray(w0, np.float64) * np.asarray(a, np.float64) + np.asarray(w1, np.float64) * np.asarray(b, np.float64)).astype(np.float32)
+    """The shared formula in NumPy: ``flush(float32(w0*a + w1*b))`` with float64 products and sum."""
+    v = np.asarray(w0, np.float64) * np.asarray(a, np.float64) + np.asarray(w1, np.float64) * np.asarray(b, np.float64)
+    return flush_np(v.astype(np.float32))
 
 
 def upsample_rows_np(maps: np.ndarray, size: int) -> np.ndarray:
@@ -88,7 +103,7 @@ def upsample_rows_np(maps: np.ndarray, size: int) -> np.ndarray:
 
 def upsample_np(maps: np.ndarray, size: int) -> np.ndarray:
     """Both stages in NumPy: ``[..., h, w]`` float32 -> ``[..., S, S]`` float32."""
-    rows = upsample_rows_np(np.asarray(maps, np.float32), size)
+    rows = upsample_rows_np(flush_np(maps), size)
     ax = axis_weights(maps.shape[-1], size)
     return lerp_np(rows[..., ax.i0], rows[..., ax.i1], ax.w0, ax.w1)
 
@@ -104,10 +119,14 @@ def upsample_nhwc_jax(acts: jax.Array, size: int) -> jax.Array:
     _, h, w, _ = acts.shape
     ay = axis_weights(h, size)
     ax = axis_weights(w, size)
-    a = acts.astype(jnp.float64)
+    a = _flush_jax(acts.astype(jnp.float32)).astype(jnp.float64)
     wy0 = jnp.asarray(ay.w0)[None, :, None, None]
     wy1 = jnp.asarray(ay.w1)[None, :, None, None]
-    rows = (wy0 * a[:, ay.i0] + wy1 * a[:, ay.i1]).astype(jnp.float32).astype(jnp.float64)  # [B, S, w, U]
+    rows = _flush_jax((wy0 * a[:, ay.i0] + wy1 * a[:, ay.i1]).astype(jnp.float32)).astype(jnp.float64)  # [B, S, w, U]
     wx0 = jnp.asarray(ax.w0)[None, None, :, None]
     wx1 = jnp.asarray(ax.w1)[None, None, :, None]
-    return (wx0 * rows[:, :, ax.i0] + wx1 * rows[:, :, ax.i1]).astype(jnp.float32)
+    return _flush_jax((wx0 * rows[:, :, ax.i0] + wx1 * rows[:, :, ax.i1]).astype(jnp.float32))
+
+
+def _flush_jax(x: jax.Array) -> jax.Array:
+    return jnp.where(jnp.abs(x) < TINY, jnp.float32(0), x)

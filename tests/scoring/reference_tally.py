@@ -4,7 +4,7 @@ Written from the spec, independent of ``hnd_jax.scoring``: explicit loops, obvio
 bilinear upsampling follows the half-pixel-centre formula with edge clamping, pixel by pixel, and
 evaluates each interpolation with the engine's documented float rule (two float64 products of
 weights on a 2**-24 grid with float32 values, one float64 sum, then float32; rows first, then
-columns), so that boundary pixels are decided with the same bits.
+columns; float32 subnormals count as zero), so that boundary pixels are decided with the same bits.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ def source_position(o: int, n_in: int, size: int) -> tuple[int, int, float, floa
     return i0, i1, 1.0 - frac, frac
 
 
+def flush(v) -> np.float32:
+    """float32 subnormals count as zero (the engine's documented rule, as XLA's flush-to-zero)."""
+    v = np.float32(v)
+    return np.float32(0.0) if abs(v) < np.finfo(np.float32).tiny else v
+
+
 def interpolate(a: float, b: float, w0: float, w1: float) -> np.float32:
-    return np.float32(np.float64(w0) * np.float64(np.float32(a)) + np.float64(w1) * np.float64(np.float32(b)))
+    return flush(np.float64(w0) * np.float64(flush(a)) + np.float64(w1) * np.float64(flush(b)))
 
 
 def upsample(a: np.ndarray, size: int) -> np.ndarray:
@@ -56,7 +62,7 @@ def tally(acts_nhwc, masks, labelled, family, concept_family, thresholds, size, 
         if not valid[x]:
             continue
         for u in range(U):
-            b = upsample(acts_nhwc[x, :, :, u], size) > thresholds[u]
+            b = upsample(acts_nhwc[x, :, :, u], size) > flush(thresholds[u])
             for c in range(C):
                 m = masks[x, c].astype(bool)
                 inter[u, c] += int(np.logical_and(b, m).sum())

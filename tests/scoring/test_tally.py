@@ -69,6 +69,35 @@ def test_random_data_all_paths_all_modes(seed, h, w, S):
     assert_all_paths_agree(random_data(seed, h=h, w=w, S=S))
 
 
+def test_wild_magnitudes_and_signs():
+    """Values from 1e-30 to 1e30 of both signs, subnormals and zeros: the float64 products stay exact."""
+    data = list(random_data(12, h=3, w=3, S=10, U=6, q=0.6))
+    rng = np.random.default_rng(13)
+    acts = data[0] * (10.0 ** rng.integers(-30, 31, data[0].shape)).astype(np.float32)
+    acts[0, 0, 0, :] = np.float32(1e-45)  # subnormal
+    acts[1, :, :, 1] = 0.0
+    data[0] = acts.astype(np.float32)
+    data[5] = np.quantile(data[0].reshape(-1, 6), 0.6, axis=0).astype(np.float32)
+    assert_all_paths_agree(tuple(data))
+
+
+def test_dense_unit_chunks_with_padding(monkeypatch):
+    """Units split into chunks of 2 (the last one padded with never-firing units) change nothing."""
+    from hnd_jax.scoring import tally_dense
+
+    data = random_data(14, U=5)
+    want = run("runs", data, "official")
+    monkeypatch.setitem(tally_dense.DENSE_CHUNK_ELEMENTS, "cpu", 2 * data[0].shape[0] * data[6] ** 2)
+    tally_dense.build_dense_kernel.cache_clear()
+    try:
+        assert tally_dense._unit_chunk(data[0].shape[0], data[6], 5, "cpu") == 2
+        got = run("dense", data, "official", mesh=one_device())
+    finally:
+        tally_dense.build_dense_kernel.cache_clear()
+    for k in ("intersection", "union"):
+        np.testing.assert_array_equal(got[k], want[k])
+
+
 def test_tiny_and_identity_maps():
     """h = w = 1 (every pixel is the raw value) and h = S (no interpolation at all)."""
     assert_all_paths_agree(random_data(10, h=1, w=1, S=5, q=0.5))

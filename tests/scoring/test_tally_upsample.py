@@ -84,3 +84,16 @@ def test_weights_are_exact_in_24_bits():
         for wgt in (ax.w0, ax.w1):
             assert np.array_equal(wgt * 2**24, np.round(wgt * 2**24))
             assert np.array_equal(wgt.astype(np.float32).astype(np.float64), wgt)
+
+
+def test_subnormals_count_as_zero_on_every_path():
+    """XLA flushes float32 subnormals (FTZ/DAZ), NumPy does not: the formula flushes explicitly."""
+    rng = np.random.default_rng(9)
+    acts = (rng.standard_normal((2, 3, 3, 4)) * 3e-38).astype(np.float32)
+    acts[0, 0, 0, 0] = np.float32(1e-45)
+    want = np.moveaxis(upsample_np(np.moveaxis(acts, 3, 1), 10), 1, 3)
+    assert (want == 0).any() and not ((np.abs(want) < np.finfo(np.float32).tiny) & (want != 0)).any()
+    with jax.enable_x64(True):
+        got = np.asarray(jax.jit(lambda a: upsample_nhwc_jax(a, 10))(jnp.asarray(acts)))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(upsample_np(acts[0, :, :, 0], 10), ref.upsample(acts[0, :, :, 0], 10))
