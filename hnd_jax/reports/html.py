@@ -29,7 +29,7 @@ from hnd_jax.atomic import atomic_dir, write_text
 from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.reports.overlays import THUMB_SIZE, UnitTiles, render_unit_tiles
 from hnd_jax.reports.plots import PLOT_NAMES, plot_path
-from hnd_jax.reports.results_view import LayerResults, RunResults, load_run
+from hnd_jax.reports.results_view import LayerResults, RunResults, iou_threshold_of, load_run
 from hnd_jax.reports.summary import LayerSummary, interpretable_mask, summarize_layer
 
 REPORT_HTML = "report.html"
@@ -341,21 +341,91 @@ def _image_block(tiles: UnitTiles | None, src: str | None, note: str | None) -> 
 
 
 # --------------------------------------------------------------------------------------------- page
-def _iou_threshold(meta: dict[str, Any]) -> float | None:
-    settings = meta.get("settings")
-    if isinstance(settings, dict):
-        for holder in (settings, settings.get("scoring") if isinstance(settings.get("scoring"), dict) else {}):
-            if "iou_threshold" in holder:
-                return float(holder["iou_threshold"])
-    return None
-
-
 def _no_image_note(layer: LayerResults, dictionary: FaceDictionary | None) -> str | None:
     if layer.top_images is None:
         return "Top images were not stored with these results (no 'top_images' in scores.npz)."
     if dictionary is None:
         return "Top images not shown: the Face Dictionary was not available when this report was written."
     return None
+
+
+LEGEND = (
+    '<p class="legend">Top images: dimmed outside the unit\'s thresholded activation'
+    '<span style="background:rgb(255,150,0)"></span>activation boundary'
+    '<span style="background:rgb(0,230,255)"></span>top concept mask · '
+    "caption: dictionary image index · share of pixels above threshold. "
+    "Highlighted rows: paired concepts (yellow), biased subgroups (red).</p>"
+)
+
+
+def _write_strips(tiles: dict[int, UnitTiles], folder: Path, url_prefix: str) -> dict[int, str]:
+    """One JPEG strip per unit; returns unit -> relative URL."""
+    if not tiles:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    srcs = {}
+    for u, t in tiles.items():
+        _write_jpeg(folder / f"u{u:05d}.jpg", t.strip())
+        srcs[u] = f"{url_prefix}/u{u:05d}.jpg"
+    return srcs
+
+
+def layer_section(
+    out: Path,
+    index: int,
+    layer: LayerResults,
+    assets: Path,
+    *,
+    dictionary: FaceDictionary | None,
+    max_units: int | None,
+    iou_threshold: float | None,
+) -> str:
+    """The <section> of one layer: summary, plots, controls and unit cards (writes its image strips)."""
+    summary = summarize_layer(layer)
+    interp = interpretable_mask(layer)
+    units = _units_to_show(layer, max_units)
+    note = _no_image_note(layer, dictionary)
+    tiles: dict[int, UnitTiles] = {}
+    if note is None:
+        tiles = render_unit_tiles(layer, dictionary, units)
+        if layer.top_maps is None:
+            note = "Activation maps were not stored ('top_maps' absent): only the concept outline is drawn."
+    srcs = _write_strips(tiles, assets / f"L{index}", f"{ASSETS_DIR}/L{index}")
+    cards = "".join(
+        card_html(layer, u, bool(interp[u]), _image_block(tiles.get(u), srcs.get(u), note), iou_threshold)
+        for u in units
+    )
+    shown = "" if len(units) == layer.num_units else (
+        f'<p class="note">Showing the {len(units)} units with the highest IoU of {layer.num_units}.</p>'
+    )
+    legend = LEGEND + (f'<p class="note">{esc(note)}</p>' if tiles and note else "")
+    return (
+        f'<section class="layer" id="layer-{index}" data-layer="{esc(layer.name)}">'
+        f"<h2>Layer {esc(layer.name)}</h2>{summary_html(layer, summary)}{plots_html(out, layer)}"
+        f'{controls_html(layer, summary)}{legend}{shown}<div class="cards">{cards}</div></section>'
+    )
+
+
+def _title(meta: dict[str, Any]) -> str:
+    model = meta.get("model")
+    if isinstance(model, dict):
+        name = model.get("name") or model.get("card") or model.get("kind") or ""
+    else:
+        name = model or ""
+    return f"HND report · {name}" if name else "HND report"
+
+
+def page_html(meta: dict[str, Any], layer_names: list[str], sections: list[str]) -> str:
+    """The whole document around the layer sections (inline CSS and script: nothing loaded from outside)."""
+    title = _title(meta)
+    nav = "".join(f'<a href="#layer-{i}">{esc(name)}</a>' for i, name in enumerate(layer_names))
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1>{_meta_list(meta)}<nav>{nav}</nav></header>"
+        f"{''.join(sections)}<script>{JS}</script></body></html>\n"
+    )
 
 
 def write_report(
@@ -365,67 +435,22 @@ def write_report(
 
     ``dictionary``: the Face Dictionary the run used (for the top images); without it the cards
     say so instead of showing images. ``max_units``: show at most this many unit cards per layer
-    (those with the highest IoU); the summaries always count every unit.
+    (those with the highest IoU); the summaries always count every unit. The results are validated
+    before anything is written, the image folder is built under a temporary name and the page is
+    written atomically, so a failure leaves the previous report as it was.
     """
     run: RunResults = load_run(out_dir)
     out = run.out_dir
-    iou_cut = _iou_threshold(run.meta)
-    sections, nav = [], []
+    iou_cut = iou_threshold_of(run.meta)
     with atomic_dir(out / ASSETS_DIR) as assets:
         assets.chmod(0o755)  # mkdtemp makes it private; a report folder is meant to be shared or served
-        for li, layer in enumerate(run.layers):
-            summary = summarize_layer(layer)
-            interp = interpretable_mask(layer)
-            units = _units_to_show(layer, max_units)
-            note = _no_image_note(layer, dictionary)
-            tiles: dict[int, UnitTiles] = {}
-            if note is None:
-                tiles = render_unit_tiles(layer, dictionary, units)
-                if layer.top_maps is None:
-                    note = "Activation maps were not stored ('top_maps' absent): only the concept outline is drawn."
-            folder = assets / f"L{li}"
-            srcs: dict[int, str] = {}
-            if tiles:
-                folder.mkdir(parents=True, exist_ok=True)
-                for u, t in tiles.items():
-                    _write_jpeg(folder / f"u{u:05d}.jpg", t.strip())
-                    srcs[u] = f"{ASSETS_DIR}/L{li}/u{u:05d}.jpg"
-            cards = "".join(
-                card_html(layer, u, bool(interp[u]), _image_block(tiles.get(u), srcs.get(u), note), iou_cut)
-                for u in units
-            )
-            shown = "" if len(units) == layer.num_units else (
-                f'<p class="note">Showing the {len(units)} units with the highest IoU of {layer.num_units}.</p>'
-            )
-            legend = (
-                '<p class="legend">Top images: dimmed outside the unit\'s thresholded activation'
-                f'<span style="background:rgb(255,150,0)"></span>activation boundary'
-                '<span style="background:rgb(0,230,255)"></span>top concept mask · '
-                'caption: dictionary image index · share of pixels above threshold. '
-                'Highlighted rows: paired concepts (yellow), biased subgroups (red).</p>'
-            )
-            if tiles and note:
-                legend += f'<p class="note">{esc(note)}</p>'
-            anchor = f"layer-{li}"
-            nav.append(f'<a href="#{anchor}">{esc(layer.name)}</a>')
-            sections.append(
-                f'<section class="layer" id="{anchor}" data-layer="{esc(layer.name)}">'
-                f"<h2>Layer {esc(layer.name)}</h2>{summary_html(layer, summary)}{plots_html(out, layer)}"
-                f"{controls_html(layer, summary)}{legend}{shown}<div class=\"cards\">{cards}</div></section>"
-            )
+        sections = [
+            layer_section(out, i, layer, assets, dictionary=dictionary, max_units=max_units, iou_threshold=iou_cut)
+            for i, layer in enumerate(run.layers)
+        ]
         has_assets = any(assets.iterdir())
     if not has_assets:
         shutil.rmtree(out / ASSETS_DIR, ignore_errors=True)
-    model = run.meta.get("model")
-    model_name = (model.get("name") or model.get("card") or model.get("kind") or "") if isinstance(model, dict) else (model or "")
-    title = f"HND report · {model_name}" if model_name else "HND report"
-    page = (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{esc(title)}</h1>{_meta_list(run.meta)}<nav>{''.join(nav)}</nav></header>"
-        f"{''.join(sections)}<script>{JS}</script></body></html>\n"
-    )
     path = out / REPORT_HTML
-    write_text(path, page)
+    write_text(path, page_html(run.meta, [layer.name for layer in run.layers], sections))
     return path

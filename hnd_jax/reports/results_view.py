@@ -107,17 +107,27 @@ class RunResults:
         return pair_factor_of(self.meta)
 
 
+def _setting(meta: dict[str, Any], key: str) -> Any:
+    """A scoring setting from ``settings`` (or a nested ``settings.scoring``), None when unrecorded."""
+    settings = meta.get("settings")
+    if not isinstance(settings, dict):
+        return None
+    if key in settings:
+        return settings[key]
+    nested = settings.get("scoring")
+    return nested.get(key) if isinstance(nested, dict) else None
+
+
 def pair_factor_of(meta: dict[str, Any]) -> float:
-    """The run's pairing factor from ``settings`` (1.5, the paper's, when not recorded)."""
-    settings = meta.get("settings") or {}
-    if isinstance(settings, dict):
-        for key in ("pair_factor",):
-            if key in settings:
-                return float(settings[key])
-        scoring = settings.get("scoring")
-        if isinstance(scoring, dict) and "pair_factor" in scoring:
-            return float(scoring["pair_factor"])
-    return DEFAULT_PAIR_FACTOR
+    """The run's pairing factor (1.5, the paper's, when not recorded)."""
+    value = _setting(meta, "pair_factor")
+    return DEFAULT_PAIR_FACTOR if value is None else float(value)
+
+
+def iou_threshold_of(meta: dict[str, Any]) -> float | None:
+    """The run's localizability cut-off, when recorded."""
+    value = _setting(meta, "iou_threshold")
+    return None if value is None else float(value)
 
 
 def read_meta(out_dir: str | Path) -> dict[str, Any]:
