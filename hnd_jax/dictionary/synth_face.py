@@ -59,6 +59,24 @@ from hnd_jax.dictionary.synth_draw import (
     shade,
     superellipse_pts,
 )
+from hnd_jax.dictionary.synth_shapes import (
+    CHEEK_U,
+    CHEEK_V,
+    EYE_U,
+    EYE_V,
+    MOUTH_SHAPERS,
+    band_between,
+    beard_area,
+    brow_line,
+    brow_polygon,
+    eye_radii,
+    mouth_corner_zone,
+    mouth_edges,
+    mouth_outer,
+    mouth_shape,
+    nose_base_tip,
+    nose_polygon,
+)
 
 PARTS: tuple[str, ...] = (
     "nose", "left_brow", "right_brow", "left_eye", "right_eye", "mouth", "left_cheek", "right_cheek"
@@ -195,7 +213,7 @@ def sample_globals(rng: np.random.Generator, fixed: Mapping[str, str] | None = N
     return {"age": age, "gender": gender, "ethnicity": ethnicity, "skin_tone": tone}
 
 
-# ----------------------------------------------------------------------------- geometry
+# ----------------------------------------------------------------------------- colours and frame
 def _skin_colour(spec: FaceSpec) -> tuple[int, int, int]:
     bright, mid, dark = np.array([238, 204, 178]), np.array([186, 134, 98]), np.array([88, 58, 42])
     t = float(np.clip(spec.skin_tone, 0.0, 1.0))
@@ -218,368 +236,287 @@ def _frame(spec: FaceSpec, size: tuple[int, int]) -> FaceFrame:
     return FaceFrame(cx=w / 2 + j.dx * fw, cy=0.54 * h + j.dy * fh, fw=fw, fh=fh)
 
 
-@dataclass(frozen=True)
-class _MouthShape:
-    y: float = 0.53  # midline at the centre
-    w: float = 0.27  # half-width
-    t_up: float = 0.05
-    t_low: float = 0.065
-    gap: float = 0.0
-    corner: float = 0.0  # corner height offset (negative = up)
-
-
-def _mouth_shape(concepts: frozenset[str]) -> _MouthShape:
-    m = _MouthShape()
-    w, t_up, t_low, gap, corner = m.w, m.t_up, m.t_low, m.gap, m.corner
-    if "Smiling" in concepts:
-        corner -= 0.09
-        w *= 1.12
-    if "AU_12" in concepts:
-        corner -= 0.07
-        w *= 1.08
-    if "AU_15" in concepts:
-        corner += 0.08
-    if "AU_20" in concepts:
-        w *= 1.28
-        t_up *= 0.65
-        t_low *= 0.65
-    if "Big_Lips" in concepts:
-        t_up *= 1.75
-        t_low *= 1.7
-    if "Mouth_Slightly_Open" in concepts:
-        gap += 0.035
-    if "AU_25" in concepts:
-        gap += 0.045
-    if "AU_26" in concepts:
-        gap += 0.14
-    return _MouthShape(y=m.y, w=w, t_up=t_up, t_low=t_low, gap=gap, corner=corner)
-
-
-def _mouth_edges(m: _MouthShape, u_from: float = -1.0, u_to: float = 1.0, n: int = 17):
-    """(u, top of upper lip, bottom of upper lip, top of lower lip, bottom of lower lip) along u.
-
-    ``u_from``/``u_to`` select a part of the mouth, as fractions of the half-width.
-    """
-    s = np.linspace(u_from, u_to, n)
-    bulge = np.sqrt(np.clip(1 - s**2, 0, 1))
-    mid = m.y + m.corner * s**2
-    upper_top = mid - m.gap / 2 * bulge - m.t_up * bulge * (1 - 0.25 * np.exp(-(s / 0.18) ** 2))  # cupid's bow dip
-    upper_bot = mid - m.gap / 2 * bulge
-    lower_top = mid + m.gap / 2 * bulge
-    lower_bot = mid + m.gap / 2 * bulge + m.t_low * bulge
-    return s * m.w, upper_top, upper_bot, lower_top, lower_bot
-
-
-def _poly(u, top, bottom) -> list[tuple[float, float]]:
-    return list(zip(u.tolist(), top.tolist())) + list(zip(u[::-1].tolist(), bottom[::-1].tolist()))
-
-
-def _mouth_outer(m: _MouthShape, u_from: float = -1.0, u_to: float = 1.0):
-    u, ut, _, _, lb = _mouth_edges(m, u_from, u_to)
-    return _poly(u, ut, lb)
-
-
-def _mouth_corner_zone(m: _MouthShape, side: int) -> list[tuple[float, float]]:
-    """The area around one mouth corner (where corner pulls and their creases are drawn)."""
-    cu, cv = side * m.w, m.y + m.corner
-    return ellipse_pts((cu, cv), 0.13, 0.11, n=20)
-
-
-_MOUTH_SHAPERS = ("Smiling", "AU_12", "AU_15", "AU_20", "Big_Lips", "Mouth_Slightly_Open", "AU_25", "AU_26")
-
-
-def _brow_line(concepts: frozenset[str], side: int, tilt: float) -> np.ndarray:
-    """[9, 2] centre line of one brow from inner to outer end; ``side`` +1 image right, -1 left.
-
-    ``AU_1`` only moves the inner half and ``AU_2`` only the outer half, so their masks can be the
-    half of the brow they move.
-    """
-    s = np.linspace(0.0, 1.0, 9)
-    u = side * (0.13 + 0.51 * s)
-    v = -0.355 + tilt - (0.03 + 2 * tilt) * s - 0.03 * np.sin(np.pi * s)
-    inner = np.clip(1.0 - s / 0.5, 0.0, 1.0) ** 1.5
-    outer = np.clip((s - 0.5) / 0.5, 0.0, 1.0) ** 1.5
-    if "Arched_Eyebrows" in concepts:
-        v = v - 0.075 * np.sin(np.pi * s) ** 2 + 0.03 * outer
-    if "AU_1" in concepts:
-        v = v - 0.1 * inner
-    if "AU_2" in concepts:
-        v = v - 0.1 * outer
-    if "AU_4" in concepts:
-        v = v + 0.04 + 0.06 * inner
-    return np.stack([u, v], axis=1)
-
-
-def _brow_half_thickness(concepts: frozenset[str]) -> np.ndarray:
-    th = 0.055 if "Bushy_Eyebrows" in concepts else 0.026
-    return th * np.linspace(1.0, 0.6, 9)
-
-
-def _brow_polygon(concepts: frozenset[str], side: int, tilt: float, part: slice = slice(None)):
-    line = _brow_line(concepts, side, tilt)
-    return band_polygon(line[part], _brow_half_thickness(concepts)[part])
-
-
-_BROW_SHAPERS = ("Arched_Eyebrows", "Bushy_Eyebrows", "AU_1", "AU_2", "AU_4")
-
-
-def _nose_polygon(concepts: frozenset[str]) -> list[tuple[float, float]]:
-    base, tip = 0.13, 0.27
-    if "Big_Nose" in concepts:
-        base, tip = 0.2, 0.33
-    if "Pointy_Nose" in concepts:
-        base *= 0.8
-        return [(-0.045, -0.12), (0.045, -0.12), (base, tip - 0.05), (0.0, tip + 0.08), (-base, tip - 0.05)]
-    return [(-0.045, -0.12), (0.045, -0.12), (base, tip - 0.06), (base * 0.75, tip), (-base * 0.75, tip), (-base, tip - 0.06)]
-
-
-def _eye_radii(concepts: frozenset[str]) -> tuple[float, float]:
-    return (0.17, 0.12) if "AU_5" in concepts else (0.165, 0.078)
-
-
-EYE_U, EYE_V = 0.4, -0.15
-CHEEK_U, CHEEK_V = 0.55, 0.2
-
-
-def _beard_area(concepts: frozenset[str], outline: list[tuple[float, float]]):
-    """The beard area: the face below the nose, minus the mouth (polygon, hole)."""
-    lower = [(u, v) for u, v in outline if v >= 0.3]
-    lower.sort(key=lambda p: np.arctan2(p[1], p[0]))  # from right to left along the jaw
-    area = [(lower[0][0], 0.3)] + lower + [(lower[-1][0], 0.3)]
-    return area, _mouth_outer(_mouth_shape(concepts))
-
-
 # ----------------------------------------------------------------------------- renderer
-def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Draw one face. Returns (image uint8 [H, W, 3], masks {concept: bool [H, W]}).
+@dataclass
+class _Face:
+    """What every drawing layer needs: the canvas, the present concepts and the face's colours."""
 
-    ``masks`` holds an entry for every concept in ``spec.concepts`` and for the 8 facial parts
-    (every face has them). Unknown concept names raise ``ValueError`` (callers validate first).
+    canvas: FaceCanvas
+    spec: FaceSpec
+    concepts: frozenset[str]
+    skin: tuple[int, int, int]
+    hair: tuple[int, int, int]
+    line_dark: tuple[int, int, int]
+    outline: list[tuple[float, float]]  # the face oval (a superellipse)
+
+    @property
+    def long_hair(self) -> bool:
+        return self.spec.gender == "Female"
+
+    def width(self, w: float) -> int:
+        return self.canvas.frame.width(w)
+
+    def texture_rng(self, feature: int) -> np.random.Generator:
+        """One random stream per textured cue, so toggling one cue never moves another cue's dots."""
+        return np.random.default_rng([self.spec.jitter.noise_seed, feature])
+
+
+def _curve(p0, p1, p2, n: int) -> list[tuple[float, float]]:
+    return [tuple(p) for p in quad_curve(p0, p1, p2, n=n).tolist()]
+
+
+def _draw_behind_face(f: _Face) -> None:
+    """Long hair (the Female stand-in), shoulders, neck, and the double chin under the jaw."""
+    cv = f.canvas
+    if f.long_hair:
+        back = ellipse_pts((0.0, -0.2), 1.22, 1.05, n=28, start=180, stop=360) + [(1.25, 1.35), (-1.25, 1.35)]
+        cv.polygon(back, f.hair)
+    cv.polygon(ellipse_pts((0.0, 2.0), 1.9, 0.85, n=36), f.spec.jitter.clothes_colour)
+    cv.polygon([(-0.38, 0.6), (0.38, 0.6), (0.42, 1.4), (-0.42, 1.4)], shade(f.skin, 0.88))
+    if "Double_Chin" in f.concepts:
+        cv.polygon(ellipse_pts((0.0, 0.96), 0.42, 0.16, n=28), shade(f.skin, 0.92), ["Double_Chin"])
+    cv.polygon(f.outline, f.skin)
+
+
+def _draw_cheeks(f: _Face) -> None:
+    """Cheek shading (the parts), blush, cheekbones, AU_6's raised cheeks, bags under the eyes."""
+    cv, c, skin = f.canvas, f.concepts, f.skin
+    for side, name in ((1, "left_cheek"), (-1, "right_cheek")):
+        cv.polygon(ellipse_pts((side * CHEEK_U, CHEEK_V), 0.2, 0.17), rgba(shade(skin, 0.9), 70), [name])
+    for side in (1, -1):
+        if "High_Cheekbones" in c:
+            cv.polygon(ellipse_pts((side * 0.5, 0.11), 0.22, 0.12, n=24), None, ["High_Cheekbones"], mask_only=True)
+            cv.polygon(ellipse_pts((side * 0.5, 0.06), 0.17, 0.05), rgba(shade(skin, 1.35), 200))
+            cv.line(_curve((side * 0.34, 0.2), (side * 0.52, 0.16), (side * 0.7, 0.07), 7), shade(skin, 0.62), f.width(0.035))
+        if "Rosy_Cheeks" in c:
+            cv.polygon(ellipse_pts((side * CHEEK_U, 0.22), 0.16, 0.12), rgba((225, 60, 80), 135), ["Rosy_Cheeks"])
+        if "AU_6" in c:
+            cv.polygon(ellipse_pts((side * 0.42, 0.03), 0.17, 0.07), rgba(shade(skin, 1.25), 180), ["AU_6"])
+            lower_arc = _curve((side * 0.27, 0.06), (side * 0.42, 0.1), (side * 0.58, 0.06), 7)
+            cv.line(lower_arc, f.line_dark, f.width(0.02), ["AU_6"])
+            for dv in (-0.05, 0.0, 0.05):  # crow's feet
+                cv.line([(side * 0.6, EYE_V + dv * 0.5), (side * 0.72, EYE_V + dv)], f.line_dark, f.width(0.015), ["AU_6"])
+        if "Bags_Under_Eyes" in c:
+            bag = band_polygon(quad_curve((side * 0.27, -0.06), (side * 0.4, -0.015), (side * 0.53, -0.06), n=9), 0.022)
+            cv.polygon(bag, rgba((90, 50, 90), 110), ["Bags_Under_Eyes"])
+
+
+def _draw_beard_area(f: _Face) -> None:
+    """Stubble, the clean area of No_Beard (a mask only), and the unannotated jaw beard."""
+    cv, c = f.canvas, f.concepts
+    area, mouth_hole = beard_area(c, f.outline)
+    for name in ("No_Beard", "5_o_Clock_Shadow"):
+        if name in c:
+            cv.polygon(area, None, [name], mask_only=True)
+            cv.polygon(mouth_hole, None, [name], mask_only=True, erase=True)
+    if "5_o_Clock_Shadow" in c:
+        cv.speckle(cv.mask_array("5_o_Clock_Shadow"), 0.3, (30, 25, 25), 0.6, f.texture_rng(1))
+    if f.spec.beard:
+        exponent = 2.0 if f.long_hair else 2.6
+        inner = superellipse_pts(0.7, 0.72, exponent, n=48, centre=(0.0, 0.05))
+        cv.speckle(cv.region_mask(area, holes=[inner]), 0.85, f.hair, 0.9, f.texture_rng(2))
+
+
+def _draw_hair_and_age(f: _Face) -> None:
+    """The hair cap, grey streaks and forehead lines (the Age proxies)."""
+    cv, age = f.canvas, f.spec.age
+    cap_top = ellipse_pts((0.0, -0.05), 1.08, 1.1, n=25, start=180, stop=360)
+    hairline = _curve((0.98, -0.45), (0.0, -0.66 if f.long_hair else -0.6), (-0.98, -0.45), 13)
+    cv.polygon(cap_top + hairline, f.hair)
+    if age not in ("forty_to_sixty", "sixty_plus"):
+        return
+    old = age == "sixty_plus"
+    streaks, lines = (6, 4) if old else (3, 2)
+    grey = (215, 215, 215) if old else (180, 180, 180)
+    for k in range(streaks):
+        s = -0.75 + 1.5 * (k + 0.5) / streaks
+        cv.line([(s * 0.85, -0.6 + 0.12 * s * s), (s * 0.95, -0.95 + 0.3 * s * s)], grey, f.width(0.03))
+    for k in range(lines):
+        v = -0.49 - 0.03 * k
+        cv.line([(-0.32, v + 0.015), (0.0, v - 0.01), (0.32, v + 0.015)], shade(f.skin, 0.7), 1)
+
+
+def _draw_nose(f: _Face) -> None:
+    """The nose wedge and nostrils; Big_Nose, Pointy_Nose; AU_9's wrinkled bridge."""
+    cv, c, skin = f.canvas, f.concepts, f.skin
+    cv.polygon(nose_polygon(c), shade(skin, 0.9), ["nose"] + [k for k in ("Big_Nose", "Pointy_Nose") if k in c])
+    for k in ("Big_Nose", "Pointy_Nose"):
+        if k in c:  # the area the nose covered without this cue belongs to the cue too
+            cv.polygon(nose_polygon(c - {k}), None, [k], mask_only=True)
+    base, tip_v = nose_base_tip(c)
+    for side in (1, -1):
+        cv.line([(side * 0.04, -0.08), (side * base * 0.9, tip_v - 0.07)], f.line_dark, f.width(0.02))
+    for side in (1, -1):
+        cv.polygon(ellipse_pts((side * base * 0.45, tip_v - 0.025), base * 0.28, 0.018, n=12), shade(skin, 0.35))
+    if "Pointy_Nose" in c:
+        cv.polygon([(-0.05, tip_v - 0.02), (0.05, tip_v - 0.02), (0.0, tip_v + 0.075)], shade(skin, 0.7))
+    if "AU_9" in c:
+        cv.polygon([(-0.15, -0.11), (0.15, -0.11), (0.15, 0.07), (-0.15, 0.07)], None, ["AU_9"], mask_only=True)
+        cv.polygon(ellipse_pts((0.0, -0.02), 0.12, 0.075, n=20), rgba(shade(skin, 0.6), 90))
+        for v in (-0.07, -0.03, 0.01, 0.05):
+            cv.line([(-0.11, v + 0.01), (0.0, v - 0.008), (0.11, v + 0.01)], shade(skin, 0.5), f.width(0.018))
+
+
+def _draw_eyes(f: _Face) -> None:
+    """Eyes (parts), AU_5's wide-open eyes, Narrow_Eyes' heavy lids (the mask is the whole eye)."""
+    cv, c = f.canvas, f.concepts
+    rx, ry = eye_radii(c)
+    iris_colour = mix((60, 40, 25), (40, 90, 120), (f.spec.jitter.noise_seed % 7) / 7.0)
+    squash = cv.frame.fw / cv.frame.fh  # round iris in pixels
+    for side, name in ((1, "left_eye"), (-1, "right_eye")):
+        centre = (side * EYE_U, EYE_V)
+        eye_concepts = [name] + [k for k in ("AU_5", "Narrow_Eyes") if k in c]
+        cv.polygon(ellipse_pts(centre, rx, ry, n=28), (244, 242, 238), eye_concepts, outline=f.line_dark, width=1)
+        cv.polygon(ellipse_pts(centre, 0.068, 0.068 * squash, n=18), iris_colour)
+        cv.polygon(ellipse_pts(centre, 0.03, 0.03 * squash, n=12), (10, 10, 10))
+        if "Narrow_Eyes" in c:
+            lid_colour = shade(f.skin, 0.8)
+            upper = ellipse_pts(centre, rx, ry, n=15, start=180, stop=360)
+            upper += [(centre[0] + rx, centre[1] - 0.012), (centre[0] - rx, centre[1] - 0.012)]
+            cv.polygon(upper, lid_colour, outline=f.line_dark, width=1)
+            lower = ellipse_pts(centre, rx, ry, n=15, start=0, stop=180)
+            lower += [(centre[0] - rx, centre[1] + 0.022), (centre[0] + rx, centre[1] + 0.022)]
+            cv.polygon(lower, lid_colour)
+
+
+def _draw_brows(f: _Face) -> None:
+    """Brows (parts); Arched, Bushy; AU_1/AU_2 raise the inner/outer half, AU_4 lowers and furrows."""
+    cv, c, tilt = f.canvas, f.concepts, f.spec.jitter.brow_tilt
+    brow_colour = shade(f.hair, 0.8)
+    for side, name in ((1, "left_brow"), (-1, "right_brow")):
+        brow_concepts = [name] + [k for k in ("Arched_Eyebrows", "Bushy_Eyebrows", "AU_4") if k in c]
+        cv.polygon(brow_polygon(c, side, tilt), brow_colour, brow_concepts)
+        # shape cues also own the place the brow left (with/without the cue)
+        for k in ("Arched_Eyebrows", "AU_4"):
+            if k in c:
+                cv.polygon(brow_polygon(c - {k}, side, tilt), None, [k], mask_only=True)
+        for k, part in (("AU_1", slice(0, 5)), ("AU_2", slice(4, 9))):
+            if k in c:
+                cv.polygon(brow_polygon(c, side, tilt, part), None, [k], mask_only=True)
+                cv.polygon(brow_polygon(c - {k}, side, tilt, part), None, [k], mask_only=True)
+        if "Bushy_Eyebrows" in c:
+            line = brow_line(c, side, tilt)
+            for k in range(1, 8):
+                u, v = line[k]
+                cv.line([(u - 0.02 * side, v + 0.03), (u + 0.02 * side, v - 0.03)], shade(brow_colour, 0.6), 1)
+    if "AU_4" in c:
+        for du in (-0.045, 0.045):
+            cv.line([(du, -0.33), (du * 0.8, -0.22)], f.line_dark, f.width(0.02), ["AU_4"])
+
+
+def _draw_mouth(f: _Face) -> None:
+    """Lips (part); every mouth cue: shape (smile, pulls, stretch, openings, big lips) and lipstick."""
+    cv, c = f.canvas, f.concepts
+    m = mouth_shape(c)
+    lip_colour = (200, 18, 40) if "Wearing_Lipstick" in c else mix(f.skin, (170, 60, 70), 0.35 + f.spec.jitter.lip_tint)
+    u, ut, ub, lt, lb = mouth_edges(m)
+    outer = band_between(u, ut, lb)
+    cv.polygon(outer, lip_colour, ["mouth"] + [k for k in ("Smiling", "Mouth_Slightly_Open", "AU_20", "AU_25") if k in c])
+    creased = any(k in c for k in ("AU_12", "AU_15"))
+    for k in MOUTH_SHAPERS:
+        if k in c:  # shape cues own the mouth as drawn with and without them (creases included)
+            without = mouth_shape(c - {k})
+            cv.polygon(outer, None, [k], mask_only=True)
+            cv.polygon(mouth_outer(without), None, [k], mask_only=True)
+            if creased:
+                for side in (1, -1):
+                    cv.polygon(mouth_corner_zone(m, side), None, [k], mask_only=True)
+                    cv.polygon(mouth_corner_zone(without, side), None, [k], mask_only=True)
+    lips_only = [k for k in ("Big_Lips", "Wearing_Lipstick") if k in c]
+    for k in lips_only:
+        cv.polygon(outer, None, [k], mask_only=True)
+    if m.gap > 0.005:
+        gap = band_between(u, ub, lt)
+        cv.polygon(gap, (55, 18, 22))
+        for k in lips_only:
+            cv.polygon(gap, None, [k], mask_only=True, erase=True)
+        teeth_bottom = np.minimum(ub + 0.03, lt)
+        cv.polygon(band_between(u[3:-3], ub[3:-3], teeth_bottom[3:-3]), (236, 232, 220))
+    else:
+        cv.line(list(zip(u.tolist(), ((ub + lt) / 2).tolist())), shade(lip_colour, 0.45), f.width(0.015))
+    for k, sign in (("AU_12", -1), ("AU_15", 1)):
+        if k in c:
+            for side in (1, -1):
+                cu, cv_ = side * m.w, m.y + m.corner
+                crease = _curve((cu + side * 0.02, cv_ + 0.06 * sign), (cu + side * 0.07, cv_), (cu + side * 0.04, cv_ - 0.06 * sign), 5)
+                cv.line(crease, f.line_dark, f.width(0.02))
+
+
+def _draw_chin_and_facial_hair(f: _Face) -> None:
+    """Double chin crease, AU_17's raised dimpled chin, AU_26's dropped jaw, mustache, goatee."""
+    cv, c, skin = f.canvas, f.concepts, f.skin
+    if "Double_Chin" in c:
+        cv.line(_curve((-0.3, 0.92), (0.0, 0.99), (0.3, 0.92), 9), shade(skin, 0.6), f.width(0.02))
+    if "AU_17" in c:
+        boss = ellipse_pts((0.0, 0.8), 0.22, 0.11)
+        cv.polygon(boss, rgba(shade(skin, 1.2), 160), ["AU_17"])
+        cv.line(_curve((-0.17, 0.72), (0.0, 0.69), (0.17, 0.72), 7), f.line_dark, f.width(0.025))
+        cv.speckle(cv.region_mask(boss), 0.18, shade(skin, 0.6), 0.7, f.texture_rng(3))
+    if "AU_26" in c:
+        m = mouth_shape(c)
+        cv.polygon([(-m.w, m.y), (m.w, m.y), (0.5, 0.86), (0.0, 1.02), (-0.5, 0.86)], None, ["AU_26"], mask_only=True)
+        cv.line(_curve((-0.4, 0.84), (0.0, 0.97), (0.4, 0.84), 9), f.line_dark, f.width(0.025))
+    if "Mustache" in c:
+        top = _curve((-0.3, 0.47), (0.0, 0.36), (0.3, 0.47), 9)
+        bottom = _curve((0.33, 0.5), (0.0, 0.43), (-0.33, 0.5), 9)
+        cv.polygon(top + bottom, shade(f.hair, 0.85), ["Mustache"])
+    if "Goatee" in c:
+        goatee = [(-0.16, 0.69), (0.16, 0.69), (0.21, 0.82), (0.09, 0.96), (-0.09, 0.96), (-0.21, 0.82)]
+        cv.polygon(goatee, shade(f.hair, 0.85), ["Goatee"])
+        cv.speckle(cv.mask_array("Goatee"), 0.25, shade(f.hair, 0.5), 0.8, f.texture_rng(4))
+
+
+def _draw_glasses(f: _Face) -> None:
+    """Eyeglasses: tinted lenses in a frame, bridge and temples (on top of eyes and brows)."""
+    if "Eyeglasses" not in f.concepts:
+        return
+    cv, colour = f.canvas, f.spec.jitter.frame_colour
+    frame_w = f.width(0.04)
+    for side in (1, -1):
+        lens = ellipse_pts((side * EYE_U, EYE_V - 0.01), 0.25, 0.16, n=32)
+        cv.polygon(lens, rgba((170, 200, 230), 70), ["Eyeglasses"], outline=colour, width=frame_w)
+        cv.line([(side * 0.65, EYE_V - 0.04), (side * 0.97, EYE_V - 0.09)], colour, frame_w, ["Eyeglasses"])
+    cv.line([(-0.15, EYE_V - 0.04), (0.0, EYE_V - 0.07), (0.15, EYE_V - 0.04)], colour, frame_w, ["Eyeglasses"])
+
+
+#: Painter's order: each layer draws over the ones before it.
+_LAYERS = (
+    _draw_behind_face,
+    _draw_cheeks,
+    _draw_beard_area,
+    _draw_hair_and_age,
+    _draw_nose,
+    _draw_eyes,
+    _draw_brows,
+    _draw_mouth,
+    _draw_chin_and_facial_hair,
+    _draw_glasses,
+)
+
+
+def render_face(spec: FaceSpec, size: tuple[int, int] = (178, 218)) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Draw one face in a ``size`` = (W, H) frame. Returns (image uint8 [H, W, 3], masks).
+
+    ``masks`` maps every concept in ``spec.concepts`` and each of the 8 facial parts (every face
+    has them) to a bool [H, W] mask of where its cue was drawn. Unknown concept names raise
+    ``ValueError`` (callers validate user input first and raise HndError).
     """
     unknown = set(spec.concepts) - DRAWABLE_CONCEPTS
     if unknown:
         raise ValueError(f"cannot draw concepts {sorted(unknown)}")
-    c = frozenset(spec.concepts)
     j = spec.jitter
-    hue = _BACKGROUND_HUES.get(spec.ethnicity, 0.0) + j.hue_offset
-    background = hsv(hue, *j.background_sv)
+    background = hsv(_BACKGROUND_HUES.get(spec.ethnicity, 0.0) + j.hue_offset, *j.background_sv)
     canvas = FaceCanvas(size, _frame(spec, size), background)
     skin = _skin_colour(spec)
-    hair = _hair_colour(spec)
-    line_dark = shade(skin, 0.55)
-
-    def texture_rng(feature: int) -> np.random.Generator:
-        # one stream per textured cue, so toggling one cue never moves another cue's dots
-        return np.random.default_rng([j.noise_seed, feature])
-    fw = canvas.frame.width
-
-    long_hair = spec.gender == "Female"
-    exponent = 2.0 if long_hair else 2.6
-    outline = superellipse_pts(1.0, 1.0, exponent, n=72)
-
-    # -- behind the face: long hair, shoulders, neck, double chin
-    if long_hair:
-        back = ellipse_pts((0.0, -0.2), 1.22, 1.05, n=28, start=180, stop=360) + [(1.25, 1.35), (-1.25, 1.35)]
-        canvas.polygon(back, hair)
-    canvas.polygon(ellipse_pts((0.0, 2.0), 1.9, 0.85, n=36), j.clothes_colour)
-    canvas.polygon([(-0.38, 0.6), (0.38, 0.6), (0.42, 1.4), (-0.42, 1.4)], shade(skin, 0.88))
-    if "Double_Chin" in c:
-        chin2 = ellipse_pts((0.0, 0.96), 0.42, 0.16, n=28)
-        canvas.polygon(chin2, shade(skin, 0.92), ["Double_Chin"])
-
-    # -- the face
-    canvas.polygon(outline, skin)
-
-    # cheeks (part shading) and cheek attributes
-    for side, name in ((1, "left_cheek"), (-1, "right_cheek")):
-        canvas.polygon(ellipse_pts((side * CHEEK_U, CHEEK_V), 0.2, 0.17), rgba(shade(skin, 0.9), 70), [name])
-    for side in (1, -1):
-        if "High_Cheekbones" in c:
-            zone = ellipse_pts((side * 0.5, 0.11), 0.22, 0.12, n=24)
-            canvas.polygon(zone, None, ["High_Cheekbones"], mask_only=True)
-            canvas.polygon(ellipse_pts((side * 0.5, 0.06), 0.17, 0.05), rgba(shade(skin, 1.35), 200))
-            shadow = quad_curve((side * 0.34, 0.2), (side * 0.52, 0.16), (side * 0.7, 0.07), n=7)
-            canvas.line([tuple(p) for p in shadow.tolist()], shade(skin, 0.62), fw(0.035))
-        if "Rosy_Cheeks" in c:
-            canvas.polygon(ellipse_pts((side * CHEEK_U, 0.22), 0.16, 0.12), rgba((225, 60, 80), 135), ["Rosy_Cheeks"])
-        if "AU_6" in c:
-            bulge = ellipse_pts((side * 0.42, 0.03), 0.17, 0.07)
-            canvas.polygon(bulge, rgba(shade(skin, 1.25), 180), ["AU_6"])
-            lower_arc = quad_curve((side * 0.27, 0.06), (side * 0.42, 0.1), (side * 0.58, 0.06), n=7)
-            canvas.line([tuple(p) for p in lower_arc.tolist()], line_dark, fw(0.02), ["AU_6"])
-            for dv in (-0.05, 0.0, 0.05):
-                canvas.line([(side * 0.6, EYE_V + dv * 0.5), (side * 0.72, EYE_V + dv)], line_dark, fw(0.015), ["AU_6"])
-        if "Bags_Under_Eyes" in c:
-            bag = band_polygon(quad_curve((side * 0.27, -0.06), (side * 0.4, -0.015), (side * 0.53, -0.06), n=9), 0.022)
-            canvas.polygon(bag, rgba((90, 50, 90), 110), ["Bags_Under_Eyes"])
-
-    # beard area: stubble, clean (No_Beard), unannotated jaw beard
-    area, mouth_hole = _beard_area(c, outline)
-    if "No_Beard" in c:
-        canvas.polygon(area, None, ["No_Beard"], mask_only=True)
-        canvas.polygon(mouth_hole, None, ["No_Beard"], mask_only=True, erase=True)
-    if "5_o_Clock_Shadow" in c:
-        canvas.polygon(area, None, ["5_o_Clock_Shadow"], mask_only=True)
-        canvas.polygon(mouth_hole, None, ["5_o_Clock_Shadow"], mask_only=True, erase=True)
-        canvas.speckle(canvas.mask_array("5_o_Clock_Shadow"), 0.3, (30, 25, 25), 0.6, texture_rng(1))
-    if spec.beard:
-        inner = superellipse_pts(0.7, 0.72, exponent, n=48, centre=(0.0, 0.05))
-        band = canvas.region_mask(area, holes=[inner])
-        canvas.speckle(band, 0.85, hair, 0.9, texture_rng(2))
-
-    # -- hair cap, grey streaks, forehead lines
-    cap_top = ellipse_pts((0.0, -0.05), 1.08, 1.1, n=25, start=180, stop=360)
-    hairline = quad_curve((0.98, -0.45), (0.0, -0.66 if long_hair else -0.6), (-0.98, -0.45), n=13)
-    canvas.polygon(cap_top + [tuple(p) for p in hairline.tolist()], hair)
-    if spec.age in ("forty_to_sixty", "sixty_plus"):
-        grey = (215, 215, 215) if spec.age == "sixty_plus" else (180, 180, 180)
-        for k in range(6 if spec.age == "sixty_plus" else 3):
-            s = -0.75 + 1.5 * (k + 0.5) / (6 if spec.age == "sixty_plus" else 3)
-            canvas.line([(s * 0.85, -0.6 + 0.12 * s * s), (s * 0.95, -0.95 + 0.3 * s * s)], grey, fw(0.03))
-        for k in range(4 if spec.age == "sixty_plus" else 2):
-            v = -0.49 - 0.03 * k
-            canvas.line([(-0.32, v + 0.015), (0.0, v - 0.01), (0.32, v + 0.015)], shade(skin, 0.7), 1)
-
-    # -- nose
-    nose_pts = _nose_polygon(c)
-    nose_concepts = ["nose"] + [k for k in ("Big_Nose", "Pointy_Nose") if k in c]
-    canvas.polygon(nose_pts, shade(skin, 0.9), nose_concepts)
-    for k in ("Big_Nose", "Pointy_Nose"):
-        if k in c:  # the area the nose covered without this cue belongs to the cue too
-            canvas.polygon(_nose_polygon(c - {k}), None, [k], mask_only=True)
-    base = 0.2 if "Big_Nose" in c else 0.13
-    if "Pointy_Nose" in c:
-        base *= 0.8
-    tip_v = 0.33 if "Big_Nose" in c else 0.27
-    canvas.line([(-0.04, -0.08), (-base * 0.9, tip_v - 0.07)], line_dark, fw(0.02))
-    canvas.line([(0.04, -0.08), (base * 0.9, tip_v - 0.07)], line_dark, fw(0.02))
-    for side in (1, -1):
-        canvas.polygon(ellipse_pts((side * base * 0.45, tip_v - 0.025), base * 0.28, 0.018, n=12), shade(skin, 0.35))
-    if "Pointy_Nose" in c:
-        canvas.polygon([(-0.05, tip_v - 0.02), (0.05, tip_v - 0.02), (0.0, tip_v + 0.075)], shade(skin, 0.7))
-    if "AU_9" in c:
-        zone = [(-0.15, -0.11), (0.15, -0.11), (0.15, 0.07), (-0.15, 0.07)]
-        canvas.polygon(zone, None, ["AU_9"], mask_only=True)
-        canvas.polygon(ellipse_pts((0.0, -0.02), 0.12, 0.075, n=20), rgba(shade(skin, 0.6), 90))
-        for v in (-0.07, -0.03, 0.01, 0.05):
-            canvas.line([(-0.11, v + 0.01), (0.0, v - 0.008), (0.11, v + 0.01)], shade(skin, 0.5), fw(0.018))
-
-    # -- eyes
-    rx, ry = _eye_radii(c)
-    iris_colour = mix((60, 40, 25), (40, 90, 120), (j.noise_seed % 7) / 7.0)
-    for side, name in ((1, "left_eye"), (-1, "right_eye")):
-        centre = (side * EYE_U, EYE_V)
-        eye = ellipse_pts(centre, rx, ry, n=28)
-        eye_concepts = [name] + [k for k in ("AU_5", "Narrow_Eyes") if k in c]
-        canvas.polygon(eye, (244, 242, 238), eye_concepts, outline=line_dark, width=1)
-        r_iris = 0.068
-        canvas.polygon(ellipse_pts(centre, r_iris, r_iris * canvas.frame.fw / canvas.frame.fh, n=18), iris_colour)
-        canvas.polygon(ellipse_pts(centre, 0.03, 0.03 * canvas.frame.fw / canvas.frame.fh, n=12), (10, 10, 10))
-        if "Narrow_Eyes" in c:
-            lid_colour = shade(skin, 0.8)
-            upper = ellipse_pts(centre, rx, ry, n=15, start=180, stop=360)
-            upper_lid = upper + [(centre[0] + rx, centre[1] - 0.012), (centre[0] - rx, centre[1] - 0.012)]
-            canvas.polygon(upper_lid, lid_colour, outline=line_dark, width=1)
-            lower = ellipse_pts(centre, rx, ry, n=15, start=0, stop=180)
-            lower_lid = lower + [(centre[0] - rx, centre[1] + 0.022), (centre[0] + rx, centre[1] + 0.022)]
-            canvas.polygon(lower_lid, lid_colour)
-
-    # -- brows
-    brow_colour = shade(hair, 0.8)
-    for side, name in ((1, "left_brow"), (-1, "right_brow")):
-        poly = _brow_polygon(c, side, j.brow_tilt)
-        brow_concepts = [name] + [k for k in ("Arched_Eyebrows", "Bushy_Eyebrows", "AU_4") if k in c]
-        canvas.polygon(poly, brow_colour, brow_concepts)
-        # shape cues also own the place the brow left (with/without the cue)
-        for k in ("Arched_Eyebrows", "AU_4"):
-            if k in c:
-                canvas.polygon(_brow_polygon(c - {k}, side, j.brow_tilt), None, [k], mask_only=True)
-        for k, part in (("AU_1", slice(0, 5)), ("AU_2", slice(4, 9))):
-            if k in c:
-                canvas.polygon(_brow_polygon(c, side, j.brow_tilt, part), None, [k], mask_only=True)
-                canvas.polygon(_brow_polygon(c - {k}, side, j.brow_tilt, part), None, [k], mask_only=True)
-        if "Bushy_Eyebrows" in c:
-            line = _brow_line(c, side, j.brow_tilt)
-            for k in range(1, 8):
-                u, v = line[k]
-                canvas.line([(u - 0.02 * side, v + 0.03), (u + 0.02 * side, v - 0.03)], shade(brow_colour, 0.6), 1)
-    if "AU_4" in c:
-        for du in (-0.045, 0.045):
-            canvas.line([(du, -0.33), (du * 0.8, -0.22)], line_dark, fw(0.02), ["AU_4"])
-
-    # -- mouth
-    m = _mouth_shape(c)
-    lip_colour = mix(skin, (170, 60, 70), 0.35 + j.lip_tint)
-    if "Wearing_Lipstick" in c:
-        lip_colour = (200, 18, 40)
-    u, ut, ub, lt, lb = _mouth_edges(m)
-    outer = _poly(u, ut, lb)
-    mouth_concepts = ["mouth"] + [k for k in ("Smiling", "Mouth_Slightly_Open", "AU_20", "AU_25") if k in c]
-    canvas.polygon(outer, lip_colour, mouth_concepts)
-    creased = [k for k in ("AU_12", "AU_15") if k in c]
-    for k in _MOUTH_SHAPERS:
-        if k in c:  # shape cues own the mouth as drawn with and without them (creases included)
-            without = _mouth_shape(c - {k})
-            canvas.polygon(outer, None, [k], mask_only=True)
-            canvas.polygon(_mouth_outer(without), None, [k], mask_only=True)
-            if creased:
-                for side in (1, -1):
-                    canvas.polygon(_mouth_corner_zone(m, side), None, [k], mask_only=True)
-                    canvas.polygon(_mouth_corner_zone(without, side), None, [k], mask_only=True)
-    lips_only = [k for k in ("Big_Lips", "Wearing_Lipstick") if k in c]
-    for k in lips_only:
-        canvas.polygon(outer, None, [k], mask_only=True)
-    if m.gap > 0.005:
-        gap_poly = _poly(u, ub, lt)
-        canvas.polygon(gap_poly, (55, 18, 22))
-        for k in lips_only:
-            canvas.polygon(gap_poly, None, [k], mask_only=True, erase=True)
-        teeth_bottom = np.minimum(ub + 0.03, lt)
-        canvas.polygon(_poly(u[3:-3], ub[3:-3], teeth_bottom[3:-3]), (236, 232, 220))
-    else:
-        canvas.line(list(zip(u.tolist(), ((ub + lt) / 2).tolist())), shade(lip_colour, 0.45), fw(0.015))
-    for k, sign in (("AU_12", -1), ("AU_15", 1)):
-        if k in c:
-            for side in (1, -1):
-                for shape in (m, _mouth_shape(c - {k})):
-                    canvas.polygon(_mouth_corner_zone(shape, side), None, [k], mask_only=True)
-                cu, cv = side * m.w, m.y + m.corner
-                crease = quad_curve((cu + side * 0.02, cv - 0.06 * -sign), (cu + side * 0.07, cv), (cu + side * 0.04, cv + 0.06 * -sign), n=5)
-                canvas.line([tuple(p) for p in crease.tolist()], line_dark, fw(0.02))
-
-    # -- chin and facial hair
-    if "Double_Chin" in c:
-        crease = quad_curve((-0.3, 0.92), (0.0, 0.99), (0.3, 0.92), n=9)
-        canvas.line([tuple(p) for p in crease.tolist()], shade(skin, 0.6), fw(0.02))
-    if "AU_17" in c:
-        boss = ellipse_pts((0.0, 0.8), 0.22, 0.11)
-        canvas.polygon(boss, rgba(shade(skin, 1.2), 160), ["AU_17"])
-        canvas.line([tuple(p) for p in quad_curve((-0.17, 0.72), (0.0, 0.69), (0.17, 0.72), n=7).tolist()], line_dark, fw(0.025))
-        canvas.speckle(canvas.region_mask(boss), 0.18, shade(skin, 0.6), 0.7, texture_rng(3))
-    if "AU_26" in c:
-        jaw = [(-m.w, m.y), (m.w, m.y), (0.5, 0.86), (0.0, 1.02), (-0.5, 0.86)]
-        canvas.polygon(jaw, None, ["AU_26"], mask_only=True)
-        canvas.line([tuple(p) for p in quad_curve((-0.4, 0.84), (0.0, 0.97), (0.4, 0.84), n=9).tolist()], line_dark, fw(0.025))
-    if "Mustache" in c:
-        top = quad_curve((-0.3, 0.47), (0.0, 0.36), (0.3, 0.47), n=9)
-        bottom = quad_curve((0.33, 0.5), (0.0, 0.43), (-0.33, 0.5), n=9)
-        canvas.polygon([tuple(p) for p in np.concatenate([top, bottom]).tolist()], shade(hair, 0.85), ["Mustache"])
-    if "Goatee" in c:
-        goatee = [(-0.16, 0.69), (0.16, 0.69), (0.21, 0.82), (0.09, 0.96), (-0.09, 0.96), (-0.21, 0.82)]
-        canvas.polygon(goatee, shade(hair, 0.85), ["Goatee"])
-        canvas.speckle(canvas.mask_array("Goatee"), 0.25, shade(hair, 0.5), 0.8, texture_rng(4))
-
-    # -- glasses last: they sit on top of eyes and brows
-    if "Eyeglasses" in c:
-        frame_w = fw(0.04)
-        for side in (1, -1):
-            lens = ellipse_pts((side * EYE_U, EYE_V - 0.01), 0.25, 0.16, n=32)
-            canvas.polygon(lens, rgba((170, 200, 230), 70), ["Eyeglasses"], outline=j.frame_colour, width=frame_w)
-            canvas.line([(side * 0.65, EYE_V - 0.04), (side * 0.97, EYE_V - 0.09)], j.frame_colour, frame_w, ["Eyeglasses"])
-        canvas.line([(-0.15, EYE_V - 0.04), (0.0, EYE_V - 0.07), (0.15, EYE_V - 0.04)], j.frame_colour, frame_w, ["Eyeglasses"])
-
-    image = canvas.array()
-    masks = canvas.masks()
-    for name in PARTS:
-        masks.setdefault(name, np.zeros(image.shape[:2], bool))
-    return image, {k: v for k, v in masks.items() if k in c or k in PARTS}
+    face = _Face(
+        canvas=canvas,
+        spec=spec,
+        concepts=frozenset(spec.concepts),
+        skin=skin,
+        hair=_hair_colour(spec),
+        line_dark=shade(skin, 0.55),
+        outline=superellipse_pts(1.0, 1.0, 2.0 if spec.gender == "Female" else 2.6, n=72),
+    )
+    for layer in _LAYERS:
+        layer(face)
+    return canvas.array(), canvas.masks()
