@@ -164,3 +164,30 @@ def test_not_a_converted_folder(tmp_path):
         load_model("demo_cnn", tmp_path / "x")
     with pytest.raises(HndError, match="not found"):
         load_model("demo_cnn", tmp_path / "nope.pth")
+
+
+def test_beauty_checkpoint_with_scut_fbp5500_names(tmp_path):
+    """A checkpoint named like the SCUT-FBP5500 release (group1/group2.fullyconnected, under 'state_dict',
+    legacy format) converts through the card's rename rules into the same model that produced it."""
+    from hnd_jax.convert.checkpoint import build_from_card
+    from hnd_jax.cards import load_card
+    from hnd_jax.models.torch_mapping import export_torch_state_dict
+
+    card = load_card("beauty")
+    source = build_from_card(card, seed=7)
+    scut = {}
+    for key, value in export_torch_state_dict(source).items():
+        if key.startswith(("conv1.", "bn1.")):
+            key = f"group1.{key}"
+        elif key.startswith("fc."):
+            key = key.replace("fc.", "group2.fullyconnected.", 1)
+        elif ".downsample." not in key:
+            layer, block, rest = key.split(".", 2)
+            key = f"{layer}.{block}.group1.{rest}"
+        scut[f"module.{key}"] = torch.from_numpy(np.array(value))
+    path = tmp_path / "resnet18.pth"
+    torch.save({"epoch": 30, "state_dict": scut}, path, _use_new_zipfile_serialization=False)
+
+    model, _ = load_model("beauty", convert_checkpoint("beauty", path, tmp_path / "beauty"))
+    x = np.random.default_rng(4).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(source(x)))
