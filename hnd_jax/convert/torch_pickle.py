@@ -70,7 +70,7 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _StorageType:
     """Marker for a ``torch.<Name>Storage`` class: only its element dtype matters to us."""
 
@@ -78,7 +78,7 @@ class _StorageType:
     dtype: np.dtype
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _TypeMarker:
     """Marker for ``torch.Tensor`` / ``torch.nn.Parameter`` when they appear as arguments."""
 
@@ -194,7 +194,7 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
     Only plain tensors and parameters are accepted; ``func`` must be one of our own rebuild
     functions (it was resolved by ``find_class``, so it cannot be anything else that is callable).
     """
-    if func not in _REBUILD_FUNCTIONS:
+    if not any(func is f for f in _REBUILD_FUNCTIONS):
         raise _Corrupt(f"tensor rebuilt with {func!r}, expected a tensor rebuild function")
     if new_type not in _TENSOR_TYPES:
         raise _Corrupt(f"tensor of type {new_type!r}: only torch.Tensor and Parameter are supported")
@@ -209,17 +209,45 @@ def _torch_size(*args: Any) -> tuple[int, ...]:
     return _int_tuple(args[0], "size")
 
 
-_REBUILD_FUNCTIONS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_parameter, _rebuild_parameter_with_state)
+class _Sealed:
+    """A callable handed to the unpickler: it forwards calls and cannot be modified.
+
+    A pickle can apply ``BUILD`` to any object it holds (setting attributes or ``__dict__`` items);
+    on a plain function that would let one file change our functions' defaults for every later
+    load. This wrapper has no ``__dict__`` and refuses attribute assignment.
+    """
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn: Any, name: str):
+        object.__setattr__(self, "_fn", fn)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self._name}'")
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+
+_REBUILD_TENSOR = _Sealed(_rebuild_tensor, "torch._utils._rebuild_tensor")
+_REBUILD_TENSOR_V2 = _Sealed(_rebuild_tensor_v2, "torch._utils._rebuild_tensor_v2")
+_REBUILD_PARAMETER = _Sealed(_rebuild_parameter, "torch._utils._rebuild_parameter")
+_REBUILD_PARAMETER_WITH_STATE = _Sealed(_rebuild_parameter_with_state, "torch._utils._rebuild_parameter_with_state")
+_REBUILD_FUNCTIONS = (_REBUILD_TENSOR, _REBUILD_TENSOR_V2, _REBUILD_PARAMETER, _REBUILD_PARAMETER_WITH_STATE)
 
 #: Every global a checkpoint pickle may name, and what it resolves to. Nothing else is reachable.
 _ALLOWED_GLOBALS: dict[str, Any] = {
-    "collections.OrderedDict": OrderedDict,
-    "torch._utils._rebuild_tensor": _rebuild_tensor,
-    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
-    "torch._utils._rebuild_parameter": _rebuild_parameter,
-    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter_with_state,
-    "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
-    "torch.Size": _torch_size,
+    "collections.OrderedDict": OrderedDict,  # a built-in type: a pickle cannot set its attributes
+    "torch._utils._rebuild_tensor": _REBUILD_TENSOR,
+    "torch._utils._rebuild_tensor_v2": _REBUILD_TENSOR_V2,
+    "torch._utils._rebuild_parameter": _REBUILD_PARAMETER,
+    "torch._utils._rebuild_parameter_with_state": _REBUILD_PARAMETER_WITH_STATE,
+    "torch._tensor._rebuild_from_type_v2": _Sealed(_rebuild_from_type_v2, "torch._tensor._rebuild_from_type_v2"),
+    "torch.Size": _Sealed(_torch_size, "torch.Size"),
     "torch.Tensor": _TENSOR_TYPES[0],
     "torch.nn.parameter.Parameter": _TENSOR_TYPES[1],
 }

@@ -222,3 +222,25 @@ def test_corrupt_storage_record(tmp_path):
             zout.writestr(info, data)
     with pytest.raises(HndError, match="corrupt"):
         load_torch_file(dst)
+
+
+@pytest.mark.parametrize("state", ["dict", "slots"])
+def test_pickle_cannot_modify_the_allowed_callables(tmp_path, state):
+    """BUILD on an allowed global would set attributes on it (e.g. a function's __defaults__) for every
+    later load in the process; the reader refuses instead."""
+    from hnd_jax.convert import torch_pickle
+
+    key = b"__defaults__"
+    build_state = (
+        b"}X" + len(key).to_bytes(4, "little") + key + b")s"  # {'__defaults__': ()}
+        if state == "dict"
+        else b"N}X" + len(key).to_bytes(4, "little") + key + b")s\x86"  # (None, {'__defaults__': ()})
+    )
+    payload = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n" + build_state + b"b."
+    path = tmp_path / "build.pt"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", payload)
+    before = torch_pickle._rebuild_tensor_v2.__defaults__
+    with pytest.raises(HndError, match="build.pt"):
+        load_torch_file(path)
+    assert torch_pickle._rebuild_tensor_v2.__defaults__ == before
