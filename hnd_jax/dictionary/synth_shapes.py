@@ -115,7 +115,7 @@ def brow_line(concepts: frozenset[str], side: int, tilt: float) -> np.ndarray:
 
 def brow_half_thickness(concepts: frozenset[str]) -> np.ndarray:
     """[9] half-thickness along the brow (tapering outwards; doubled for bushy brows)."""
-    th = 0.055 if "Bushy_Eyebrows" in concepts else 0.026
+    th = 0.062 if "Bushy_Eyebrows" in concepts else 0.034
     return th * np.linspace(1.0, 0.6, 9)
 
 
