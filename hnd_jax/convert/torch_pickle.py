@@ -408,6 +408,7 @@ def _read_exact(fh: IO[bytes], n: int, what: str) -> bytes:
 
 
 def _load_legacy(path: Path) -> Any:
+    file_size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(262)
         if len(head) > 261 and head[257:262] == b"ustar":
@@ -449,7 +450,10 @@ def _load_legacy(path: Path) -> Any:
             (numel,) = struct.unpack("<q", _read_exact(fh, 8, f"the size of storage '{key}'"))
             if numel != storage.numel:
                 raise _Corrupt(f"storage '{key}' holds {numel} elements, the pickle said {storage.numel}")
-            raw = _read_exact(fh, numel * storage.dtype.itemsize, f"the data of storage '{key}'")
+            nbytes = numel * storage.dtype.itemsize
+            if nbytes > file_size - fh.tell():  # checked before reading: a bogus count must not allocate
+                raise _Corrupt(f"file ends inside the data of storage '{key}' ({nbytes} bytes announced)")
+            raw = _read_exact(fh, nbytes, f"the data of storage '{key}'")
             storage.data = _native(raw, storage.dtype, big_endian=False)  # torch writes these little-endian
     return _materialize(result)
 
