@@ -36,18 +36,23 @@ def mtcnn_weights(name: str) -> Path:
     return path
 
 
-def torch_mtcnn_module():
-    """facenet-pytorch's models/mtcnn.py, executed without its package (no torchvision import)."""
-    name = f"{_PKG}.models.mtcnn"
+def _facenet_pytorch_file(stem: str):
+    """facenet-pytorch's models/<stem>.py, executed under a private package name with stubs for its
+    utils (face detection / download helpers the network classes never call), so that neither
+    torchvision nor the real package is imported."""
+    name = f"{_PKG}.models.{stem}"
     if name in sys.modules:
         return sys.modules[name]
-    source = facenet_pytorch_dir() / "models" / "mtcnn.py"
+    source = facenet_pytorch_dir() / "models" / f"{stem}.py"
     for pkg in (_PKG, f"{_PKG}.models", f"{_PKG}.models.utils"):
         mod = types.ModuleType(pkg)
         mod.__path__ = []  # mark as package
         sys.modules.setdefault(pkg, mod)
     stub = types.ModuleType(f"{_PKG}.models.utils.detect_face")
     stub.detect_face = stub.extract_face = None
+    sys.modules.setdefault(stub.__name__, stub)
+    stub = types.ModuleType(f"{_PKG}.models.utils.download")
+    stub.download_url_to_file = None
     sys.modules.setdefault(stub.__name__, stub)
     spec = importlib.util.spec_from_file_location(name, source)
     module = importlib.util.module_from_spec(spec)
@@ -59,8 +64,26 @@ def torch_mtcnn_module():
 def torch_mtcnn(net: str):
     """A real facenet-pytorch PNet/RNet/ONet in eval mode with the wheel's weights (torch.load)."""
     cls = {"pnet": "PNet", "rnet": "RNet", "onet": "ONet"}[net]
-    model = getattr(torch_mtcnn_module(), cls)(pretrained=False)
+    model = getattr(_facenet_pytorch_file("mtcnn"), cls)(pretrained=False)
     model.load_state_dict(torch.load(mtcnn_weights(net), weights_only=True))
+    return model.eval().requires_grad_(False)
+
+
+def torch_inception_resnet_v1(seed: int = 0, num_classes: int = 8631):
+    """facenet-pytorch's InceptionResnetV1 with random weights and BatchNorm statistics.
+
+    Built with ``classify=True`` so that ``logits`` exists (as in the VGGFace2 file), then switched to
+    ``classify=False``: the forward returns the normalised embedding, as in the HND facenet loader.
+    """
+    module = pytest.importorskip("requests") and _facenet_pytorch_file("inception_resnet_v1")
+    torch.manual_seed(seed)
+    model = module.InceptionResnetV1(classify=True, num_classes=num_classes)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d) or isinstance(m, nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    model.classify = False
     return model.eval().requires_grad_(False)
 
 

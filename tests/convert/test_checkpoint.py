@@ -32,6 +32,13 @@ def _nhwc(x_nchw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))
 
 
+def _run(model, x_nhwc: np.ndarray):
+    """The model's output through one jitted forward (faster than eager NNX calls on CPU)."""
+    from hnd_jax.models.capture import forward_with_layers
+
+    return forward_with_layers(model, x_nhwc, [])[0]
+
+
 def _outputs(out) -> list[np.ndarray]:
     """Model outputs in PyTorch layout (4-D maps back to NCHW)."""
     outs = [np.asarray(o) for o in (out if isinstance(out, (tuple, list)) else (out,))]
@@ -55,7 +62,7 @@ def test_mtcnn_real_weights_convert_and_match_torch(tmp_path, net):
 
     out = convert_checkpoint(f"mtcnn_{net}", mtcnn_weights(net), tmp_path / net)
     model, card = load_model(f"mtcnn_{net}", out)
-    got = _outputs(model(_nhwc(x)))
+    got = _outputs(_run(model, _nhwc(x)))
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert_close(g, w)
@@ -75,8 +82,9 @@ def test_demo_cnn_zip_checkpoint_round_trip(tmp_path, demo_file):
     out = convert_checkpoint("demo_cnn", path, tmp_path / "converted")
     restored, card = load_model(None, out)  # the converted folder, card taken from its copy
     assert card.name == "demo_cnn"
-    assert_close(np.asarray(direct(_nhwc(x))), want.numpy())
-    np.testing.assert_array_equal(np.asarray(restored(_nhwc(x))), np.asarray(direct(_nhwc(x))))
+    direct_out = np.asarray(_run(direct, _nhwc(x)))
+    assert_close(direct_out, want.numpy())
+    np.testing.assert_array_equal(np.asarray(_run(restored, _nhwc(x))), direct_out)
     assert weights_identity(out)["sha256"] == weights_identity(path)["sha256"] == file_sha256(path)
 
 
@@ -136,14 +144,14 @@ def test_packaged_weights_and_random_init(tmp_path):
     model, _ = load_model("mtcnn_onet", None)  # found inside the facenet-pytorch wheel
     ref = torch_mtcnn("onet")
     x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 48, 48)).astype(np.float32)
-    for g, w in zip(_outputs(model(_nhwc(x))), ref(torch.from_numpy(x))):
+    for g, w in zip(_outputs(_run(model, _nhwc(x))), ref(torch.from_numpy(x))):
         assert_close(g, w.numpy())
 
     demo, _ = load_model("demo_cnn", None, random_init=True)
     out = save_model(demo, "demo_cnn", tmp_path / "random")
     restored, _ = load_model("demo_cnn", out)
     xx = _nhwc(x[:, :, :32, :32])
-    np.testing.assert_array_equal(np.asarray(restored(xx)), np.asarray(demo(xx)))
+    np.testing.assert_array_equal(np.asarray(_run(restored, xx)), np.asarray(_run(demo, xx)))
     assert weights_identity(None)["kind"] == "random init"
 
 
@@ -190,4 +198,21 @@ def test_beauty_checkpoint_with_scut_fbp5500_names(tmp_path):
 
     model, _ = load_model("beauty", convert_checkpoint("beauty", path, tmp_path / "beauty"))
     x = np.random.default_rng(4).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(source(x)))
+    np.testing.assert_array_equal(np.asarray(_run(model, x)), np.asarray(_run(source, x)))
+
+
+def test_facenet_card_round_trip_with_the_facenet_pytorch_class(tmp_path):
+    """The paper's facenet model: facenet-pytorch's own InceptionResnetV1 (random weights, VGGFace2-sized
+    logits) -> torch.save -> hnd convert -> the embedding and block8.branch1 (the hooked layer) agree."""
+    from convert_torch_refs import torch_inception_resnet_v1
+    from hnd_jax.models.capture import forward_with_layers
+
+    ref = torch_inception_resnet_v1(seed=1)
+    path = tmp_path / "20180402-114759-vggface2.pt"
+    torch.save(ref.state_dict(), path)
+    model, card = load_model("facenet", convert_checkpoint("facenet", path, tmp_path / "facenet"))
+    x = np.random.default_rng(5).uniform(0, 1, (2, 3, 96, 96)).astype(np.float32)
+    want, hooks = hooked(ref, x, list(card.default_layers))
+    out, acts = forward_with_layers(model, _nhwc(x), card.default_layers)  # one jitted forward
+    assert_close(np.asarray(acts["block8.branch1"]).transpose(0, 3, 1, 2), hooks["block8.branch1"])
+    assert_close(np.asarray(out), want.numpy())
