@@ -244,3 +244,44 @@ def test_pickle_cannot_modify_the_allowed_callables(tmp_path, state):
     with pytest.raises(HndError, match="build.pt"):
         load_torch_file(path)
     assert torch_pickle._rebuild_tensor_v2.__defaults__ == before
+
+
+def _as_python2_strings(data: bytes) -> bytes:
+    """Rewrite a legacy-format file as Python 2 would have pickled it: str as BINSTRING (bytes on disk).
+
+    The five pickles of the legacy format are re-emitted op by op with every BINUNICODE string turned
+    into a (SHORT_)BINSTRING; memo indices do not change, and the raw storage bytes are appended as is.
+    """
+    import pickletools
+    import struct
+
+    stream = io.BytesIO(data)
+    out = bytearray()
+    for _ in range(5):  # magic, protocol, sys_info, object, storage keys
+        start = stream.tell()
+        ops = list(pickletools.genops(stream))
+        end = stream.tell()
+        for i, (op, arg, pos) in enumerate(ops):
+            nxt = ops[i + 1][2] if i + 1 < len(ops) else end
+            if op.name == "BINUNICODE" and arg.isascii():
+                raw = arg.encode("ascii")
+                out += (b"U" + bytes([len(raw)]) if len(raw) < 256 else b"T" + struct.pack("<i", len(raw))) + raw
+            else:
+                out += data[pos:nxt]
+        assert start <= end
+    out += data[stream.tell():]
+    return bytes(out)
+
+
+def test_python2_legacy_pickle(tmp_path):
+    """Old checkpoints (e.g. the SCUT-FBP5500 ResNet-18 the HND beauty model uses) were pickled by
+    Python 2: keys and storage ids are byte strings, read with latin-1 like torch.load(encoding='latin1')."""
+    ref = OrderedDict([("group1.conv1.weight", torch.randn(2, 3, 1, 1)), ("layer1.0.group1.bn1.running_var", torch.rand(2))])
+    path = _save({"state_dict": ref, "arch": "resnet18"}, tmp_path / "py3.pth", "legacy")
+    py2 = tmp_path / "py2.pth"
+    py2.write_bytes(_as_python2_strings(path.read_bytes()))
+    assert b"U\x13group1.conv1.weight" in py2.read_bytes()  # the rewrite really produced py2 strings
+    got = load_torch_file(py2)
+    assert got["arch"] == "resnet18" and list(got["state_dict"]) == list(ref)
+    for k, v in ref.items():
+        np.testing.assert_array_equal(got["state_dict"][k], v.numpy())
