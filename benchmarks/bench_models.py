@@ -1,0 +1,145 @@
+"""Forward throughput of the Flax model zoo against PyTorch, same weights, same machine, same run.
+
+    python benchmarks/bench_models.py             # ResNet-50 at 128 and 224 px, batch 32
+    python benchmarks/bench_models.py --quick     # smoke test: 64 px, batch 4, seconds
+
+For each input size it times, on identical random weights (with randomised BatchNorm statistics)
+and identical inputs:
+
+- ``flax``: the jit-compiled NNX forward (``jax.jit`` over ``nnx.merge``), whatever device JAX uses;
+- ``flax+capture``: :func:`hnd_jax.models.capture.forward_with_layers` returning ``layer4.2.conv1``
+  too (what a dissection run executes);
+- ``torch``: the torchvision-layout PyTorch twin (tests/models/hnd_models_torch_refs.py, since
+  torchvision cannot be imported here) in ``inference_mode`` on the CPU, its default threads.
+  PyTorch is the yardstick here: it is the framework the checkpoints come from, so "how does
+  the port compare with simply running the original" is the baseline question for a model.
+
+Best of ``--reps`` timed runs after one untimed warm-up (the first Flax call, mostly XLA
+compilation, is reported separately). Also checked: the Flax output equals the PyTorch output (max error relative
+to the largest |output|). Printed: a table; saved: benchmarks/results/models_<config>_<platform>.json
+with device kind, CPU count, process peak RSS and, on accelerators, JAX's peak device memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+
+import jax  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from hnd_jax.atomic import write_json  # noqa: E402
+from hnd_jax.models.capture import forward_with_layers  # noqa: E402
+from hnd_jax.models.registry import build_model  # noqa: E402
+from hnd_jax.models.torch_mapping import load_torch_state_dict  # noqa: E402
+from hnd_models_torch_refs import numpy_state_dict, randomize_batchnorm, relative_error, torch_resnet  # noqa: E402
+
+LAYER = "layer4.2.conv1"
+
+
+def best_of(fn, reps: int) -> tuple[float, float]:
+    """(warm-up seconds, best timed seconds) of ``fn()``, which must block until its result exists."""
+    t = time.perf_counter()
+    fn()
+    warmup = time.perf_counter() - t
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return warmup, min(times)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def device_peak_mib() -> float | None:
+    stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None
+    return None if not stats else stats.get("peak_bytes_in_use", 0) / 2**20
+
+
+def bench_size(arch: str, size: int, batch: int, reps: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    tmodel = torch_resnet(arch, "fc", 1000).eval()
+    randomize_batchnorm(tmodel, seed)
+    model = build_model(arch, num_outputs=1000)
+    load_torch_state_dict(model, numpy_state_dict(tmodel))
+    x = np.random.default_rng(seed).uniform(0, 1, size=(batch, size, size, 3)).astype(np.float32)
+
+    graphdef, state = nnx.split(model)
+    plain = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    x_dev = jax.device_put(x)
+    t = time.perf_counter()
+    flax_out = np.asarray(plain(state, x_dev))  # first call: compiles
+    flax_compile = time.perf_counter() - t
+    _, flax_s = best_of(lambda: plain(state, x_dev).block_until_ready(), reps)
+    cap_warm, cap_s = best_of(lambda: jax.block_until_ready(forward_with_layers(model, x_dev, [LAYER])), reps)
+
+    x_t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    with torch.inference_mode():
+        torch_out = tmodel(x_t).numpy()
+        torch_warm, torch_s = best_of(lambda: tmodel(x_t), reps)
+
+    return {
+        "arch": arch, "image_size": size, "batch": batch, "reps": reps,
+        "flax_images_per_s": batch / flax_s, "flax_first_call_s": flax_compile,
+        "flax_capture_images_per_s": batch / cap_s, "flax_capture_warmup_s": cap_warm,
+        "torch_images_per_s": batch / torch_s, "torch_warmup_s": torch_warm,
+        "flax_over_torch": torch_s / flax_s, "flax_capture_over_torch": torch_s / cap_s,
+        "max_rel_error_vs_torch": relative_error(flax_out, torch_out),
+        "peak_rss_mib": peak_rss_mib(), "device_peak_mib": device_peak_mib(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64 px, batch 4, 2 reps (smoke test)")
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default 128 224)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 32)")
+    parser.add_argument("--reps", type=int, default=None, help="timed runs per case, best kept (default 3)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    config = "quick" if args.quick else "full"
+    sizes = args.sizes or ([64] if args.quick else [128, 224])
+    batch = args.batch or (4 if args.quick else 32)
+    reps = args.reps or (2 if args.quick else 3)
+
+    device = jax.devices()[0]
+    env = {
+        "jax_platform": device.platform, "device_kind": device.device_kind, "jax_devices": jax.device_count(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+        "jax": jax.__version__, "torch": torch.__version__, "load_average": os.getloadavg(),
+    }
+    rows = [bench_size(args.arch, size, batch, reps, seed=i) for i, size in enumerate(sizes)]
+
+    print(f"{args.arch} forward, batch {batch}, best of {reps}; JAX on {device.platform} ({device.device_kind}), "
+          f"PyTorch CPU with {env['torch_threads']} threads; load average {env['load_average'][0]:.1f}")
+    header = f"{'size':>5} {'flax img/s':>11} {'+capture':>9} {'torch img/s':>12} {'flax/torch':>11} " \
+             f"{'compile s':>10} {'rel err':>9} {'peak RSS MiB':>13}"
+    print(header)
+    for r in rows:
+        print(f"{r['image_size']:>5} {r['flax_images_per_s']:>11.1f} {r['flax_capture_images_per_s']:>9.1f} "
+              f"{r['torch_images_per_s']:>12.1f} {r['flax_over_torch']:>10.2f}x {r['flax_first_call_s']:>10.1f} "
+              f"{r['max_rel_error_vs_torch']:>9.1e} {r['peak_rss_mib']:>13.0f}")
+    out = args.out or ROOT / "benchmarks" / "results" / f"models_{config}_{device.platform}.json"
+    write_json(out, {"benchmark": "bench_models", "config": config, "env": env, "rows": rows})
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
