@@ -7,6 +7,8 @@ Inputs (exactly one):
                       order; a one-layer .npy written this way is what `hnd dissect --activations` reads
 
 Output: OUT.npz with one array [N, C, H, W] per layer name (or OUT.npy for a single layer).
+With --dictionary and --for-dissect (one layer): OUT.npz holds 'local' and '<Family>/<group>' arrays
+for the global families too, the layout `hnd dissect --activations OUT.npz` reads.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def register(subparsers) -> None:
     src.add_argument("--dictionary", metavar="ROOT|PREP|synthetic", help="Face Dictionary local images")
     p.add_argument("--out", required=True, metavar="ACTS.npz", help="output .npz (or .npy for one layer)")
     p.add_argument("--batch-size", type=int, default=32, metavar="B")
+    p.add_argument(
+        "--for-dissect",
+        action="store_true",
+        help="with --dictionary and one layer: write 'local' and '<Family>/<group>' arrays for hnd dissect",
+    )
     add_taxonomy_arg(p)
     p.set_defaults(func=run)
 
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         dictionary=args.dictionary,
         batch_size=args.batch_size,
         taxonomy=taxonomy,
+        for_dissect=args.for_dissect,
     )
     print(f"wrote {out}")
     return 0

@@ -10,7 +10,9 @@ Three input sources, each yielding float32 NHWC batches in a fixed order:
 * :func:`batches_from_images`: image files of a folder in sorted name order, preprocessed per the card;
 * :func:`batches_from_dictionary`: the local images of a Face Dictionary in dictionary order, resized
   by the dictionary reader with the card's filter and scaled per the card. A single-layer ``.npy``
-  written from this source is exactly what ``hnd dissect --activations`` reads.
+  written from this source is what ``hnd dissect --activations`` reads (local concepts only);
+  :func:`dissect_layout_activations` (``--for-dissect``) adds the global families in the ``.npz``
+  layout it reads (``local`` and ``<Family>/<group>``).
 
 The last batch is padded to the batch size (and the padding dropped) so that one compiled forward
 serves every batch.
@@ -33,6 +35,7 @@ __all__ = [
     "batches_from_array",
     "batches_from_images",
     "batches_from_dictionary",
+    "dissect_layout_activations",
     "check_layer_names",
     "extract_activations",
     "write_activations",
@@ -76,18 +79,57 @@ def batches_from_images(folder: str | Path, card: ModelCard, batch_size: int) ->
     return (preprocess_files(files[i : i + batch_size], card) for i in range(0, len(files), batch_size))
 
 
-def batches_from_dictionary(
-    spec: str, card: ModelCard, batch_size: int, *, taxonomy=None
-) -> Iterator[np.ndarray]:
-    """Local images of a Face Dictionary (ROOT, PREP or ``synthetic``) in dictionary order."""
-    _check_batch_size(batch_size)
+def open_card_dictionary(spec: str, card: ModelCard, *, taxonomy=None):
+    """The Face Dictionary at the card's input size, images resized with the card's PIL filter."""
     from hnd_jax.dictionary import open_dictionary
 
     kwargs = {} if taxonomy is None else {"taxonomy": taxonomy}
     dictionary = open_dictionary(spec, card.input_size, image_resample=card.preprocessing.resize, **kwargs)
     if dictionary.num_local == 0:
         raise HndError(f"{spec}: the dictionary has no local images")
+    return dictionary
+
+
+def batches_from_dictionary(
+    spec: str, card: ModelCard, batch_size: int, *, taxonomy=None
+) -> Iterator[np.ndarray]:
+    """Local images of a Face Dictionary (ROOT, PREP or ``synthetic``) in dictionary order."""
+    _check_batch_size(batch_size)
+    dictionary = open_card_dictionary(spec, card, taxonomy=taxonomy)
     return (preprocess_uint8(b.images, card) for b in dictionary.local_batches(batch_size, with_masks=False))
+
+
+def dissect_layout_activations(
+    model: nnx.Module, layer: str, spec: str, card: ModelCard, batch_size: int, *, taxonomy=None
+) -> dict[str, np.ndarray]:
+    """One layer over the whole dictionary, keyed the way ``hnd dissect --activations`` reads an .npz.
+
+    ``local``: ``[N, U, h, w]`` in dictionary order; ``<Family>/<group>``: ``[n_g, U, h, w]`` for every
+    non-empty group of every global family, rows in the family's image order (sorted file names).
+    """
+    _check_batch_size(batch_size)
+    dictionary = open_card_dictionary(spec, card, taxonomy=taxonomy)
+    local = (preprocess_uint8(b.images, card) for b in dictionary.local_batches(batch_size, with_masks=False))
+    out = {"local": extract_activations(model, [layer], local)[layer]}
+    for family in dictionary.taxonomy.global_families:
+        group_of = np.asarray(dictionary.global_group_of(family.name))
+        if group_of.size == 0:
+            continue
+        order: list[np.ndarray] = []
+
+        def family_batches(name: str = family.name) -> Iterator[np.ndarray]:
+            for b in dictionary.global_batches(name, batch_size):
+                order.append(np.asarray(b.index))
+                yield preprocess_uint8(b.images, card)
+
+        acts = extract_activations(model, [layer], family_batches())[layer]
+        by_index = np.empty_like(acts)
+        by_index[np.concatenate(order)] = acts  # place rows by their position in the family's order
+        for g, group in enumerate(dictionary.global_groups(family.name)):
+            rows = np.flatnonzero(group_of == g)
+            if rows.size:
+                out[f"{family.name}/{group}"] = by_index[rows]
+    return out
 
 
 def check_layer_names(model: nnx.Module, layers: Sequence[str]) -> None:
@@ -168,8 +210,13 @@ def run_extract(
     batch_size: int = 32,
     taxonomy=None,
     random_init: bool = False,
+    for_dissect: bool = False,
 ) -> Path:
-    """What ``hnd extract`` does: load the model, read one input source, write NCHW activations."""
+    """What ``hnd extract`` does: load the model, read one input source, write NCHW activations.
+
+    ``for_dissect`` (with ``dictionary`` and one layer): write the ``.npz`` layout of
+    :func:`dissect_layout_activations` instead of one array per layer name.
+    """
     from hnd_jax.convert.checkpoint import load_model
 
     _check_batch_size(batch_size)
@@ -179,9 +226,17 @@ def run_extract(
     out = Path(out)
     if out.suffix.lower() not in (".npz", ".npy"):
         raise HndError(f"{out}: expected an output file ending in .npz (or .npy for one layer)")
+    if for_dissect and (dictionary is None or out.suffix.lower() != ".npz"):
+        raise HndError("--for-dissect needs --dictionary and an output file ending in .npz")
     net, card = load_model(model, weights, random_init=random_init)
     names = list(layers) if layers else list(card.default_layers)
     check_layer_names(net, names)
+    if for_dissect:
+        if len(names) != 1:
+            raise HndError(f"--for-dissect writes one layer; got {len(names)} ({', '.join(names)})")
+        arrays = dissect_layout_activations(net, names[0], str(dictionary), card, batch_size, taxonomy=taxonomy)
+        write_npz(out, arrays, compressed=False)
+        return out
     if inputs is not None:
         batches = batches_from_array(inputs, batch_size)
     elif images is not None:

@@ -162,3 +162,41 @@ def test_layers_and_convert_errors(capsys, tmp_path):
     assert code == 2 and "--image-size" in err
     code, _, err = _run(capsys, "extract", "--model", "age", "--inputs", tmp_path / "x.npy", "--out", tmp_path / "a.npz")
     assert code == 2 and "needs weights" in err and "hnd convert --model age" in err
+
+
+def test_extract_for_dissect_feeds_hnd_dissect(tmp_path, capsys, demo, monkeypatch):
+    """--for-dissect writes 'local' + '<Family>/<group>' (torch-equal), and `hnd dissect --activations`
+    scores every global family from it."""
+    monkeypatch.setenv("HND_CACHE", str(tmp_path / "cache"))
+    model, weights = demo
+    out = tmp_path / "acts.npz"
+    code, _, err = _run(capsys, "extract", "--model", "demo_cnn", "--weights", weights, "--layer", "conv4",
+                        "--dictionary", "synthetic:6:0", "--out", out, "--for-dissect", "--batch-size", 5)
+    assert code == 0, err
+    from hnd_jax.dictionary import open_dictionary
+
+    dic = open_dictionary("synthetic:6:0", 64, image_resample="bicubic")
+    with np.load(out) as acts:
+        expected_keys = {"local"}
+        for family in dic.taxonomy.global_families:
+            images = np.concatenate([b.images for b in dic.global_batches(family.name, 100)])
+            group_of = np.asarray(dic.global_group_of(family.name))
+            _, want = hooked(model, images.astype(np.float32).transpose(0, 3, 1, 2) / 255.0, ["conv4"])
+            for g, group in enumerate(dic.global_groups(family.name)):
+                if np.any(group_of == g):
+                    key = f"{family.name}/{group}"
+                    expected_keys.add(key)
+                    assert_close(acts[key], want["conv4"][group_of == g])
+        assert set(acts.files) == expected_keys
+        assert acts["local"].shape[0] == dic.num_local
+
+    code, _, err = _run(capsys, "dissect", "--activations", out, "--layer", "conv4", "--image-size", "64",
+                        "--dictionary", "synthetic:6:0", "--out", tmp_path / "dissect")
+    assert code == 0, err
+    with np.load(tmp_path / "dissect" / "conv4" / "scores.npz") as scores:  # DESIGN.md section 4 keys
+        for family in dic.taxonomy.global_families:
+            assert np.isfinite(scores[f"global_probs_{family.name}"]).all(), family.name
+
+    code, _, err = _run(capsys, "extract", "--model", "demo_cnn", "--weights", weights, "--layer", "conv4",
+                        "--layer", "conv3", "--dictionary", "synthetic:6:0", "--out", out, "--for-dissect")
+    assert code == 2 and "one layer" in err
