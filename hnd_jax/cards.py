@@ -190,7 +190,7 @@ def load_card(name_or_path: str | Path | ModelCard) -> ModelCard:
         return name_or_path
     text = str(name_or_path)
     path = Path(text)
-    if text.endswith(".toml") or path.is_file():
+    if isinstance(name_or_path, Path) or text.endswith(".toml") or os.sep in text:
         if not path.is_file():
             raise HndError(f"{path}: model card file not found")
         return _parse_card(path, expect_stem=False)
