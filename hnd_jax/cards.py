@@ -156,9 +156,9 @@ class ModelCard:
     def missing_weights_message(self) -> str:
         """One line telling the user where the weights come from and what to run."""
         where = self.weights.instructions or "no public source is known; use your own checkpoint"
-        file = self.weights.file or "the checkpoint file"
+        file = self.weights.file or "FILE"
         return (
-            f"model '{self.name}' needs weights: pass --weights pointing to {file} or to a folder made by "
+            f"model '{self.name}' needs weights: pass --weights {file} (the original checkpoint) or a folder made by "
             f"`hnd convert --model {self.name} --weights {file} --out DIR`. {where} (hnd-jax never downloads anything)"
         )
 
