@@ -66,6 +66,8 @@ def _fixed(cls: type[nnx.Module]) -> Callable[..., nnx.Module]:
 
 
 def _demo_cnn(*, head: str, num_outputs: int | None, rngs: nnx.Rngs, use_batch_norm: bool = True) -> nnx.Module:
+    if num_outputs == 0:
+        raise HndError("demo_cnn needs num_outputs >= 1")
     return DemoCNN(2 if num_outputs is None else num_outputs, use_batch_norm=use_batch_norm, rngs=rngs)
 
 

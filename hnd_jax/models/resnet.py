@@ -139,6 +139,8 @@ class ResNet(nnx.Module):
     ):
         if head not in RESNET_HEADS:
             raise HndError(f"unknown head {head!r} for {name}; expected one of {', '.join(RESNET_HEADS)}")
+        if head != "embedding" and int(num_outputs) < 1:
+            raise HndError(f"{name} with head {head!r} needs num_outputs >= 1, got {num_outputs}")
         self.arch_name = name
         self.head = head
         self.conv1 = conv2d(3, 64, 7, stride=2, padding=3, bias=False, rngs=rngs)

@@ -52,6 +52,8 @@ def test_heads_and_output_counts():
     (lambda: build_model("resnet18", head="mlp"), "needs image_size"),
     (lambda: build_model("resnet18", num_outputs=-1), "non-negative integer"),
     (lambda: build_model("resnet18", num_outputs=2.5), "non-negative integer"),
+    (lambda: build_model("resnet18", num_outputs=0), "needs num_outputs >= 1"),
+    (lambda: build_model("demo_cnn", num_outputs=0), "needs num_outputs >= 1"),
     (lambda: build_model("mtcnn_pnet", num_outputs=3), "fixed outputs"),
     (lambda: build_model("demo_cnn", image_sise=64), "does not take option"),
     (lambda: build_model("inception_resnet_v1", head="logits"), "needs num_outputs"),
