@@ -29,8 +29,6 @@ with PyTorch's C,H,W flatten order so the weight mapper permutes it.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -50,7 +48,6 @@ from hnd_jax.models.layers import (
     pool_output_size,
 )
 
-ResNetHead = Literal["fc", "mlp", "embedding"]
 RESNET_HEADS: tuple[str, ...] = ("fc", "mlp", "embedding")
 EMBEDDING_DIM = 128
 EMBEDDING_SCALE = 10.0
