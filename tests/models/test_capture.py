@@ -121,3 +121,15 @@ def test_list_layers_rejects_impossible_sizes():
         list_layers(build_model("demo_cnn"), 0)
     with pytest.raises(HndError, match="mtcnn_onet"):
         list_layers(build_model("mtcnn_onet"), 40)
+
+
+def test_batch_sharded_over_devices_gives_the_same_activations(demo):
+    from hnd_jax.sharding import make_data_mesh, put_sharded
+
+    mesh = make_data_mesh()
+    n = len(mesh.devices.ravel())
+    x = np.random.default_rng(3).normal(size=(n, 8, 8, 3)).astype(np.float32)
+    _, sharded = forward_with_layers(demo, put_sharded(x, mesh), ["conv2", "pool2"])
+    _, single = forward_with_layers(demo, x, ["conv2", "pool2"])
+    for name in ("conv2", "pool2"):
+        np.testing.assert_allclose(np.asarray(sharded[name]), np.asarray(single[name]), rtol=1e-6, atol=1e-6)
