@@ -1,0 +1,154 @@
+"""Checkpoints of the accumulator states, so that a killed run resumes where it stopped.
+
+Layout: ``OUT/.checkpoints/`` is an orbax :class:`~orbax.checkpoint.CheckpointManager` directory
+(one process) or ``OUT/.checkpoints/process_<i>/`` (one per host in multi-host runs: every host
+checkpoints its own slice's states). Each step is an ``ocp.args.Composite`` of
+
+* ``state``: the accumulator pytrees of the current stage, as host arrays. The pytree is flattened to
+  ``leaf_<i>`` entries against a template built by the pipeline (a fresh ``init()`` state of the
+  same stage), because orbax refuses zero-size arrays and dotted layer names make poor keys;
+* ``meta``: JSON with the stage name, the next batch index, the fingerprint of the run
+  (:mod:`hnd_jax.pipeline.fingerprint`) and small extras.
+
+orbax writes a step under a temporary name and renames it when complete, so a ``kill -9`` during a
+save leaves the previous step intact. Only one step is kept.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from hnd_jax.errors import HndError
+from hnd_jax.pipeline.fingerprint import canonical, fingerprint_differences
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a checkpoint holds: the stage, the next batch to process, and the state leaves."""
+
+    stage: str
+    next_batch: int
+    extra: dict[str, Any]
+    step: int
+
+
+def checkpoint_dir(out: Path, process_index: int = 0, process_count: int = 1) -> Path:
+    base = Path(out) / ".checkpoints"
+    return base if process_count == 1 else base / f"process_{process_index}"
+
+
+def _to_host(tree: Any) -> Any:
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+class RunCheckpoints:
+    """Save / find / restore the accumulator states of one run (see module docstring)."""
+
+    def __init__(self, directory: str | Path, fingerprint: dict[str, Any], *, process_index: int = 0,
+                 process_count: int = 1):
+        self.directory = Path(directory).absolute()
+        self.fingerprint = canonical(fingerprint)
+        if process_count > 1:
+            mp = ocp.options.MultiprocessingOptions(
+                primary_host=process_index, active_processes={process_index},
+                barrier_sync_key_prefix=f"hnd_p{process_index}",
+            )
+        else:
+            mp = ocp.options.MultiprocessingOptions()
+        self._options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, enable_async_checkpointing=False, create=True, multiprocessing_options=mp
+        )
+        self._manager: ocp.CheckpointManager | None = None
+        self._step = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def manager(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+            self._step = self._manager.latest_step() or 0
+        return self._manager
+
+    def exists(self) -> bool:
+        return self.directory.exists() and any(p.name.isdigit() for p in self.directory.iterdir())
+
+    def clear(self) -> None:
+        """Forget any previous run (``--fresh``, or after a run completed)."""
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._step = 0
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+    # ------------------------------------------------------------------ save / restore
+    def save(self, stage: str, next_batch: int, state: Any, extra: dict[str, Any] | None = None) -> None:
+        """Checkpoint ``state`` (any pytree of arrays) as the state of ``stage`` before batch ``next_batch``."""
+        leaves = [np.asarray(x) for x in jax.tree.leaves(_to_host(state))]
+        flat = {f"leaf_{i:05d}": x for i, x in enumerate(leaves) if x.size > 0}
+        if not flat:  # orbax needs at least one array
+            flat = {"empty": np.zeros(1, np.int8)}
+        meta = {
+            "stage": stage,
+            "next_batch": int(next_batch),
+            "fingerprint": self.fingerprint,
+            "extra": canonical(extra or {}),
+        }
+        manager = self.manager
+        self._step += 1
+        manager.save(self._step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat),
+                                                          meta=ocp.args.JsonSave(meta)))
+        manager.wait_until_finished()
+
+    def find(self) -> Resumed | None:
+        """The latest checkpoint of this run, or None. A checkpoint of a DIFFERENT run raises HndError."""
+        if not self.exists():
+            return None
+        manager = self.manager
+        step = manager.latest_step()
+        if step is None:
+            return None
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        diffs = fingerprint_differences(meta.get("fingerprint", {}), self.fingerprint)
+        if diffs:
+            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            raise HndError(
+                f"{self.directory}: an interrupted run with different settings is here ({shown}); "
+                "refusing to resume: rerun with --fresh to start over"
+            )
+        return Resumed(stage=meta["stage"], next_batch=int(meta["next_batch"]), extra=meta.get("extra", {}), step=step)
+
+    def restore_state(self, resumed: Resumed, template: Any) -> Any:
+        """The saved state, rebuilt with the structure, dtypes and shardings of ``template``."""
+        leaves, treedef = jax.tree.flatten(template)
+        host = [np.asarray(jax.device_get(x)) for x in leaves]
+        abstract = {f"leaf_{i:05d}": x for i, x in enumerate(host) if x.size > 0}
+        if not abstract:
+            abstract = {"empty": np.zeros(1, np.int8)}
+        try:
+            flat = self.manager.restore(
+                resumed.step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+            ).state
+        except Exception as exc:  # a checkpoint from an incompatible hnd-jax layout
+            raise HndError(f"{self.directory}: cannot read the checkpoint ({type(exc).__name__}); "
+                           "rerun with --fresh to start over") from None
+        restored = []
+        for i, (ref, h) in enumerate(zip(leaves, host)):
+            value = np.asarray(flat[f"leaf_{i:05d}"]).astype(h.dtype) if h.size > 0 else h
+            if value.shape != h.shape:
+                raise HndError(f"{self.directory}: checkpoint leaf {i} has shape {value.shape}, expected {h.shape}; "
+                               "rerun with --fresh")
+            sharding = getattr(ref, "sharding", None)
+            restored.append(jax.device_put(value, sharding) if isinstance(ref, jax.Array) else value)
+        return jax.tree.unflatten(treedef, restored)

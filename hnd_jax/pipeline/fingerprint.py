@@ -1,0 +1,82 @@
+"""What identifies a run, so that an interrupted run is only resumed by the SAME run.
+
+The fingerprint is a JSON-able dict stored with every checkpoint: scoring settings, model identity
+(card, weights sha256, parameter hash), dictionary identity, taxonomy fingerprint, layers, batch size,
+device layout and hnd-jax version. :func:`fingerprint_differences` lists what changed in readable
+``key: old -> new`` form for the one-line refusal message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_weights(path: str | Path) -> str:
+    """sha256 of a weights file, or of a converted folder (relative names + bytes of every file, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(item.relative_to(path)).encode())
+        digest.update(bytes.fromhex(sha256_file(item)))
+    return digest.hexdigest()
+
+
+def sha256_arrays(leaves: list[tuple[str, np.ndarray]]) -> str:
+    """sha256 over named arrays (name, dtype, shape, bytes): the identity of in-memory parameters."""
+    digest = hashlib.sha256()
+    for name, arr in sorted(leaves, key=lambda kv: kv[0]):
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def canonical(obj: Any) -> Any:
+    """JSON round trip (tuples -> lists, numpy scalars -> numbers) so stored and fresh dicts compare equal."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_default))
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (Path,)):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def fingerprint_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Readable differences ``'scoring.quantile: 0.005 -> 0.01'`` between two fingerprints (dotted keys)."""
+    diffs: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs.extend(fingerprint_differences(a, b, prefix=f"{name}."))
+        elif a != b:
+            diffs.append(f"{name}: {_short(a)} -> {_short(b)}")
+    return diffs
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # a sha256: the prefix is enough to see it changed
+    return text if len(text) <= limit else text[: limit - 3] + "..."

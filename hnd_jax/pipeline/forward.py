@@ -1,0 +1,87 @@
+"""ONE jit-compiled, data-sharded forward per batch that returns every requested layer.
+
+The model is split once into its graph definition and its state (``nnx.split``); the state is
+replicated over the mesh and the batch is sharded over the ``data`` axis, so XLA runs the forward on
+all local devices. Every batch is padded to the same size (a multiple of the device count) so the
+function compiles once per run and per image size, not once per ragged last batch. Padded rows are
+zero images; the caller's ``valid`` mask keeps them out of every statistic.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from hnd_jax.sharding import data_sharding, replicated
+
+LayerCapture = Callable[[nnx.Module, jax.Array, Sequence[str]], tuple[object, dict[str, jax.Array]]]
+
+
+def default_capture() -> LayerCapture:
+    """The model zoo's ``forward_with_layers`` (nnx.capture based; works on any NNX module)."""
+    from hnd_jax.models.capture import forward_with_layers
+
+    return forward_with_layers
+
+
+def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
+    """The batch size every forward sees: ``batch_size`` rounded up to a multiple of the device count."""
+    devices = int(mesh.devices.size)
+    return -(-int(batch_size) // devices) * devices
+
+
+def pad_rows(x: np.ndarray, size: int, fill=0) -> np.ndarray:
+    """Pad the leading axis of ``x`` to ``size`` rows with ``fill`` (never by repeating real rows)."""
+    n = x.shape[0]
+    if n == size:
+        return x
+    if n > size:
+        raise ValueError(f"batch of {n} rows is larger than the padded size {size}")
+    pad = np.full((size - n, *x.shape[1:]), fill, dtype=x.dtype)
+    return np.concatenate([x, pad], axis=0)
+
+
+class LayerForward:
+    """``forward(images f32 [B, S, S, 3]) -> {layer: NHWC activations sharded over 'data'}``.
+
+    model:    an NNX module (BatchNorm etc. are switched to inference mode with ``model.eval()``).
+    layers:   dotted layer paths, PyTorch style (``layer4.2.conv1``).
+    mesh:     the data mesh.
+    capture:  ``forward_with_layers``-like function; default: :func:`default_capture`.
+    """
+
+    def __init__(self, model: nnx.Module, layers: Sequence[str], mesh: Mesh, capture: LayerCapture | None = None):
+        if hasattr(model, "eval"):
+            model.eval()
+        self.layers = tuple(layers)
+        self.mesh = mesh
+        capture = capture or default_capture()
+        graphdef, state = nnx.split(model)
+        self._state = jax.device_put(state, replicated(mesh))
+        layers_t = self.layers
+
+        def run(state, x):
+            module = nnx.merge(graphdef, state)
+            _, acts = capture(module, x, layers_t)
+            return {name: jnp.asarray(acts[name], jnp.float32) for name in layers_t}
+
+        self._x_sharding = data_sharding(mesh, 4)
+        out_sh = {name: data_sharding(mesh, 4) for name in layers_t}
+        self._run = jax.jit(run, in_shardings=(replicated(mesh), self._x_sharding), out_shardings=out_sh)
+
+    def __call__(self, images: np.ndarray) -> dict[str, jax.Array]:
+        """images: float32 NHWC, leading axis already padded to a multiple of the device count."""
+        x = jax.device_put(np.asarray(images, np.float32), self._x_sharding)
+        return self._run(self._state, x)
+
+    def shapes(self, image_size: int, batch: int | None = None) -> dict[str, tuple[int, int, int]]:
+        """{layer: (h, w, U)} for images of side ``image_size`` (no real compute: ``jax.eval_shape``)."""
+        b = batch or int(self.mesh.devices.size)
+        x = jax.ShapeDtypeStruct((b, image_size, image_size, 3), jnp.float32)
+        out = jax.eval_shape(self._run, self._state, x)
+        return {name: tuple(int(d) for d in out[name].shape[1:]) for name in self.layers}
