@@ -1,0 +1,98 @@
+"""Turn what the caller named (a card name, or an NNX module) into a model ready for dissection.
+
+A card name is loaded with :func:`hnd_jax.convert.checkpoint.load_model` (weights file or converted
+folder); its card gives the input size, the preprocessing, the resize filter and default layers. A
+module passed by a library user (or the demo) needs either a card or an explicit image size; its
+preprocessing then defaults to scaling uint8 pixels to [0, 1].
+
+The model identity recorded in ``dissection.json`` and in resume fingerprints always includes a
+sha256 of the parameter values actually used, so a different checkpoint can never resume a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from flax import nnx
+
+from hnd_jax.errors import HndError
+from hnd_jax.pipeline.fingerprint import sha256_arrays
+
+Preprocess = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ModelSource:
+    """A model ready to run: the module, how to preprocess uint8 images, and its identity."""
+
+    module: nnx.Module
+    preprocess: Preprocess
+    input_size: int | None
+    resample: str
+    default_layers: tuple[str, ...]
+    identity: dict[str, Any]
+    card: Any = None
+
+
+def params_sha256(module: nnx.Module) -> str:
+    """sha256 over every array of the module's state (names, dtypes, shapes, values)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(module))
+    named = [(jax.tree_util.keystr(path), np.asarray(jax.device_get(x))) for path, x in leaves]
+    return sha256_arrays(named)
+
+
+def scale_to_unit(images: np.ndarray) -> np.ndarray:
+    """Default preprocessing for a bare module: uint8 -> float32 in [0, 1]."""
+    return np.asarray(images, np.float32) / np.float32(255.0)
+
+
+def resolve_model(
+    model: str | nnx.Module,
+    weights: str | None = None,
+    *,
+    card: Any = None,
+    preprocess: Preprocess | None = None,
+    random_init: bool = False,
+) -> ModelSource:
+    """Load or wrap ``model`` (see the module docstring)."""
+    from hnd_jax.preprocess import preprocess_uint8
+
+    if isinstance(model, nnx.Module):
+        if card is not None:
+            from hnd_jax.cards import load_card
+
+            card = load_card(card)
+        module = model
+        identity: dict[str, Any] = {
+            "kind": "module",
+            "class": f"{type(module).__module__}.{type(module).__qualname__}",
+            "card": getattr(card, "name", None),
+            "weights": {"kind": "in-memory parameters"},
+        }
+    elif isinstance(model, str):
+        from hnd_jax.convert.checkpoint import load_model, weights_identity
+
+        module, card = load_model(model, weights, random_init=random_init)
+        identity = {
+            "kind": "card",
+            "card": card.name,
+            "architecture": card.architecture,
+            "weights": weights_identity(weights, card),
+        }
+    else:
+        raise HndError(f"model {model!r}: expected a model card name or a flax.nnx.Module")
+    identity["params_sha256"] = params_sha256(module)
+    if preprocess is None:
+        preprocess = (lambda x, _card=card: preprocess_uint8(x, _card)) if card is not None else scale_to_unit
+    return ModelSource(
+        module=module,
+        preprocess=preprocess,
+        input_size=int(card.input_size) if card is not None else None,
+        resample=card.preprocessing.resize if card is not None else "bicubic",
+        default_layers=tuple(card.default_layers) if card is not None else (),
+        identity=identity,
+        card=card,
+    )
