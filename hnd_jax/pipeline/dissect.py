@@ -396,8 +396,8 @@ class _Dissection:
             self.split["score"] += time.perf_counter() - ts
             done += 1
             bar.update(n)
-            _sleep_hook()
             self._maybe_checkpoint("pass1", done, total, lambda: {"p1": states})
+            _sleep_hook()
         bar.close()
         results = []
         for s, st in zip(self.scorers, states):
@@ -470,9 +470,9 @@ class _Dissection:
             self.split["score"] += time.perf_counter() - ts
             done += 1
             bar.update(n)
-            _sleep_hook()
             self._maybe_checkpoint("pass2", done, total,
                                    lambda: {"r1": r1, "p2": states, "maps": maps, "found": found})
+            _sleep_hook()
         bar.close()
         r2 = []
         for i, (tl, st) in enumerate(zip(tallies, states)):
@@ -557,10 +557,10 @@ class _Dissection:
                 self.split["score"] += time.perf_counter() - ts
                 done += 1
                 bar.update(n)
-                _sleep_hook()
                 self._maybe_checkpoint(
                     "global", done, total,
                     lambda: self._global_state(r1, r2, maps, _strip_groups(results), states), {"family": fi})
+                _sleep_hook()
             bar.close()
             results[name] = [
                 {**st.finalize(merge_across_processes(st.merge, s)), "group": group}
