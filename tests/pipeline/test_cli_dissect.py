@@ -1,0 +1,55 @@
+"""``hnd dissect --model`` through the real CLI, model card, weights reader and synthetic dictionary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def hnd(*args, env):
+    return subprocess.run([sys.executable, "-m", "hnd_jax.cli.main", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from hnd_jax.convert.checkpoint import load_model
+    from hnd_jax.models.torch_mapping import export_torch_state_dict
+
+    root = tmp_path_factory.mktemp("cli")
+    model, _ = load_model("demo_cnn", None, random_init=True)
+    np.savez(root / "w.npz", **export_torch_state_dict(model))
+    env = dict(os.environ, HND_CACHE=str(root / "cache"))
+    return root, env
+
+
+def test_cli_dissects_a_card_model_on_the_synthetic_dictionary(setup):
+    root, env = setup
+    out = root / "out"
+    res = hnd("dissect", "--model", "demo_cnn", "--weights", str(root / "w.npz"), "--dictionary", "synthetic:24",
+              "--out", str(out), "--image-size", "16", "--batch-size", "8", "--cache-budget", "0", env=env)
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((out / "dissection.json").read_text())
+    assert meta["layers"] == ["conv4"]  # the card's default layer
+    assert meta["model"]["card"] == "demo_cnn" and len(meta["model"]["weights"]["sha256"]) == 64
+    assert meta["cache"]["mode"] == "recompute" and meta["image_size"] == 16
+    with np.load(out / "conv4" / "scores.npz") as data:
+        assert data["iou"].shape[0] == meta["units"]["conv4"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--layer", "conv9"], "conv9"),
+    (["--cache-budget", "much"], "--cache-budget"),
+])
+def test_cli_bad_input_is_one_line(setup, args, needle):
+    root, env = setup
+    res = hnd("dissect", "--model", "demo_cnn", "--weights", str(root / "w.npz"), "--dictionary", "synthetic:24",
+              "--out", str(root / "bad"), "--image-size", "16", *args, env=env)
+    assert res.returncode == 2
+    err = res.stderr.strip()
+    assert "Traceback" not in err and err.count("\n") == 0 and needle in err, err
