@@ -318,7 +318,8 @@ class _Dissection:
             write_dissection_json(out, self._metadata())
         self.cache.close(remove=True)
         self.ckpt.clear()
-        shutil.rmtree(out / ".cache", ignore_errors=True) if self.process_index == 0 else None
+        if self.process_index == 0:
+            shutil.rmtree(out / ".cache", ignore_errors=True)
         return out
 
     def _remove_stale_results(self) -> None:
@@ -438,6 +439,9 @@ class _Dissection:
         else:
             tallies, tops, maps, found = self._pass2_templates(r1)
             states = [tl.init() for tl in tallies]
+            if self.checkpoint_every:  # pass 1 is over: a crash from here on does not redo it
+                self.cache.flush()
+                self.ckpt.save("pass2", 0, {"r1": r1, "p2": states, "maps": maps, "found": found})
         total = self._num_local_batches()
         bar = stage_bar("pass 2 (IoU tally)", self.stop - self.start, enabled=self.progress,
                         initial=min(first * self.batch_size, self.stop - self.start))

@@ -232,6 +232,28 @@ def test_resume_after_interruption_equals_uninterrupted(reference, tmp_path, mon
     assert f"resumed from {stage} at batch" in err
     assert_same_results(reference, tmp_path)
     assert not (tmp_path / ".checkpoints").exists()
+    if stop_after == 8:  # resumed in pass 2 at batch 2: the lost RAM cache is recomputed for 4 batches
+        cache = json.loads((tmp_path / "dissection.json").read_text())["cache"]
+        assert (cache["mode"], cache["images_from_cache"], cache["images_recomputed"]) == ("ram", 0, 16)
+
+
+def test_resume_in_pass2_reuses_a_disk_cache(reference, tmp_path, monkeypatch):
+    monkeypatch.setattr("hnd_jax.pipeline.cache.RAM_SHARE", 0.0)
+    count = {"n": 0}
+
+    def hook():
+        count["n"] += 1
+        if count["n"] == 8:
+            raise Interrupt
+
+    monkeypatch.setattr(dissect_mod, "_sleep_hook", hook)
+    with pytest.raises(Interrupt):
+        run(tmp_path)
+    monkeypatch.setattr(dissect_mod, "_sleep_hook", lambda: None)
+    run(tmp_path)
+    cache = json.loads((tmp_path / "dissection.json").read_text())["cache"]
+    assert (cache["mode"], cache["images_from_cache"], cache["images_recomputed"]) == ("disk", 16, 0)
+    assert_same_results(reference, tmp_path)
 
 
 def test_refuses_to_resume_a_different_run_and_fresh_starts_over(reference, tmp_path, monkeypatch, capfd):
