@@ -42,10 +42,7 @@ def test_cli_dissects_a_card_model_on_the_synthetic_dictionary(setup):
         assert data["iou"].shape[0] == meta["units"]["conv4"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--layer", "conv9"], "conv9"),
-    (["--cache-budget", "much"], "--cache-budget"),
-])
+@pytest.mark.parametrize("args, needle", [(["--layer", "conv9"], "conv9")])  # more cases in-process
 def test_cli_bad_input_is_one_line(setup, args, needle):
     root, env = setup
     res = hnd("dissect", "--model", "demo_cnn", "--weights", str(root / "w.npz"), "--dictionary", "synthetic:24",
