@@ -171,37 +171,37 @@ def test_two_simulated_processes_slice_and_merge(reference, tmp_path, monkeypatc
     monkeypatch.setattr(dissect_mod.jax, "process_index", lambda: local.index)
     monkeypatch.setattr(dissect_mod.jax, "process_count", lambda: 2)
     errors = []
-    seen = {}
+    seen: dict[int, list[int]] = {0: [], 1: []}
+
+    class RecordingDictionary(TinyDictionary):
+        def __init__(self, index):
+            super().__init__()
+            self.host = index
+
+        def local_batches(self, *a, with_masks=True, **k):
+            for batch in super().local_batches(*a, with_masks=with_masks, **k):
+                if not with_masks:  # pass 1
+                    seen[self.host].extend(batch.index.tolist())
+                yield batch
 
     def host(index):
         local.index = index
         try:
             devs = jax.devices()[4 * index: 4 * index + 4]
-            original = TinyDictionary.local_batches
-
-            def spy(self, *a, **k):
-                for b in original(self, *a, **k):
-                    seen.setdefault(index, []).extend(b.index.tolist())
-                    yield b
-
-            TinyDictionary.local_batches = spy if index == 0 else TinyDictionary.local_batches
-            dissect_model(TinyNet(seed=0), layers=LAYERS, dictionary=TinyDictionary(), out=tmp_path,
+            dissect_model(TinyNet(seed=0), layers=LAYERS, dictionary=RecordingDictionary(index), out=tmp_path,
                           scoring={"image_size": 12, "quantile": 0.05}, batch_size=BATCH, checkpoint_every=0,
                           progress=False, mesh=make_data_mesh(devices=devs), cache_budget="1MiB")
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
             barrier.abort()
 
-    original_batches = TinyDictionary.local_batches
-    try:
-        threads = [threading.Thread(target=host, args=(i,)) for i in (0, 1)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-    finally:
-        TinyDictionary.local_batches = original_batches
+    threads = [threading.Thread(target=host, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
     assert not errors, errors
+    assert seen[0] == list(range(12)) and seen[1] == list(range(12, 24))  # own slices
     assert_same_results(reference, tmp_path)
 
 
