@@ -17,8 +17,13 @@ What is planted, exactly (:func:`plan_biased_training_set`):
 * In the positive class exactly ``round(bias * n_pos)`` images are planted; in the negative class
   exactly ``round(negative_rate * n_neg)``, where ``negative_rate`` defaults to ``1 - bias``. So with
   ``bias=0.9`` the shortcut agrees with the label on 90% of the images.
+* ``group_bias`` decouples the two shortcuts: by default one flag plants both (the concept and the
+  group always come together); with ``group_bias`` set, the group flag is drawn on its own, in
+  ``round(group_bias * n_pos)`` positives and ``round((1 - group_bias) * n_neg)`` negatives. A weaker
+  group shortcut than concept shortcut keeps a small CNN from learning the easy global cue (skin
+  tone) alone and ignoring the local one.
 * ``bias=None`` (or 0.5) is the unbiased control: half of each class is planted, so the shortcut
-  says nothing about the label.
+  says nothing about the label (``group_bias`` is then ignored: the group is unbiased too).
 * Everything else is random and independent of the label: the other global attributes, the
   face jitter, and a few distractor cues from the task's concept set (each with probability
   ``distractor_rate``, never the task or planted concept, nothing that conflicts with them).
@@ -58,8 +63,9 @@ class BiasPlan:
     """The faces of a planted-bias training set, before rendering.
 
     specs: one FaceSpec per image; labels: int64 [N] (1 = task concept present);
-    planted: bool [N] (planted concept present and planted group); groups: [N] str, the image's
-    group in the planted family.
+    planted: bool [N] (the planted concept is drawn); in_group: bool [N] (the image belongs to the
+    planted group; equal to ``planted`` unless ``group_bias`` was given); groups: [N] str, the
+    image's group in the planted family.
     """
 
     specs: tuple[FaceSpec, ...]
@@ -72,6 +78,8 @@ class BiasPlan:
     planted_group: str | None
     bias: float
     negative_rate: float
+    in_group: np.ndarray | None = None
+    group_bias: float | None = None
 
     def summary(self) -> dict:
         """Rates per class, for logs and the demo's summary.json."""
@@ -85,6 +93,9 @@ class BiasPlan:
             "num_images": int(len(self.labels)),
             "planted_rate_positive": float(self.planted[pos].mean()) if pos.any() else None,
             "planted_rate_negative": float(self.planted[neg].mean()) if neg.any() else None,
+            "group_bias": self.group_bias,
+            "group_rate_positive": float(self.in_group[pos].mean()) if pos.any() and self.in_group is not None else None,
+            "group_rate_negative": float(self.in_group[neg].mean()) if neg.any() and self.in_group is not None else None,
         }
 
 
@@ -134,20 +145,29 @@ def plan_biased_training_set(
     bias: float | None = 0.9,
     negative_rate: float | None = None,
     distractor_rate: float = 0.2,
+    group_bias: float | None = None,
 ) -> BiasPlan:
     """Decide every face of the training set (see the module docstring for what is planted)."""
     _check(task, planted_concept, planted_group, bias, negative_rate, num_images)
+    if group_bias is not None and not (isinstance(group_bias, (int, float)) and 0.0 <= float(group_bias) <= 1.0):
+        raise HndError(f"group_bias must be a number in [0, 1] (or None), got {group_bias!r}")
     p_pos = 0.5 if bias is None else float(bias)
     p_neg = 1.0 - p_pos if negative_rate is None else float(negative_rate)
     rng = np.random.default_rng([int(seed), _STREAM_PLAN])
     n = int(num_images)
     n_pos = (n + 1) // 2
     labels = rng.permutation(np.r_[np.ones(n_pos, np.int64), np.zeros(n - n_pos, np.int64)])
-    planted = np.zeros(n, dtype=bool)
-    for cls, rate in ((1, p_pos), (0, p_neg)):
-        members = np.flatnonzero(labels == cls)
-        k = int(round(rate * len(members)))
-        planted[rng.choice(members, size=k, replace=False)] = True
+
+    def draw_flags(rate_pos: float, rate_neg: float) -> np.ndarray:
+        flags = np.zeros(n, dtype=bool)
+        for cls, rate in ((1, rate_pos), (0, rate_neg)):
+            members = np.flatnonzero(labels == cls)
+            flags[rng.choice(members, size=int(round(rate * len(members))), replace=False)] = True
+        return flags
+
+    planted = draw_flags(p_pos, p_neg)
+    separate_group = group_bias is not None and bias is not None and planted_group is not None
+    in_group = draw_flags(float(group_bias), 1.0 - float(group_bias)) if separate_group else planted
 
     family, group = planted_group if planted_group is not None else (None, None)
     other_groups = [g for g in GLOBAL_GROUPS[family] if g != group] if family else []
@@ -167,7 +187,7 @@ def plan_biased_training_set(
         fixed = {}
         if family is not None:
             other = other_groups[int(face_rng.integers(len(other_groups)))]  # drawn always: same faces
-            fixed[family] = group if planted[i] else other  # across bias settings
+            fixed[family] = group if in_group[i] else other  # across bias settings
             groups.append(fixed[family])
         else:
             groups.append("")
@@ -183,6 +203,8 @@ def plan_biased_training_set(
         planted_group=group,
         bias=p_pos,
         negative_rate=p_neg,
+        in_group=in_group,
+        group_bias=float(group_bias) if separate_group else None,
     )
 
 
@@ -220,6 +242,7 @@ def biased_training_set(
     planted_group: tuple[str, str] | None = ("skin_tone", "dark"),
     bias: float | None = 0.9,
     negative_rate: float | None = None,
+    group_bias: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, size, size, 3], labels int64 [N]) with the planted bias described above.
 
@@ -229,6 +252,6 @@ def biased_training_set(
     """
     plan = plan_biased_training_set(
         num_images, seed, task=task, planted_concept=planted_concept, planted_group=planted_group,
-        bias=bias, negative_rate=negative_rate,
+        bias=bias, negative_rate=negative_rate, group_bias=group_bias,
     )
     return render_plan(plan, size), plan.labels.copy()

@@ -59,6 +59,28 @@ def test_control_is_unbiased_and_keeps_the_same_faces():
     assert all(same), "only the planted cues should differ between biased and control sets"
 
 
+def test_separate_group_bias_draws_its_own_flag():
+    joint = plan_biased_training_set(400, seed=5, bias=0.95)
+    plan = plan_biased_training_set(400, seed=5, bias=0.95, group_bias=0.8, planted_group=("skin_tone", "bright"))
+    pos, neg = plan.labels == 1, plan.labels == 0
+    assert plan.planted[pos].mean() == pytest.approx(0.95, abs=0.005)
+    assert plan.in_group[pos].mean() == pytest.approx(0.8, abs=0.005)
+    assert plan.in_group[neg].mean() == pytest.approx(0.2, abs=0.005)
+    assert not np.array_equal(plan.planted, plan.in_group)
+    assert np.array_equal(plan.planted, joint.planted)  # the concept flags do not move
+    assert np.array_equal(plan.groups == "bright", plan.in_group)
+    for spec, flag in zip(plan.specs, plan.planted):
+        assert ("Eyeglasses" in spec.concepts) == bool(flag)
+    summary = plan.summary()
+    assert summary["group_bias"] == 0.8 and summary["group_rate_negative"] == pytest.approx(0.2, abs=0.005)
+    # default: one flag plants both; the control ignores group_bias
+    assert np.array_equal(joint.in_group, joint.planted) and joint.group_bias is None
+    control = plan_biased_training_set(400, seed=5, bias=None, group_bias=0.8)
+    assert control.in_group[pos].mean() == pytest.approx(0.5, abs=0.01) and control.group_bias is None
+    with pytest.raises(HndError, match="group_bias"):
+        plan_biased_training_set(10, 0, group_bias=1.5)
+
+
 def test_multi_group_family_and_group_only_plant():
     plan = plan_biased_training_set(200, seed=3, task="AU_12", planted_concept=None,
                                     planted_group=("Ethnicity", "asian"), bias=1.0, negative_rate=0.0)

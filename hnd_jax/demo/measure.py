@@ -1,0 +1,49 @@
+"""Count, from a dissection's ``scores.npz``, the units that carry the planted concept and subgroup.
+
+Nothing here knows which model was biased: the counts come from the dissection alone
+(DESIGN.md §2's pairing rule and bias cut-offs, as stored in ``paired`` and ``biased_<F>``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hnd_jax.errors import HndError
+
+
+def planted_unit_counts(scores_path: str | Path, concept: str, family: str, group: str) -> dict[str, Any]:
+    """Units of one layer paired with ``concept`` and biased toward ``family``/``group``.
+
+    Returns ``units``, ``localizable``, ``paired_with_planted_concept`` (P(c|u) > 1.5/|R|),
+    ``top_concept_is_planted`` (localizable units whose best IoU is the concept),
+    ``biased_toward_planted_group`` and ``biased_toward`` (every subgroup of the family -> units).
+    """
+    with np.load(scores_path) as z:
+        concepts = [str(c) for c in z["concepts"]]
+        key = f"global_groups_{family}"
+        if concept not in concepts:
+            raise HndError(f"{scores_path}: concept {concept!r} is not in the results")
+        if key not in z.files:
+            raise HndError(f"{scores_path}: global family {family!r} was not scored")
+        groups = [str(g) for g in z[key]]
+        if group not in groups:
+            raise HndError(f"{scores_path}: {family} has no subgroup {group!r} (has {', '.join(groups)})")
+        c, g = concepts.index(concept), groups.index(group)
+        biased = np.asarray(z[f"biased_{family}"], bool)
+        localizable = np.asarray(z["localizable"], bool)
+        return {
+            "units": int(localizable.shape[0]),
+            "localizable": int(localizable.sum()),
+            "paired_with_planted_concept": int(np.asarray(z["paired"], bool)[:, c].sum()),
+            "top_concept_is_planted": int(((np.asarray(z["top_concept"]) == c) & localizable).sum()),
+            "biased_toward_planted_group": int(biased[:, g].sum()),
+            "biased_toward": {name: int(biased[:, i].sum()) for i, name in enumerate(groups)},
+        }
+
+
+def clearly_more(biased: int, control: int) -> bool:
+    """The demo's criterion: at least twice the control's count and at least 3 units more."""
+    return biased >= 2 * control and biased >= control + 3

@@ -1,0 +1,77 @@
+"""What the demo plants and how big it runs (:class:`DemoSettings`), checked before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from hnd_jax.errors import HndError
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The controlled bias experiment of ``hnd demo``.
+
+    The task is a local concept the model must see (default: an open mouth). In the biased training
+    set the planted concept (eyeglasses) comes with the positive class in ``concept_bias`` of the
+    images and the planted subgroup (bright skin) in ``group_bias``; the control trains on the same
+    kind of faces with neither correlated with the label.
+
+    Why these defaults (measured with seed 0, see the issue notes):
+
+    * Smiling, the paper's example task, is a 1-2 px curve at 64 px; the demo CNN stays at chance on
+      it (0.48 held out after 6 epochs), so the control would not be a trained model. An open mouth is
+      learnable (0.94 held out) but harder than the shortcuts, which is what makes a shortcut win.
+    * One flag planting both shortcuts at 0.9 made the CNN learn skin tone alone (accuracy 0.90 on
+      skin-only probes, 0.50 on eyeglasses-only), so the concept is planted more strongly (0.95)
+      than the group (0.85).
+    * The control's mouth units already prefer dark skin (most of its biased units point to
+      "dark"), so a "dark" plant would be hidden by that baseline; bright skin is planted.
+    """
+
+    task: str = "Mouth_Slightly_Open"
+    planted_concept: str = "Eyeglasses"
+    planted_family: str = "skin_tone"
+    planted_group: str = "bright"
+    concept_bias: float = 0.95
+    group_bias: float = 0.85
+    train_images: int = 2000
+    probe_images: int = 300
+    dictionary_images: int = 1000
+    image_size: int = 64
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    layers: tuple[str, ...] = ("conv3", "conv4")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train_images", "probe_images", "dictionary_images", "epochs", "batch_size", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise HndError(f"demo setting {name}={value!r}: expected a positive integer")
+        if self.image_size < 16:
+            raise HndError(f"demo setting image_size={self.image_size}: expected at least 16 pixels")
+        for name in ("concept_bias", "group_bias"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.5 < float(value) <= 1.0:
+                raise HndError(f"demo setting {name}={value!r}: expected a number in (0.5, 1]")
+        if not self.layers:
+            raise HndError("demo setting layers: give at least one layer of demo_cnn")
+        if self.batch_size > self.train_images:
+            raise HndError(f"demo setting batch_size={self.batch_size} exceeds train_images={self.train_images}")
+
+    @property
+    def dictionary_spec(self) -> str:
+        """The synthetic dictionary both models are dissected on (cached after the first run)."""
+        return f"synthetic:{self.dictionary_images}:{self.seed}"
+
+    def scaled(self, **changes: Any) -> "DemoSettings":
+        """A copy with some fields changed (e.g. the reduced sizes used in tests)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        d["dictionary"] = self.dictionary_spec
+        return d

@@ -1,0 +1,65 @@
+"""The demo's unit counts against counts done by hand on a results file, and its settings checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hnd_jax.demo.measure import clearly_more, planted_unit_counts
+from hnd_jax.demo.settings import DemoSettings
+from hnd_jax.errors import HndError
+
+
+def _scores(path, rng):
+    concepts = np.array(["Eyeglasses", "AU_1", "nose"])
+    u = 40
+    top = rng.integers(-1, 3, size=u)
+    localizable = (top >= 0) & (rng.random(u) < 0.8)
+    paired = rng.random((u, 3)) < 0.3
+    biased = rng.random((u, 2)) < 0.4
+    np.savez(path, concepts=concepts, top_concept=top, localizable=localizable, paired=paired,
+             global_groups_skin_tone=np.array(["bright", "dark"]), biased_skin_tone=biased)
+    return top, localizable, paired, biased
+
+
+def test_counts_match_a_hand_count(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "scores.npz"
+    top, localizable, paired, biased = _scores(path, rng)
+    got = planted_unit_counts(path, "Eyeglasses", "skin_tone", "bright")
+    assert got["units"] == 40
+    assert got["localizable"] == sum(bool(x) for x in localizable)
+    assert got["paired_with_planted_concept"] == sum(bool(row[0]) for row in paired)
+    assert got["top_concept_is_planted"] == sum(1 for t, l in zip(top, localizable) if t == 0 and l)
+    assert got["biased_toward_planted_group"] == sum(bool(row[0]) for row in biased)
+    assert got["biased_toward"] == {"bright": int(biased[:, 0].sum()), "dark": int(biased[:, 1].sum())}
+    other = planted_unit_counts(path, "nose", "skin_tone", "dark")
+    assert other["paired_with_planted_concept"] == int(paired[:, 2].sum())
+    assert other["biased_toward_planted_group"] == int(biased[:, 1].sum())
+
+
+@pytest.mark.parametrize(
+    "concept, family, group, message",
+    [("Goatee", "skin_tone", "bright", "concept 'Goatee'"), ("nose", "Age", "x", "'Age' was not scored"),
+     ("nose", "skin_tone", "olive", "no subgroup 'olive'")],
+)
+def test_unknown_names_are_one_line_errors(tmp_path, concept, family, group, message):
+    path = tmp_path / "scores.npz"
+    _scores(path, np.random.default_rng(1))
+    with pytest.raises(HndError, match=message):
+        planted_unit_counts(path, concept, family, group)
+
+
+def test_clearly_more_needs_double_and_three_more():
+    assert clearly_more(6, 3) and clearly_more(3, 0) and clearly_more(95, 10)
+    assert not clearly_more(5, 3) and not clearly_more(2, 0) and not clearly_more(4, 4) and not clearly_more(0, 0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"train_images": 0}, "train_images"), ({"concept_bias": 0.5}, "concept_bias"), ({"group_bias": 1.5}, "group_bias"),
+     ({"layers": ()}, "layers"), ({"batch_size": 64, "train_images": 10}, "batch_size"), ({"image_size": 8}, "image_size")],
+)
+def test_bad_settings_are_refused(change, message):
+    with pytest.raises(HndError, match=message):
+        DemoSettings(**change)

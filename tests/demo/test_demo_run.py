@@ -1,0 +1,130 @@
+"""``hnd demo`` at reduced size: every piece runs, the outputs are complete and consistent.
+
+Whether the planted bias is found is a property of the full-size run (minutes, see the README and
+the issue notes); here the sizes are too small for a trained model, so the tests check that the
+summary reports what the dissection measured, not which way it came out.
+"""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hnd_jax.cli.main import main
+from hnd_jax.demo import DemoSettings, run_demo
+from hnd_jax.demo.experiment import PROBES, probe_sets, training_set
+from hnd_jax.demo.measure import planted_unit_counts
+from hnd_jax.errors import HndError
+
+SMALL = DemoSettings(train_images=96, probe_images=24, dictionary_images=96, epochs=1, layers=("conv3", "conv4"))
+
+
+class _Links(HTMLParser):
+    VOID = {"img", "meta", "br", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.urls = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [v for k, v in attrs if k in ("href", "src")]
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(tag)
+
+
+def test_training_sets_plant_what_the_settings_say():
+    s = SMALL.scaled(train_images=400)
+    _, labels, biased = training_set(s, "biased")
+    _, _, control = training_set(s, "control")
+    assert biased["planted_rate_positive"] == pytest.approx(0.95, abs=0.01)
+    assert biased["planted_rate_negative"] == pytest.approx(0.05, abs=0.01)
+    assert biased["group_rate_positive"] == pytest.approx(0.85, abs=0.01)
+    assert biased["group_rate_negative"] == pytest.approx(0.15, abs=0.01)
+    assert control["planted_rate_positive"] == pytest.approx(0.5, abs=0.01)
+    assert control["planted_rate_negative"] == pytest.approx(0.5, abs=0.01)
+    assert labels.mean() == pytest.approx(0.5, abs=0.01)
+    probes = probe_sets(SMALL)
+    assert list(probes) == list(PROBES)
+    assert all(x.shape == (24, 64, 64, 3) and x.dtype == np.uint8 and len(y) == 24 for x, y in probes.values())
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    logs: list[str] = []
+    summary = run_demo(out, SMALL, progress=False, log=logs.append)
+    return out, summary, logs
+
+
+def test_summary_holds_what_the_dissection_measured(demo_out):
+    out, summary, logs = demo_out
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert summary["planted"] == {"task": SMALL.task, "concept": "Eyeglasses", "family": "skin_tone", "group": "bright",
+                                  "concept_bias": 0.95, "group_bias": 0.85}
+    for name in ("biased", "control"):
+        model = summary["models"][name]
+        assert set(model["probe_accuracy"]) == set(PROBES)
+        assert all(0.0 <= a <= 1.0 for a in model["probe_accuracy"].values())
+        for layer in SMALL.layers:
+            entry = model["layers"][layer]
+            scores = out / entry["scores"]
+            assert scores == out / name / layer / "scores.npz" and scores.is_file()
+            measured = planted_unit_counts(scores, "Eyeglasses", "skin_tone", "bright")
+            assert {k: entry[k] for k in measured} == measured
+            with np.load(scores) as z:
+                assert entry["units"] == z["thresholds"].shape[0]
+        assert model["paired_with_planted_concept"] == sum(
+            model["layers"][l]["paired_with_planted_concept"] for l in SMALL.layers)
+        assert model["biased_toward_planted_group"] == sum(
+            model["layers"][l]["biased_toward_planted_group"] for l in SMALL.layers)
+    finding = summary["finding"]
+    for key in ("paired_with_planted_concept", "biased_toward_planted_group"):
+        assert finding[key]["biased"] == summary["models"]["biased"][key]
+        assert finding[key]["control"] == summary["models"]["control"][key]
+    assert any("train biased model" in line for line in logs)
+
+
+def test_outputs_exist_and_the_page_links_resolve(demo_out):
+    out, summary, _ = demo_out
+    for name in ("biased", "control"):
+        assert (out / name / "dissection.json").is_file() and (out / name / "report.html").is_file()
+        assert (out / "models" / name / "manifest.json").is_file()
+        assert any((out / name / "plots").rglob("*.png"))
+    assert (out / "compare" / "compare.html").is_file()
+    parser = _Links()
+    parser.feed((out / "report.html").read_text())
+    assert parser.errors == [] and parser.stack == []
+    local = [u for u in parser.urls if not u.startswith(("http:", "https:", "data:", "#"))]
+    assert any(u.endswith(".png") for u in local) and "biased/report.html" in local
+    for url in local:
+        assert (out / url).is_file(), url
+
+
+def test_saved_weights_reproduce_the_dissection(demo_out, tmp_path):
+    """The weights in OUT/models/biased give the same scores through `hnd dissect --model demo_cnn`."""
+    out, _, _ = demo_out
+    again = tmp_path / "again"
+    code = main(["dissect", "--model", "demo_cnn", "--weights", str(out / "models" / "biased"), "--layer", "conv4",
+                 "--dictionary", SMALL.dictionary_spec, "--out", str(again)])
+    assert code == 0
+    with np.load(out / "biased" / "conv4" / "scores.npz") as a, np.load(again / "conv4" / "scores.npz") as b:
+        np.testing.assert_array_equal(a["thresholds"], b["thresholds"])
+        np.testing.assert_array_equal(a["intersection"], b["intersection"])
+        np.testing.assert_array_equal(a["biased_skin_tone"], b["biased_skin_tone"])
+
+
+def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(HndError, match="not empty"):
+        run_demo(tmp_path, SMALL, progress=False, log=lambda m: None)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 2
