@@ -11,7 +11,7 @@ def run_hnd(*args, **kw):
 def test_help_lists_subcommands():
     res = run_hnd("--help")
     assert res.returncode == 0
-    for cmd in ("demo", "dictionary", "dissect", "layers", "convert", "extract", "compare"):
+    for cmd in ("demo", "dictionary", "dissect", "layers", "convert", "extract", "report", "compare"):
         assert cmd in res.stdout
 
 

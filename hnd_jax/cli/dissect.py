@@ -11,6 +11,7 @@ Two sources of activations, one engine:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hnd_jax.cli.common import add_dictionary_arg, add_taxonomy_arg
 from hnd_jax.errors import HndError
@@ -48,6 +49,8 @@ def register(subparsers) -> None:
         metavar="SIZE",
         help="keep activations between the passes when they fit this budget, else recompute (e.g. 512MiB, 0)",
     )
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write OUT/report.html and OUT/plots/ (write them later with 'hnd report OUT')")
     add_taxonomy_arg(p)
     p.set_defaults(func=run)
 
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             taxonomy=args.taxonomy,
             batch_size=args.batch_size,
         )
-        return 0
+        return _report(args)
 
     from hnd_jax.pipeline.dissect import dissect_model
 
@@ -98,4 +101,18 @@ def run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         cache_budget=args.cache_budget,
     )
+    return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """The results are complete at this point; the report is a view of them, written after."""
+    if args.no_report:
+        print(f"results in {args.out} (report skipped: hnd report {args.out})")
+        return 0
+    from hnd_jax.reports.build import build_report
+
+    outcome = build_report(args.out, dictionary=args.dictionary, taxonomy=args.taxonomy)
+    for note in outcome.notes:
+        print(f"hnd: note: {note}", file=sys.stderr)
+    print(f"results in {args.out}; report {outcome.html}")
     return 0

@@ -40,6 +40,19 @@ def test_cli_dissects_a_card_model_on_the_synthetic_dictionary(setup):
     assert meta["cache"]["mode"] == "recompute" and meta["image_size"] == 16
     with np.load(out / "conv4" / "scores.npz") as data:
         assert data["iou"].shape[0] == meta["units"]["conv4"]
+    # the report is written after the results, from them
+    html = (out / "report.html").read_text()
+    assert "conv4" in html and any((out / "plots").rglob("*.png")) and "report" in res.stdout
+
+
+def test_cli_no_report_leaves_results_only(setup):
+    root, env = setup
+    out = root / "bare"
+    res = hnd("dissect", "--model", "demo_cnn", "--weights", str(root / "w.npz"), "--dictionary", "synthetic:24",
+              "--out", str(out), "--image-size", "16", "--batch-size", "8", "--no-report", env=env)
+    assert res.returncode == 0, res.stderr
+    assert (out / "dissection.json").is_file() and not (out / "report.html").exists() and not (out / "plots").exists()
+    assert f"hnd report {out}" in res.stdout
 
 
 @pytest.mark.parametrize("args, needle", [(["--layer", "conv9"], "conv9")])  # more cases in-process
