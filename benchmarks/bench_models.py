@@ -7,8 +7,10 @@ For each input size it times, on identical random weights (with randomised Batch
 and identical inputs:
 
 - ``flax``: the jit-compiled NNX forward (``jax.jit`` over ``nnx.merge``), whatever device JAX uses;
-- ``flax+capture``: :func:`hnd_jax.models.capture.forward_with_layers` returning ``layer4.2.conv1``
-  too (what a dissection run executes);
+- ``flax+capture``: the dissection pipeline's :class:`hnd_jax.pipeline.forward.LayerForward`
+  returning ``layer4.2.conv1`` too, fed host images (what a dissection run executes per batch,
+  host-to-device copy included). (The eager ``forward_with_layers`` convenience re-splits the
+  module on every call: ~10 ms of Python per ResNet-50 call, invisible on a CPU, 6x on an H200.)
 - ``torch``: the torchvision-layout PyTorch twin (tests/models/hnd_models_torch_refs.py, since
   torchvision cannot be imported here) in ``inference_mode`` on the CPU, its default threads.
   PyTorch is the yardstick here: it is the framework the checkpoints come from, so "how does
@@ -41,7 +43,8 @@ import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from hnd_jax.atomic import write_json  # noqa: E402
-from hnd_jax.models.capture import forward_with_layers  # noqa: E402
+from hnd_jax.pipeline.forward import LayerForward  # noqa: E402
+from hnd_jax.sharding import make_data_mesh  # noqa: E402
 from hnd_jax.models.registry import build_model  # noqa: E402
 from hnd_jax.models.torch_mapping import load_torch_state_dict  # noqa: E402
 from hnd_models_torch_refs import numpy_state_dict, randomize_batchnorm, relative_error, torch_resnet  # noqa: E402
@@ -86,7 +89,8 @@ def bench_size(arch: str, size: int, batch: int, reps: int, seed: int) -> dict:
     flax_out = np.asarray(plain(state, x_dev))  # first call: compiles
     flax_compile = time.perf_counter() - t
     _, flax_s = best_of(lambda: plain(state, x_dev).block_until_ready(), reps)
-    cap_warm, cap_s = best_of(lambda: jax.block_until_ready(forward_with_layers(model, x_dev, [LAYER])), reps)
+    pipeline_forward = LayerForward(model, [LAYER], make_data_mesh())
+    cap_warm, cap_s = best_of(lambda: jax.block_until_ready(pipeline_forward(x)), reps)
 
     x_t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     with torch.inference_mode():

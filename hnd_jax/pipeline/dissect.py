@@ -337,6 +337,23 @@ class _Dissection:
         begin = self.start + first_batch * self.batch_size
         return self.dic.local_batches(self.batch_size, with_masks=with_masks, start=begin, stop=self.stop)
 
+    def _stage_batches(self, desc: str, first: int, with_masks: bool):
+        """This process's batches from batch ``first`` on, with the reads timed and a progress bar."""
+        bar = stage_bar(desc, self.stop - self.start, enabled=self.progress,
+                        initial=min(first * self.batch_size, self.stop - self.start))
+        batches = self._local_iter(first, with_masks=with_masks)
+        try:
+            while True:
+                td = time.perf_counter()
+                batch = next(batches, None)
+                self.split["data"] += time.perf_counter() - td
+                if batch is None:
+                    return
+                yield batch
+                bar.update(len(batch))
+        finally:
+            bar.close()
+
     def _num_local_batches(self) -> int:
         return -(-(self.stop - self.start) // self.batch_size)
 
@@ -374,16 +391,8 @@ class _Dissection:
             state = template
         states = state["p1"]
         total = self._num_local_batches()
-        bar = stage_bar("pass 1 (unit statistics)", self.stop - self.start, enabled=self.progress,
-                        initial=min(first * self.batch_size, self.stop - self.start))
         done = first
-        batches = self._local_iter(first, with_masks=False)
-        while True:
-            td = time.perf_counter()
-            batch = next(batches, None)
-            self.split["data"] += time.perf_counter() - td
-            if batch is None:
-                break
+        for batch in self._stage_batches("pass 1 (unit statistics)", first, with_masks=False):
             n = len(batch)
             acts = self._forward(batch.images)
             ts = time.perf_counter()
@@ -396,10 +405,8 @@ class _Dissection:
             jax.block_until_ready(states)
             self.split["score"] += time.perf_counter() - ts
             done += 1
-            bar.update(n)
             self._maybe_checkpoint("pass1", done, total, lambda: {"p1": states})
             _sleep_hook()
-        bar.close()
         results = []
         for s, st in zip(self.scorers, states):
             st = merge_across_processes(s.pass1.merge, st)
@@ -443,16 +450,8 @@ class _Dissection:
                 self.cache.flush()
                 self.ckpt.save("pass2", 0, {"r1": r1, "p2": states, "maps": maps, "found": found})
         total = self._num_local_batches()
-        bar = stage_bar("pass 2 (IoU tally)", self.stop - self.start, enabled=self.progress,
-                        initial=min(first * self.batch_size, self.stop - self.start))
         done = first
-        batches = self._local_iter(first, with_masks=True)
-        while True:
-            td = time.perf_counter()
-            batch = next(batches, None)
-            self.split["data"] += time.perf_counter() - td
-            if batch is None:
-                break
+        for batch in self._stage_batches("pass 2 (IoU tally)", first, with_masks=True):
             n = len(batch)
             if self.cache.has(batch.index):
                 acts = {name: pad_rows(a, self.padded) for name, a in self.cache.get(batch.index, self.layers).items()}
@@ -473,11 +472,9 @@ class _Dissection:
             jax.block_until_ready(states)
             self.split["score"] += time.perf_counter() - ts
             done += 1
-            bar.update(n)
             self._maybe_checkpoint("pass2", done, total,
                                    lambda: {"r1": r1, "p2": states, "maps": maps, "found": found})
             _sleep_hook()
-        bar.close()
         r2 = []
         for i, (tl, st) in enumerate(zip(tallies, states)):
             r2.append(tl.finalize(merge_across_processes(tl.merge, st)))

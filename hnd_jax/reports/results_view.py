@@ -23,23 +23,13 @@ from typing import Any
 import numpy as np
 
 from hnd_jax.errors import HndError
+from hnd_jax.results import REQUIRED_KEYS
 
 DISSECTION_JSON = "dissection.json"
 SCORES_NPZ = "scores.npz"
 DEFAULT_PAIR_FACTOR = 1.5
 GLOBAL_GROUPS_PREFIX = "global_groups_"
 
-_REQUIRED_KEYS = (
-    "concepts",
-    "concept_region",
-    "concept_type",
-    "thresholds",
-    "iou",
-    "top_concept",
-    "localizable",
-    "region",
-    "local_probs",
-)
 
 
 @dataclass(frozen=True)
@@ -197,7 +187,7 @@ def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR
             data = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise HndError(f"{path}: cannot read as an .npz of plain arrays ({exc})") from None
-    missing = [k for k in _REQUIRED_KEYS if k not in data]
+    missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise HndError(f"{path}: missing key(s) {', '.join(missing)} (expected the DESIGN.md §4 results format)")
 
