@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"planted: task {p['task']}; concept {p['concept']} ({p['concept_bias']:.0%}); "
           f"subgroup {p['family']}={p['group']} ({p['group_bias']:.0%})")
-    print(f"{'':32s}{'biased':>8s}{'control':>9s}")
-    for key, label in (("paired_with_planted_concept", f"units paired with {p['concept']}"),
-                       ("biased_toward_planted_group", f"units biased toward {p['group']}")):
-        print(f"{label:32s}{f[key]['biased']:8d}{f[key]['control']:9d}")
+    print(f"{'of ' + str(f['units']) + ' units':34s}{'biased':>8s}{'control':>9s}{'z':>8s}")
+    for key, label in (("paired_with_planted_concept", f"paired with {p['concept']}"),
+                       ("biased_toward_planted_group", f"biased toward {p['family']}={p['group']}")):
+        print(f"{label:34s}{f[key]['biased']:8d}{f[key]['control']:9d}{f[key]['z']:8.2f}")
     verdict = "reproduced" if f["reproduced"] else "NOT reproduced"
     print(f"planted bias {verdict} ({f['criterion']}); {summary['timings']['total']:.0f} s")
     print(f"open {args.out}/report.html")

@@ -6,6 +6,7 @@ Nothing here knows which model was biased: the counts come from the dissection a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,24 @@ def planted_unit_counts(scores_path: str | Path, concept: str, family: str, grou
         }
 
 
-def clearly_more(biased: int, control: int) -> bool:
-    """The demo's criterion: at least twice the control's count and at least 3 units more."""
-    return biased >= 2 * control and biased >= control + 3
+#: One-sided z for p < 0.01: the demo's bar for "clearly more".
+Z_CLEARLY_MORE = 2.326
+
+
+def difference_z(biased: int, control: int, units: int) -> float:
+    """Two-proportion z statistic of ``biased/units`` over ``control/units`` (pooled variance).
+
+    Both models have the same ``units`` (same architecture and layers). The z says how far the
+    difference sits outside what two unit populations of this size show by chance.
+    """
+    if units <= 0:
+        raise ValueError("units must be positive")
+    pooled = (biased + control) / (2.0 * units)
+    if pooled <= 0.0 or pooled >= 1.0:
+        return 0.0 if biased == control else math.copysign(math.inf, biased - control)
+    return (biased - control) / units / math.sqrt(pooled * (1.0 - pooled) * 2.0 / units)
+
+
+def clearly_more(biased: int, control: int, units: int) -> bool:
+    """The demo's criterion: at least 3 units more, and significant (one-sided p < 0.01)."""
+    return biased - control >= 3 and difference_z(biased, control, units) >= Z_CLEARLY_MORE

@@ -66,10 +66,10 @@ def demo_page(summary: dict[str, Any]) -> str:
     finding = (
         "<ul>"
         f"<li>Units paired with {esc(concept)}: biased {f['paired_with_planted_concept']['biased']}, "
-        f"control {f['paired_with_planted_concept']['control']} — clearly more: "
+        f"control {f['paired_with_planted_concept']['control']} (z = {f['paired_with_planted_concept']['z']}) — clearly more: "
         f"{_verdict(f['paired_with_planted_concept']['clearly_more'])}</li>"
         f"<li>Units biased toward {esc(group)}: biased {f['biased_toward_planted_group']['biased']}, "
-        f"control {f['biased_toward_planted_group']['control']} — clearly more: "
+        f"control {f['biased_toward_planted_group']['control']} (z = {f['biased_toward_planted_group']['z']}) — clearly more: "
         f"{_verdict(f['biased_toward_planted_group']['clearly_more'])}</li></ul>"
         f"<p>Criterion: {esc(f['criterion'])}.</p>"
     )

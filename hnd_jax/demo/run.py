@@ -24,14 +24,15 @@ from typing import Any, Callable
 from hnd_jax import __version__
 from hnd_jax.atomic import write_json, write_text
 from hnd_jax.demo.experiment import MODELS, TrainedModel, probe_sets, train_demo_model
-from hnd_jax.demo.measure import clearly_more, planted_unit_counts
+from hnd_jax.demo.measure import clearly_more, difference_z, planted_unit_counts
 from hnd_jax.demo.page import demo_page
 from hnd_jax.demo.settings import DemoSettings
 from hnd_jax.errors import HndError
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_KIND = "hnd-demo"
-CRITERION = "biased-model count >= 2 x control count and >= control count + 3"
+CRITERION = ("biased-model count >= control count + 3 and the difference significant: one-sided "
+             "two-proportion z-test over the dissected units, z >= 2.326 (p < 0.01)")
 
 
 def _check_out(out: Path) -> None:
@@ -62,6 +63,7 @@ def _model_entry(out: Path, settings: DemoSettings, trained: TrainedModel) -> di
         "train_accuracy": [round(a, 4) for a in trained.history.accuracy],
         "train_loss": [round(v, 4) for v in trained.history.loss],
         "probe_accuracy": trained.probe_accuracy,
+        "units": sum(c["units"] for c in layers.values()),
         "paired_with_planted_concept": sum(c["paired_with_planted_concept"] for c in layers.values()),
         "biased_toward_planted_group": sum(c["biased_toward_planted_group"] for c in layers.values()),
         "layers": layers,
@@ -69,10 +71,12 @@ def _model_entry(out: Path, settings: DemoSettings, trained: TrainedModel) -> di
 
 
 def _finding(models: dict[str, Any]) -> dict[str, Any]:
-    finding: dict[str, Any] = {"criterion": CRITERION}
+    units = models["biased"]["units"]
+    finding: dict[str, Any] = {"criterion": CRITERION, "units": units}
     for key in ("paired_with_planted_concept", "biased_toward_planted_group"):
         b, c = models["biased"][key], models["control"][key]
-        finding[key] = {"biased": b, "control": c, "clearly_more": clearly_more(b, c)}
+        finding[key] = {"biased": b, "control": c, "z": round(difference_z(b, c, units), 3),
+                        "clearly_more": clearly_more(b, c, units)}
     finding["reproduced"] = all(finding[k]["clearly_more"] for k in ("paired_with_planted_concept", "biased_toward_planted_group"))
     return finding
 

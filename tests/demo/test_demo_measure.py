@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hnd_jax.demo.measure import clearly_more, planted_unit_counts
+from hnd_jax.demo.measure import clearly_more, difference_z, planted_unit_counts
 from hnd_jax.demo.settings import DemoSettings
 from hnd_jax.errors import HndError
 
@@ -50,9 +50,22 @@ def test_unknown_names_are_one_line_errors(tmp_path, concept, family, group, mes
         planted_unit_counts(path, concept, family, group)
 
 
-def test_clearly_more_needs_double_and_three_more():
-    assert clearly_more(6, 3) and clearly_more(3, 0) and clearly_more(95, 10)
-    assert not clearly_more(5, 3) and not clearly_more(2, 0) and not clearly_more(4, 4) and not clearly_more(0, 0)
+def test_difference_z_matches_the_textbook_formula():
+    # 58 of 192 vs 37 of 192: pooled p = 95/384
+    p = 95 / 384
+    expected = (58 - 37) / 192 / (p * (1 - p) * 2 / 192) ** 0.5
+    assert difference_z(58, 37, 192) == pytest.approx(expected, rel=1e-12)
+    assert difference_z(37, 58, 192) == pytest.approx(-expected, rel=1e-12)
+    assert difference_z(0, 0, 10) == 0.0 and difference_z(10, 10, 10) == 0.0
+    assert difference_z(5, 0, 192) > 0
+
+
+def test_clearly_more_needs_three_units_and_significance():
+    assert clearly_more(95, 2, 192) and clearly_more(60, 30, 192)
+    assert not clearly_more(2, 0, 192)          # too few units, whatever the z
+    assert not clearly_more(82, 91, 192)        # fewer
+    assert not clearly_more(100, 90, 192)       # within chance (z ~ 1.0)
+    assert clearly_more(10, 0, 192) and not clearly_more(4, 1, 192)
 
 
 @pytest.mark.parametrize(
