@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         help="train a biased and a control face CNN on synthetic faces, dissect both, compare",
         description=(
             "Generate a synthetic Face Dictionary and a training set with a planted bias (the task's "
-            "positives mostly wear eyeglasses and have bright skin), train the demo CNN on it and a control "
+            "positives mostly wear eyeglasses and carry a synthetic group cue), train the demo CNN on it and a control "
             "on unbiased faces, dissect both and write OUT/report.html, OUT/compare/ and OUT/summary.json."
         ),
     )

@@ -14,32 +14,40 @@ class DemoSettings:
 
     The task is a local concept the model must see (default: an open mouth). In the biased training
     set the planted concept (eyeglasses) comes with the positive class in ``concept_bias`` of the
-    images and the planted subgroup (bright skin) in ``group_bias``; the control trains on the same
-    kind of faces with neither correlated with the label.
+    images and the planted subgroup in ``group_bias``; the control trains on the same kind of faces
+    with neither correlated with the label. The default subgroup is Ethnicity=asian, which in the
+    synthetic dictionary is an abstract stand-in (a purple background band, nothing about the face;
+    see :mod:`hnd_jax.dictionary.synth_face`).
 
-    Why these defaults (measured with seed 0, see the issue notes):
+    Why these defaults (measured on 2 CPU cores; figures in the issue notes):
 
     * Smiling, the paper's example task, is a 1-2 px curve at 64 px; the demo CNN stays at chance on
       it (0.48 held out after 6 epochs), so the control would not be a trained model. An open mouth is
-      learnable (0.94 held out) but harder than the shortcuts, which is what makes a shortcut win.
-    * One flag planting both shortcuts at 0.9 made the CNN learn skin tone alone (accuracy 0.90 on
-      skin-only probes, 0.50 on eyeglasses-only), so the concept is planted more strongly (0.95)
-      than the group (0.85).
-    * The control's mouth units already prefer dark skin (most of its biased units point to
-      "dark"), so a "dark" plant would be hidden by that baseline; bright skin is planted.
+      learnable (0.90 held out after 4 epochs) but harder than the shortcuts, which is what makes a
+      shortcut win.
+    * One flag planting both shortcuts at 0.9 made the CNN learn skin tone alone (0.90 on skin-only
+      probes, 0.50 on eyeglasses-only), so the concept is planted more strongly (0.95) than the
+      group (0.85).
+    * Skin tone and age were tried as the planted subgroup and were not found reliably: brightness
+      drives every unit's maximum, so the control already has many units "biased" toward either
+      skin tone (10 to 91 of 192 over seeds), and a shortcut model may encode the complement
+      (seed 1: 53 units strongly preferring dark skin when bright was planted). The background-hue
+      stand-in was found at seed 0 (46 vs 23 units) but not at seed 1 (21 vs 21, the biased model's
+      units preferring another hue); the eyeglasses units were found at both (19 vs 0, 45 vs 0).
+      ``summary.json`` always reports what the dissection measured.
     """
 
     task: str = "Mouth_Slightly_Open"
     planted_concept: str = "Eyeglasses"
-    planted_family: str = "skin_tone"
-    planted_group: str = "bright"
+    planted_family: str = "Ethnicity"
+    planted_group: str = "asian"
     concept_bias: float = 0.95
     group_bias: float = 0.85
     train_images: int = 2000
     probe_images: int = 300
     dictionary_images: int = 1000
     image_size: int = 64
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 3e-3
     layers: tuple[str, ...] = ("conv3", "conv4")

@@ -68,8 +68,8 @@ def test_summary_holds_what_the_dissection_measured(demo_out):
     out, summary, logs = demo_out
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
-    assert summary["planted"] == {"task": SMALL.task, "concept": "Eyeglasses", "family": "skin_tone", "group": "bright",
-                                  "concept_bias": 0.95, "group_bias": 0.85}
+    assert summary["planted"] == {"task": SMALL.task, "concept": "Eyeglasses", "family": SMALL.planted_family,
+                                  "group": SMALL.planted_group, "concept_bias": 0.95, "group_bias": 0.85}
     for name in ("biased", "control"):
         model = summary["models"][name]
         assert set(model["probe_accuracy"]) == set(PROBES)
@@ -78,7 +78,7 @@ def test_summary_holds_what_the_dissection_measured(demo_out):
             entry = model["layers"][layer]
             scores = out / entry["scores"]
             assert scores == out / name / layer / "scores.npz" and scores.is_file()
-            measured = planted_unit_counts(scores, "Eyeglasses", "skin_tone", "bright")
+            measured = planted_unit_counts(scores, "Eyeglasses", SMALL.planted_family, SMALL.planted_group)
             assert {k: entry[k] for k in measured} == measured
             with np.load(scores) as z:
                 assert entry["units"] == z["thresholds"].shape[0]
@@ -119,7 +119,7 @@ def test_saved_weights_reproduce_the_dissection(demo_out, tmp_path):
     with np.load(out / "biased" / "conv4" / "scores.npz") as a, np.load(again / "conv4" / "scores.npz") as b:
         np.testing.assert_array_equal(a["thresholds"], b["thresholds"])
         np.testing.assert_array_equal(a["intersection"], b["intersection"])
-        np.testing.assert_array_equal(a["biased_skin_tone"], b["biased_skin_tone"])
+        np.testing.assert_array_equal(a["biased_Ethnicity"], b["biased_Ethnicity"])
 
 
 def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
