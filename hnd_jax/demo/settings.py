@@ -33,7 +33,8 @@ class DemoSettings:
       skin tone (10 to 91 of 192 over seeds), and a shortcut model may encode the complement
       (seed 1: 53 units strongly preferring dark skin when bright was planted). The background-hue
       stand-in was found at seed 0 (46 vs 23 units) but not at seed 1 (21 vs 21, the biased model's
-      units preferring another hue); the eyeglasses units were found at both (19 vs 0, 45 vs 0).
+      units preferring another hue), nor with a 3x larger dictionary (31 vs 20); the eyeglasses
+      units were found at every one of these (19 vs 0, 45 vs 0, 18 vs 0).
       ``summary.json`` always reports what the dissection measured.
     """
 
