@@ -81,16 +81,17 @@ def test_wild_magnitudes_and_signs():
     assert_all_paths_agree(tuple(data))
 
 
-def test_dense_unit_chunks_with_padding(monkeypatch):
-    """Units split into chunks of 2 (the last one padded with never-firing units) change nothing."""
+def test_dense_image_chunks(monkeypatch):
+    """Batches walked in chunks of 2 images (official mode: per-image areas per chunk) change nothing."""
     from hnd_jax.scoring import tally_dense
 
     data = random_data(14, U=5)
     want = run("runs", data, "official")
-    monkeypatch.setitem(tally_dense.DENSE_CHUNK_ELEMENTS, "cpu", 2 * data[0].shape[0] * data[6] ** 2)
+    monkeypatch.setitem(tally_dense.DENSE_CHUNK_ELEMENTS, "cpu", 2 * 5 * data[6] ** 2)
     tally_dense.build_dense_kernel.cache_clear()
     try:
-        assert tally_dense._unit_chunk(data[0].shape[0], data[6], 5, "cpu") == 2
+        assert tally_dense.image_chunk(14, data[6], 5, "cpu") == 2
+        assert tally_dense.image_chunk(15, data[6], 5, "cpu") == 1  # a divisor of the local batch
         got = run("dense", data, "official", mesh=one_device())
     finally:
         tally_dense.build_dense_kernel.cache_clear()
