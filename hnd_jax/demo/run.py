@@ -31,6 +31,8 @@ from hnd_jax.errors import HndError
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_KIND = "hnd-demo"
+#: Written first: an interrupted demo's folder is still recognised as a demo's (and reused).
+MARKER_FILE = ".hnd-demo"
 CRITERION = ("biased-model count >= control count + 3 and the difference significant: one-sided "
              "two-proportion z-test over the dissected units, z >= 2.326 (p < 0.01)")
 
@@ -40,6 +42,8 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise HndError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
+        if (out / MARKER_FILE).is_file():
+            return
         summary = out / SUMMARY_FILE
         try:
             kind = json.loads(summary.read_text()).get("kind")
@@ -97,6 +101,7 @@ def run_demo(
     settings = settings or DemoSettings()
     out = Path(out)
     _check_out(out)
+    write_text(out / MARKER_FILE, "output folder of hnd demo: a rerun may replace everything here\n")
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 

@@ -122,6 +122,20 @@ def test_saved_weights_reproduce_the_dissection(demo_out, tmp_path):
         np.testing.assert_array_equal(a["biased_Ethnicity"], b["biased_Ethnicity"])
 
 
+def test_an_interrupted_demo_folder_is_reused(tmp_path, monkeypatch):
+    """Interrupted after the marker (here: training fails), the folder is still a demo's: rerun accepted."""
+    import hnd_jax.demo.run as demo_run
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_run, "probe_sets", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path / "out", SMALL, progress=False, log=lambda m: None)
+    assert (tmp_path / "out" / ".hnd-demo").is_file() and not (tmp_path / "out" / "summary.json").exists()
+    demo_run._check_out(tmp_path / "out")  # no error: a demo's folder
+
+
 def test_refuses_a_folder_that_is_not_a_demo(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(HndError, match="not empty"):
