@@ -14,36 +14,32 @@ class DemoSettings:
 
     The task is a local concept the model must see (default: an open mouth). In the biased training
     set the planted concept (eyeglasses) comes with the positive class in ``concept_bias`` of the
-    images and the planted subgroup in ``group_bias``; the control trains on the same kind of faces
-    with neither correlated with the label. The default subgroup is Ethnicity=asian, which in the
-    synthetic dictionary is an abstract stand-in (a purple background band, nothing about the face;
-    see :mod:`hnd_jax.dictionary.synth_face`).
+    images and, drawn independently, the planted subgroup (Age=sixty_plus: white hair and forehead
+    lines in the synthetic faces) in ``group_bias``; the control trains on the same kind of faces
+    with neither correlated with the label.
 
-    Why these defaults (measured on 2 CPU cores; figures in the issue notes):
+    Why these defaults (measured on 2 CPU cores; the full table is in README.md and the issue notes):
 
     * Smiling, the paper's example task, is a 1-2 px curve at 64 px; the demo CNN stays at chance on
       it (0.48 held out after 6 epochs), so the control would not be a trained model. An open mouth is
-      learnable (0.90 held out after 4 epochs) but harder than the shortcuts, which is what makes a
-      shortcut win.
-    * One flag planting both shortcuts at 0.9 made the CNN learn skin tone alone (0.90 on skin-only
-      probes, 0.50 on eyeglasses-only), so the concept is planted more strongly (0.95) than the
-      group (0.85).
-    * Skin tone and age were tried as the planted subgroup and were not found reliably: brightness
-      drives every unit's maximum, so the control already has many units "biased" toward either
-      skin tone (10 to 91 of 192 over seeds), and a shortcut model may encode the complement
-      (seed 1: 53 units strongly preferring dark skin when bright was planted). The background-hue
-      stand-in was found at seed 0 (46 vs 23 units) but not at seed 1 (21 vs 21, the biased model's
-      units preferring another hue), nor with a 3x larger dictionary (31 vs 20); the eyeglasses
-      units were found at every one of these (19 vs 0, 45 vs 0, 18 vs 0).
-      ``summary.json`` always reports what the dissection measured.
+      learnable (0.90-0.99 held out after 4 epochs) but harder than the shortcuts, which is what
+      makes a shortcut win.
+    * One flag planting concept and group together made the CNN learn the easier cue alone (skin
+      tone: 0.90 on skin-only probes, 0.50 on eyeglasses-only); independent flags at 0.95 each make
+      both cues worth learning.
+    * Age=sixty_plus is the subgroup found at every seed tried. With two-group families (skin tone,
+      the Gender stand-in) the paper's 0.55 cut-off marks almost every unit as biased toward one
+      side, brightness alone decides many (controls: 10 to 91 of 192 units toward one skin tone),
+      and shortcut models may encode the complement; the Ethnicity stand-in (background hue) was
+      found at seed 0 but not at seed 1.
     """
 
     task: str = "Mouth_Slightly_Open"
     planted_concept: str = "Eyeglasses"
-    planted_family: str = "Ethnicity"
-    planted_group: str = "asian"
+    planted_family: str = "Age"
+    planted_group: str = "sixty_plus"
     concept_bias: float = 0.95
-    group_bias: float = 0.85
+    group_bias: float = 0.95
     train_images: int = 2000
     probe_images: int = 300
     dictionary_images: int = 1000
