@@ -338,10 +338,12 @@ class _Dissection:
         return self.dic.local_batches(self.batch_size, with_masks=with_masks, start=begin, stop=self.stop)
 
     def _stage_batches(self, desc: str, first: int, with_masks: bool):
-        """This process's batches from batch ``first`` on, with the reads timed and a progress bar."""
-        bar = stage_bar(desc, self.stop - self.start, enabled=self.progress,
-                        initial=min(first * self.batch_size, self.stop - self.start))
-        batches = self._local_iter(first, with_masks=with_masks)
+        """This process's local batches from batch ``first`` on (see :meth:`_timed_batches`)."""
+        return self._timed_batches(self._local_iter(first, with_masks=with_masks), desc, self.stop - self.start, first)
+
+    def _timed_batches(self, batches, desc: str, num_images: int, first: int):
+        """Yield ``batches`` with the reads timed (``split['data']``) and a progress bar over ``num_images``."""
+        bar = stage_bar(desc, num_images, enabled=self.progress, initial=min(first * self.batch_size, num_images))
         try:
             while True:
                 td = time.perf_counter()
@@ -539,15 +541,8 @@ class _Dissection:
                 batches = itertools.islice(
                     self.dic.global_batches(name, self.batch_size, process_index=self.process_index,
                                             process_count=self.process_count), first, None)
-            bar = stage_bar(f"global {name}", hi - lo, enabled=self.progress,
-                            initial=min(first * self.batch_size, hi - lo))
             done = first
-            while True:
-                td = time.perf_counter()
-                batch = next(batches, None)
-                self.split["data"] += time.perf_counter() - td
-                if batch is None:
-                    break
+            for batch in self._timed_batches(batches, f"global {name}", hi - lo, first):
                 n = len(batch)
                 acts = self._forward(batch.images)
                 ts = time.perf_counter()
@@ -557,12 +552,10 @@ class _Dissection:
                 jax.block_until_ready(states)
                 self.split["score"] += time.perf_counter() - ts
                 done += 1
-                bar.update(n)
                 self._maybe_checkpoint(
                     "global", done, total,
                     lambda: self._global_state(r1, r2, maps, _strip_groups(results), states), {"family": fi})
                 _sleep_hook()
-            bar.close()
             results[name] = [
                 {**st.finalize(merge_across_processes(st.merge, s)), "group": group}
                 for st, s in zip(stats, states)
