@@ -99,7 +99,7 @@ def main() -> None:
         return
 
     from hnd_jax.dictionary.prepare import prepare_dictionary
-    from hnd_jax.dictionary.synth import write_synthetic_dictionary
+    from hnd_jax.dictionary.synthetic.generate import write_synthetic_dictionary
 
     with tempfile.TemporaryDirectory(prefix="bench_dictionary_") as tmp:
         root, prep = Path(tmp) / "root", Path(tmp) / "prep"

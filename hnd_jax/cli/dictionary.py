@@ -135,7 +135,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from hnd_jax.taxonomy import resolve_taxonomy
 
     try:
-        from hnd_jax.dictionary.synth import write_synthetic_dictionary
+        from hnd_jax.dictionary.synthetic.generate import write_synthetic_dictionary
     except ImportError as exc:
         raise HndError(f"the synthetic Face Dictionary generator is not available in this version ({exc})") from None
     if args.images < 1:

@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from hnd_jax.demo.settings import DemoSettings
-from hnd_jax.dictionary.synth_bias import plan_biased_training_set, render_plan
+from hnd_jax.dictionary.synthetic.bias import plan_biased_training_set, render_plan
 from hnd_jax.training import TrainingHistory, accuracy, train_classifier
 
 #: Seed offsets that keep the training, probe and dictionary faces apart for one demo seed.

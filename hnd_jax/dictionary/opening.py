@@ -6,7 +6,7 @@
   ``non_localizable/``),
 * a PREP folder written by ``hnd dictionary prepare`` (recognised by its ``hnd_prepared.json``),
 * ``synthetic``, ``synthetic:N`` or ``synthetic:N:SEED`` (defaults N=600, SEED=0): the procedural
-  dictionary of ``hnd_jax.dictionary.synth``, written once in the published layout into a cache
+  dictionary of ``hnd_jax.dictionary.synthetic.generate``, written once in the published layout into a cache
   folder and then read by the same reader as a real ROOT.
 
 Nothing is ever downloaded: a missing ROOT gets instructions (see ``data/README.md``).
@@ -74,7 +74,7 @@ def synthetic_root(num_images: int, seed: int, taxonomy: Taxonomy | None = None)
     if final.is_dir():
         return final
     try:
-        from hnd_jax.dictionary.synth import write_synthetic_dictionary
+        from hnd_jax.dictionary.synthetic.generate import write_synthetic_dictionary
     except ImportError as exc:
         raise HndError(f"the synthetic Face Dictionary generator is not available in this version ({exc})") from None
     final.parent.mkdir(parents=True, exist_ok=True)

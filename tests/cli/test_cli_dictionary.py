@@ -42,9 +42,9 @@ def test_synthetic_is_generated_once_into_the_cache(tmp_path, monkeypatch):
         write_fixture(out, seed=seed)
         return out
 
-    fake = types.ModuleType("hnd_jax.dictionary.synth")
+    fake = types.ModuleType("hnd_jax.dictionary.synthetic.generate")
     fake.write_synthetic_dictionary = fake_writer
-    monkeypatch.setitem(sys.modules, "hnd_jax.dictionary.synth", fake)
+    monkeypatch.setitem(sys.modules, "hnd_jax.dictionary.synthetic.generate", fake)
     monkeypatch.setenv("HND_CACHE", str(tmp_path / "cache"))
     a = open_dictionary("synthetic:9:4", 8)
     b = open_dictionary("synthetic:9:4", 8)
@@ -57,7 +57,7 @@ def test_synthetic_is_generated_once_into_the_cache(tmp_path, monkeypatch):
 
 
 def test_real_synthetic_dictionary_reads_through_the_same_reader(tmp_path, monkeypatch):
-    pytest.importorskip("hnd_jax.dictionary.synth", reason="the synthetic generator (H2) is not in this tree")
+    pytest.importorskip("hnd_jax.dictionary.synthetic.generate", reason="the synthetic generator (H2) is not in this tree")
     monkeypatch.setenv("HND_CACHE", str(tmp_path / "cache"))
     d = open_dictionary("synthetic:12:3", 16)
     root = tmp_path / "cache/synthetic/12-3"
@@ -69,7 +69,7 @@ def test_real_synthetic_dictionary_reads_through_the_same_reader(tmp_path, monke
 
 
 def test_cli_synth_writes_a_checkable_dictionary(tmp_path, capsys):
-    pytest.importorskip("hnd_jax.dictionary.synth", reason="the synthetic generator (H2) is not in this tree")
+    pytest.importorskip("hnd_jax.dictionary.synthetic.generate", reason="the synthetic generator (H2) is not in this tree")
     out = tmp_path / "syn"
     assert main(["dictionary", "synth", str(out), "--images", "12", "--seed", "2"]) == 0
     assert "12 local images" in capsys.readouterr().out

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hnd_jax.dictionary.synth import MARKER_FILE, global_group_counts, plan_local, write_synthetic_dictionary
-from hnd_jax.dictionary.synth_face import (
+from hnd_jax.dictionary.synthetic.generate import MARKER_FILE, global_group_counts, plan_local, write_synthetic_dictionary
+from hnd_jax.dictionary.synthetic.face import (
     ACTION_UNITS,
     ATTRIBUTES,
     DRAWABLE_CONCEPTS,
@@ -33,7 +33,7 @@ from hnd_jax.dictionary.synth_face import (
     sample_globals,
     sample_jitter,
 )
-from hnd_jax.dictionary.synth_png import encode_png
+from hnd_jax.dictionary.synthetic.png import encode_png
 from hnd_jax.errors import HndError
 from hnd_jax.taxonomy import default_taxonomy, taxonomy_from_dict
 
@@ -77,7 +77,7 @@ def dictionary(tmp_path_factory) -> Path:
 def test_same_seed_gives_byte_identical_files_in_another_process(dictionary, tmp_path):
     """Two runs, the second in a fresh process with another PYTHONHASHSEED (so nothing may depend
     on the iteration order of string sets), write byte-identical trees."""
-    code = "import sys; from hnd_jax.dictionary.synth import write_synthetic_dictionary as w; w(sys.argv[1], num_images=int(sys.argv[2]), seed=0)"
+    code = "import sys; from hnd_jax.dictionary.synthetic.generate import write_synthetic_dictionary as w; w(sys.argv[1], num_images=int(sys.argv[2]), seed=0)"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     again = tmp_path / "again"
     subprocess.run([sys.executable, "-c", code, str(again), str(NUM_IMAGES)], check=True, env=env, timeout=300)

@@ -46,7 +46,7 @@ from typing import Mapping
 
 import numpy as np
 
-from hnd_jax.dictionary.synth_draw import (
+from hnd_jax.dictionary.synthetic.draw import (
     FaceCanvas,
     FaceFrame,
     band_polygon,
@@ -59,7 +59,7 @@ from hnd_jax.dictionary.synth_draw import (
     shade,
     superellipse_pts,
 )
-from hnd_jax.dictionary.synth_shapes import (
+from hnd_jax.dictionary.synthetic.shapes import (
     CHEEK_U,
     CHEEK_V,
     EYE_U,

@@ -2,7 +2,7 @@
 
 Each function answers "where is this feature, given the concepts present", e.g. the lips' outline
 for a smiling, stretched or open mouth, or a brow's centre line when AU_1 raises its inner half.
-The renderer (``synth_face.py``) paints these shapes and marks masks with them; keeping the
+The renderer (:mod:`hnd_jax.dictionary.synthetic.face`) paints these shapes and marks masks with them; keeping the
 geometry separate lets a mask take the union of a feature drawn with and without a cue (so a shape
 cue's mask covers every pixel the cue changes).
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hnd_jax.dictionary.synth_draw import band_polygon, ellipse_pts, quad_curve
+from hnd_jax.dictionary.synthetic.draw import band_polygon, ellipse_pts, quad_curve
 
 @dataclass(frozen=True)
 class MouthShape:

@@ -3,7 +3,7 @@
 The paper's controlled experiment trains a face model on data where a task correlates with a
 concept and a demographic group, then checks that dissection finds units for that concept and
 units biased toward that group. :func:`biased_training_set` builds such data with the synthetic
-face renderer (:mod:`hnd_jax.dictionary.synth_face`), so the dissection can be checked against a
+face renderer (:mod:`hnd_jax.dictionary.synthetic.face`), so the dissection can be checked against a
 known truth.
 
 What is planted, exactly (:func:`plan_biased_training_set`):
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from hnd_jax.dictionary.synth_face import (
+from hnd_jax.dictionary.synthetic.face import (
     ACTION_UNITS,
     ATTRIBUTES,
     DRAWABLE_CONCEPTS,

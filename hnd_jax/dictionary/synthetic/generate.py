@@ -2,7 +2,7 @@
 
 :func:`write_synthetic_dictionary` writes a complete Face Dictionary (DESIGN.md §1) that the normal
 published-layout reader serves, so the whole pipeline can run offline, in tests and in ``hnd demo``,
-without the real dataset. Faces are drawn by :mod:`hnd_jax.dictionary.synth_face` (see its docstring
+without the real dataset. Faces are drawn by :mod:`hnd_jax.dictionary.synthetic.face` (see its docstring
 for every concept's cue and for the global proxies; ``Gender`` and ``Ethnicity`` there are abstract
 synthetic stand-ins, not claims about people).
 
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from hnd_jax.atomic import atomic_dir
-from hnd_jax.dictionary.synth_face import (
+from hnd_jax.dictionary.synthetic.face import (
     DRAWABLE_CONCEPTS,
     GLOBAL_GROUPS,
     PARTS,
@@ -50,7 +50,7 @@ from hnd_jax.dictionary.synth_face import (
     sample_globals,
     sample_jitter,
 )
-from hnd_jax.dictionary.synth_png import write_png
+from hnd_jax.dictionary.synthetic.png import write_png
 from hnd_jax.errors import HndError
 from hnd_jax.taxonomy import LocalFamily, Taxonomy, default_taxonomy
 

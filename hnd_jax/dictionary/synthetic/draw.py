@@ -1,6 +1,6 @@
 """Drawing primitives for the synthetic faces: face-unit geometry, shapes, and exact masks.
 
-The synthetic renderer (``synth_face.py``) describes every cue in **face units**: ``u`` runs from
+The synthetic renderer (:mod:`hnd_jax.dictionary.synthetic.face`) describes every cue in **face units**: ``u`` runs from
 -1 (image left edge of the face oval) to +1 (right edge), ``v`` from -1 (top of the oval) to +1
 (chin), so the same drawing code serves a 178x218 CelebA-like frame, a 190x224 action-unit frame
 and a 128x128 training image. :class:`FaceFrame` maps face units to pixels.

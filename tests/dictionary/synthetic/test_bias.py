@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hnd_jax.dictionary.synth_bias import biased_training_set, plan_biased_training_set, render_plan
-from hnd_jax.dictionary.synth_face import SKIN_TONE_RANGES, render_face
-from hnd_jax.dictionary.synth_png import write_png
+from hnd_jax.dictionary.synthetic.bias import biased_training_set, plan_biased_training_set, render_plan
+from hnd_jax.dictionary.synthetic.face import SKIN_TONE_RANGES, render_face
+from hnd_jax.dictionary.synthetic.png import write_png
 from hnd_jax.errors import HndError
 
 
