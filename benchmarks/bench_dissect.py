@@ -53,8 +53,9 @@ def child(mode: str, cfg: dict, out: Path, result_file: Path) -> None:
 
     t0 = time.perf_counter()
     dissect_model(cfg["card"], layers=[cfg["layer"]], dictionary=f"synthetic:{cfg['images']}", out=out,
-                  scoring={"image_size": cfg["image_size"]}, batch_size=cfg["batch_size"], fresh=True,
-                  cache_budget=MODES[mode], progress=False, random_init=True, checkpoint_every=50)
+                  scoring={"image_size": cfg["image_size"]}, random_init=True,
+                  run={"batch_size": cfg["batch_size"], "fresh": True, "cache_budget": MODES[mode], "progress": "none",
+                       "checkpoint_every": 50})
     wall = time.perf_counter() - t0
     meta = json.loads((out / "dissection.json").read_text())
     n = cfg["images"]

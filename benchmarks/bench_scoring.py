@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 
+from hnd_jax.scoring.accumulator import Batch
 from hnd_jax.scoring.tally import IoUTally  # noqa: E402
 from hnd_jax.scoring.unit_stats import UnitStats  # noqa: E402
 from hnd_jax.sharding import make_data_mesh  # noqa: E402
@@ -122,7 +123,7 @@ def run_library(cfg: Config, taxonomy, mesh, method: str):
         acts_p, valid = _pad(acts, pad_to)
         index = np.arange(start, start + pad_to, dtype=np.int32)
         t0 = time.perf_counter()
-        state = stats.update(state, acts_p, index, valid)
+        state = stats.update(state, Batch(acts_p, valid, index=index))
         jax.block_until_ready(state)
         t_pass1 += time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -139,7 +140,7 @@ def run_library(cfg: Config, taxonomy, mesh, method: str):
         active += int((acts.max(axis=(1, 2)) > p1["thresholds"]).sum())
         padded, valid = _pad_all((acts, masks, lab, fam), pad_to)
         t0 = time.perf_counter()
-        tstate = tally.update(tstate, *padded, valid)
+        tstate = tally.update(tstate, Batch(padded[0], valid, masks=padded[1], labelled=padded[2], family=padded[3]))
         dt = time.perf_counter() - t0
         t_tally += dt
         first_batch_s = dt if first_batch_s is None else first_batch_s
@@ -277,7 +278,7 @@ def main(argv=None) -> int:
         acts, masks, lab, fam = base["subset"]
         check = IoUTally(cfg.units, taxonomy.concept_family_index, cfg.image_size, (cfg.map_size,) * 2,
                          lib["thresholds"], "family", method="runs")
-        mine = check.finalize(check.update(check.init(), acts, masks, lab, fam, np.ones(n, bool)))
+        mine = check.finalize(check.update(check.init(), Batch(acts, np.ones(n, bool), masks=masks, labelled=lab, family=fam)))
         differ = int((mine["intersection"] != base["inter"]).sum() + (mine["union"] != base["union"]).sum())
         row.update({
             "baseline_images_timed": n,

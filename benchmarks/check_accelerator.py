@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import jax  # noqa: E402
 
 from bench_scoring import Config, batch_data, batches, _pad, _pad_all  # noqa: E402
+from hnd_jax.scoring.accumulator import Batch
 from hnd_jax.scoring.tally import IoUTally  # noqa: E402
 from hnd_jax.scoring.unit_stats import UnitStats  # noqa: E402
 from hnd_jax.sharding import make_data_mesh  # noqa: E402
@@ -48,14 +49,14 @@ def score(cfg: Config, taxonomy, mesh, method: str) -> dict:
     for start, stop in batches(cfg):
         acts, *_ = batch_data(cfg, taxonomy, start, stop)
         acts_p, valid = _pad(acts, pad_to)
-        state = stats.update(state, acts_p, np.arange(start, start + pad_to, dtype=np.int32), valid)
+        state = stats.update(state, Batch(acts_p, valid, index=np.arange(start, start + pad_to, dtype=np.int32)))
     p1 = jax.device_get(stats.finalize(state))
     tally = IoUTally(U, taxonomy.concept_family_index, cfg.image_size, (h, h), p1["thresholds"], "family",
                      mesh=mesh, method=method)
     tstate = tally.init()
     for start, stop in batches(cfg):
         padded, valid = _pad_all(batch_data(cfg, taxonomy, start, stop), pad_to)
-        tstate = tally.update(tstate, *padded, valid)
+        tstate = tally.update(tstate, Batch(padded[0], valid, masks=padded[1], labelled=padded[2], family=padded[3]))
     counts = jax.device_get(tally.finalize(tstate))
     return {"p1": p1, "counts": counts, "method": tally.method, "seconds": time.perf_counter() - t0,
             "platform": mesh.devices.flat[0].platform, "devices": ndev}

@@ -1,11 +1,15 @@
-"""`hnd dissect`: score the units of a layer against the Face Dictionary.
+"""hnd dissect: pair every unit of a layer with Face Dictionary concepts.
 
-Two sources of activations, one engine:
+Two sources of activations, one driver (resume, several processes, progress and results alike):
 
-* ``--model NAME [--weights W] [--layer L ...]`` runs a Flax model over the dictionary
-  (:func:`hnd_jax.pipeline.dissect.dissect_model`);
-* ``--activations FILE --layer NAME --image-size S`` scores activations computed elsewhere, by any
-  framework (:func:`hnd_jax.scoring.activations_file.dissect_activations`).
+  --model NAME|CARD.toml [--weights W] [--layer L ...]
+      runs a Flax model over the dictionary (one forward per batch for all layers);
+  --activations FILE --layer NAME --image-size S
+      scores activations computed elsewhere, by any framework: .npy [N, U, h, w] float in
+      dictionary order, or .npz with 'local' and '<Family>/<group>' arrays (hnd extract --for-dissect).
+
+Rerunning the same command after an interruption resumes where it stopped (--fresh starts over).
+Results: OUT/<layer>/scores.npz and units.csv, OUT/dissection.json (written last), OUT/report.html.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hnd_jax.cli.common import add_dictionary_arg, add_taxonomy_arg
+from hnd_jax.cli.common import add_config_options, add_dictionary_arg, add_taxonomy_arg, config_values
 from hnd_jax.errors import HndError
-from hnd_jax.scoring.config import IOU_MODES
+from hnd_jax.pipeline.config import RunConfig
+from hnd_jax.scoring.config import ScoringConfig
+
+SCORING_OPTIONS = ("image_size", "quantile", "iou_threshold", "iou_mode", "pair_factor")
+RUN_OPTIONS = ("batch_size", "cache_budget", "checkpoint_every", "devices", "progress", "fresh")
 
 
 def register(subparsers) -> None:
@@ -26,7 +34,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", metavar="NAME", help="model card name (see models/)")
+    src.add_argument("--model", metavar="NAME|CARD.toml",
+                     help="a model card name (hnd layers lists them) or the path of a card .toml")
     src.add_argument(
         "--activations",
         metavar="FILE",
@@ -34,73 +43,39 @@ def register(subparsers) -> None:
     )
     add_dictionary_arg(p)
     p.add_argument("--out", required=True, metavar="OUT", help="output folder")
-    p.add_argument("--layer", action="append", metavar="NAME", help="layer to dissect (repeatable)")
-    p.add_argument("--weights", metavar="W", help="checkpoint: original .pt/.pth/.safetensors/.npz or a converted folder")
-    p.add_argument("--image-size", type=int, metavar="S", help="analysis size S (default: the model's input size)")
-    p.add_argument("--iou-mode", choices=IOU_MODES, default="family")
-    p.add_argument("--quantile", type=float, default=0.005, metavar="Q")
-    p.add_argument("--iou-threshold", type=float, default=0.04, metavar="T")
-    p.add_argument("--pair-factor", type=float, default=1.5, metavar="F", help="pair when P(c|u) > F/|R|")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B")
-    p.add_argument("--fresh", action="store_true", help="ignore a previous interrupted run and start over")
-    p.add_argument(
-        "--cache-budget",
-        default="2GiB",
-        metavar="SIZE",
-        help="keep activations between the passes when they fit this budget, else recompute (e.g. 512MiB, 0)",
-    )
+    p.add_argument("--layer", action="append", metavar="NAME",
+                   help="layer to dissect (repeatable; default with --model: the card's default layers)")
+    p.add_argument("--weights", metavar="W",
+                   help="checkpoint: original .pt/.pth/.bin/.safetensors/.npz or a folder written by hnd convert")
+    add_config_options(p, ScoringConfig, SCORING_OPTIONS)
+    add_config_options(p, RunConfig, RUN_OPTIONS)
+    p.add_argument("--no-progress", dest="progress", action="store_const", const="none",
+                   help="no progress output (same as --progress none)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write OUT/report.html and OUT/plots/ (write them later with 'hnd report OUT')")
     add_taxonomy_arg(p)
     p.set_defaults(func=run)
 
 
-def scoring_options(args: argparse.Namespace) -> dict:
-    """The ScoringConfig fields given on the command line (image_size may still be None)."""
-    return dict(
-        image_size=args.image_size,
-        quantile=args.quantile,
-        iou_threshold=args.iou_threshold,
-        iou_mode=args.iou_mode,
-        pair_factor=args.pair_factor,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size <= 0:
-        raise HndError(f"--batch-size {args.batch_size}: expected a positive integer")
+    scoring = config_values(args, ScoringConfig, SCORING_OPTIONS)
+    run_config = RunConfig(**config_values(args, RunConfig, RUN_OPTIONS))  # checked before any work
     if args.activations:
         if not args.layer or len(args.layer) != 1:
             raise HndError("--activations needs exactly one --layer NAME (the name used for OUT/<layer>/)")
         if args.image_size is None:
             raise HndError("--activations needs --image-size S (the analysis size the masks are resized to)")
-        from hnd_jax.scoring.activations_file import dissect_activations
+        from hnd_jax.pipeline.dissect import dissect_activations
 
-        dissect_activations(
-            args.activations,
-            dictionary=args.dictionary,
-            layer=args.layer[0],
-            out=args.out,
-            scoring=scoring_options(args),
-            taxonomy=args.taxonomy,
-            batch_size=args.batch_size,
-        )
+        dissect_activations(args.activations, dictionary=args.dictionary, layer=args.layer[0], out=args.out,
+                            scoring=scoring, run=run_config, taxonomy=args.taxonomy)
         return _report(args)
+    ScoringConfig(**{**scoring, "image_size": scoring["image_size"] or 1})  # range checks before the model loads
 
     from hnd_jax.pipeline.dissect import dissect_model
 
-    dissect_model(
-        model=args.model,
-        weights=args.weights,
-        layers=args.layer,
-        dictionary=args.dictionary,
-        out=args.out,
-        scoring=scoring_options(args),
-        taxonomy=args.taxonomy,
-        batch_size=args.batch_size,
-        fresh=args.fresh,
-        cache_budget=args.cache_budget,
-    )
+    dissect_model(args.model, weights=args.weights, layers=args.layer, dictionary=args.dictionary, out=args.out,
+                  scoring=scoring, run=run_config, taxonomy=args.taxonomy)
     return _report(args)
 
 

@@ -131,8 +131,8 @@ def run_demo(
         t = time.perf_counter()
         dissect_model(
             trained[name].model, card="demo_cnn", layers=settings.layers, dictionary=settings.dictionary_spec,
-            out=out / name, scoring={"image_size": settings.image_size}, batch_size=64, fresh=True,
-            progress=progress, checkpoint_every=0,
+            out=out / name, scoring={"image_size": settings.image_size},
+            run={"batch_size": 64, "fresh": True, "progress": "auto" if progress else "none", "checkpoint_every": 0},
         )
         stage(f"dissect {name} model", t)
 

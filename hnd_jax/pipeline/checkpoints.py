@@ -4,11 +4,17 @@ Layout: ``OUT/.checkpoints/`` is an orbax :class:`~orbax.checkpoint.CheckpointMa
 (one process) or ``OUT/.checkpoints/process_<i>/`` (one per host in multi-host runs: every host
 checkpoints its own slice's states). Each step is an ``ocp.args.Composite`` of
 
-* ``state``: the accumulator pytrees of the current stage, as host arrays. The pytree is flattened to
-  ``leaf_<i>`` entries against a template built by the pipeline (a fresh ``init()`` state of the
-  same stage), because orbax refuses zero-size arrays and dotted layer names make poor keys;
+* one item per stage reached so far (``pass1``, ``pass2``, ``global_0``, ...): that stage's
+  accumulator states as host arrays (the merged final states of finished stages, the running ones
+  of the current stage), flattened to ``leaf_<i>`` entries because orbax refuses zero-size arrays
+  and dotted layer names make poor keys;
 * ``meta``: JSON with the stage name, the next batch index, the fingerprint of the run
-  (:mod:`hnd_jax.pipeline.fingerprint`) and small extras.
+  (:mod:`hnd_jax.pipeline.fingerprint`), the saved items and small extras.
+
+Items are restored one at a time, each into the structure of its accumulators' own ``init()``: a
+later stage's accumulators may depend on an earlier stage's results (pass 2 needs the thresholds),
+so the driver restores pass 1, finalizes it, builds pass 2, then restores pass 2. No restore
+template is written by hand.
 
 orbax writes a step under a temporary name and renames it when complete, so a ``kill -9`` during a
 save leaves the previous step intact. Only one step is kept.
@@ -27,6 +33,7 @@ import orbax.checkpoint as ocp
 
 from hnd_jax.errors import HndError
 from hnd_jax.pipeline.fingerprint import canonical, fingerprint_differences
+from hnd_jax.sharding import to_host
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Resumed:
     next_batch: int
     extra: dict[str, Any]
     step: int
+    items: tuple[str, ...] = ()
 
 
 def checkpoint_dir(out: Path, process_index: int = 0, process_count: int = 1) -> Path:
@@ -44,8 +52,10 @@ def checkpoint_dir(out: Path, process_index: int = 0, process_count: int = 1) ->
     return base if process_count == 1 else base / f"process_{process_index}"
 
 
-def _to_host(tree: Any) -> Any:
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+def _flat(tree: Any) -> dict[str, np.ndarray]:
+    leaves = [np.asarray(x) for x in jax.tree.leaves(to_host(tree))]
+    flat = {f"leaf_{i:05d}": x for i, x in enumerate(leaves) if x.size > 0}
+    return flat or {"empty": np.zeros(1, np.int8)}  # orbax needs at least one array
 
 
 class RunCheckpoints:
@@ -93,22 +103,20 @@ class RunCheckpoints:
             self._manager = None
 
     # ------------------------------------------------------------------ save / restore
-    def save(self, stage: str, next_batch: int, state: Any, extra: dict[str, Any] | None = None) -> None:
-        """Checkpoint ``state`` (any pytree of arrays) as the state of ``stage`` before batch ``next_batch``."""
-        leaves = [np.asarray(x) for x in jax.tree.leaves(_to_host(state))]
-        flat = {f"leaf_{i:05d}": x for i, x in enumerate(leaves) if x.size > 0}
-        if not flat:  # orbax needs at least one array
-            flat = {"empty": np.zeros(1, np.int8)}
+    def save(self, stage: str, next_batch: int, items: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """Checkpoint ``items`` (item name -> pytree of arrays) as the run's state before batch
+        ``next_batch`` of ``stage``."""
         meta = {
             "stage": stage,
             "next_batch": int(next_batch),
             "fingerprint": self.fingerprint,
+            "items": sorted(items),
             "extra": canonical(extra or {}),
         }
+        args = {name: ocp.args.StandardSave(_flat(tree)) for name, tree in items.items()}
         manager = self.manager
         self._step += 1
-        manager.save(self._step, args=ocp.args.Composite(state=ocp.args.StandardSave(flat),
-                                                          meta=ocp.args.JsonSave(meta)))
+        manager.save(self._step, args=ocp.args.Composite(**args, meta=ocp.args.JsonSave(meta)))
         manager.wait_until_finished()
 
     def find(self) -> Resumed | None:
@@ -119,27 +127,35 @@ class RunCheckpoints:
         step = manager.latest_step()
         if step is None:
             return None
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        diffs = fingerprint_differences(meta.get("fingerprint", {}), self.fingerprint)
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            diffs = fingerprint_differences(meta.get("fingerprint", {}), self.fingerprint)
+            stage, next_batch = str(meta["stage"]), int(meta["next_batch"])
+            items = tuple(str(x) for x in meta.get("items", ()))
+        except HndError:
+            raise
+        except Exception as exc:  # garbage or an older layout in the metadata
+            raise HndError(f"{self.directory}: the checkpoint metadata is not readable ({type(exc).__name__}); "
+                           "rerun with --fresh to start over") from None
         if diffs:
             shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
             raise HndError(
                 f"{self.directory}: an interrupted run with different settings is here ({shown}); "
                 "refusing to resume: rerun with --fresh to start over"
             )
-        return Resumed(stage=meta["stage"], next_batch=int(meta["next_batch"]), extra=meta.get("extra", {}), step=step)
+        return Resumed(stage=stage, next_batch=next_batch, extra=meta.get("extra", {}), step=step, items=items)
 
-    def restore_state(self, resumed: Resumed, template: Any) -> Any:
-        """The saved state, rebuilt with the structure, dtypes and shardings of ``template``."""
+    def restore(self, resumed: Resumed, item: str, template: Any) -> Any:
+        """The saved ``item``, rebuilt with the structure, dtypes and shardings of ``template``
+        (its accumulators' ``init()`` states). HndError when it is missing or does not fit."""
+        if item not in resumed.items:
+            raise HndError(f"{self.directory}: the checkpoint has no state for {item!r}; rerun with --fresh")
         leaves, treedef = jax.tree.flatten(template)
         host = [np.asarray(jax.device_get(x)) for x in leaves]
-        abstract = {f"leaf_{i:05d}": x for i, x in enumerate(host) if x.size > 0}
-        if not abstract:
-            abstract = {"empty": np.zeros(1, np.int8)}
+        abstract = _flat(host)
         try:
-            flat = self.manager.restore(
-                resumed.step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-            ).state
+            flat = getattr(self.manager.restore(
+                resumed.step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})), item)
         except Exception as exc:  # a checkpoint from an incompatible hnd-jax layout
             raise HndError(f"{self.directory}: cannot read the checkpoint ({type(exc).__name__}); "
                            "rerun with --fresh to start over") from None
@@ -147,8 +163,8 @@ class RunCheckpoints:
         for i, (ref, h) in enumerate(zip(leaves, host)):
             value = np.asarray(flat[f"leaf_{i:05d}"]).astype(h.dtype) if h.size > 0 else h
             if value.shape != h.shape:
-                raise HndError(f"{self.directory}: checkpoint leaf {i} has shape {value.shape}, expected {h.shape}; "
-                               "rerun with --fresh")
+                raise HndError(f"{self.directory}: checkpoint leaf {i} of {item} has shape {value.shape}, expected "
+                               f"{h.shape}; rerun with --fresh")
             sharding = getattr(ref, "sharding", None)
             restored.append(jax.device_put(value, sharding) if isinstance(ref, jax.Array) else value)
         return jax.tree.unflatten(treedef, restored)

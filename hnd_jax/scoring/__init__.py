@@ -10,7 +10,8 @@ Modules (imported on demand, so that ``import hnd_jax.scoring`` stays light):
 * :mod:`~hnd_jax.scoring.tally`: pass 2, the IoU intersection/union counts.
 * :mod:`~hnd_jax.scoring.hierarchy`: finalization, IoU, top concept, local and global probabilities.
 * :mod:`~hnd_jax.scoring.engine`: :class:`~hnd_jax.scoring.engine.LayerScorer`, one layer end to end.
-* :mod:`~hnd_jax.scoring.activations_file`: ``hnd dissect --activations FILE``.
+* :mod:`~hnd_jax.scoring.accumulator`: the protocol every statistic follows and the one :class:`Batch` type.
+* :mod:`~hnd_jax.scoring.top_maps`: the raw maps of every unit's top images (for the reports).
 """
 
 from hnd_jax.scoring.config import IOU_MODES, ScoringConfig

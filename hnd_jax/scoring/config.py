@@ -1,31 +1,51 @@
-"""Settings of the HND scoring (DESIGN.md §2), shared by the engine, the pipeline and the CLI."""
+"""Settings of the HND scoring (DESIGN.md §2), stated once for the engine, the pipeline and the CLI.
+
+Each field carries its command-line help in ``metadata`` (``help``, optionally ``metavar`` and
+``choices``); :func:`hnd_jax.cli.common.add_config_options` builds the options, their help and
+their shown defaults from here, and :meth:`ScoringConfig.__post_init__` is the one place the
+values are checked. A value out of range raises :class:`~hnd_jax.errors.HndError` naming the option.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 IOU_MODES = ("family", "labeled", "official")
 
 
+def _option(help: str, **extra: Any) -> dict[str, Any]:
+    return {"help": help, **extra}
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
     """How units are scored.
 
-    image_size:     S, the analysis resolution (binary maps and masks are S x S).
-    quantile:       q; the threshold T_u is the (1 - q) quantile of unit u's raw values.
-    iou_threshold:  a unit is localizable when its best IoU reaches this.
+    image_size:     S, the analysis resolution (binary maps and masks are S x S), pixels.
+    quantile:       q; the threshold T_u is the (1 - q) quantile of unit u's raw values (§2).
+    iou_threshold:  a unit is localizable when its best IoU reaches this (paper: 0.04).
     iou_mode:       which images enter a concept's IoU: 'family' (default), 'labeled', 'official'.
-    pair_factor:    a unit is paired with concept c when P(c|u) > pair_factor / |R|.
+    pair_factor:    a unit is paired with concept c when P(c|u) > pair_factor / |R| (paper: 1.5).
     bias_cutoffs:   overrides per global family name -> cutoff; families not listed use the
                     taxonomy's cutoff (0.3 for 4 groups, 0.55 for 2 groups, else 1.2/G).
+
+    Raises HndError for a value out of range (the message names the command-line option).
     """
 
-    image_size: int
-    quantile: float = 0.005
-    iou_threshold: float = 0.04
-    iou_mode: str = "family"
-    pair_factor: float = 1.5
+    image_size: int = field(metadata=_option("analysis size S in pixels: masks and upsampled maps are S x S "
+                                             "(default: the model's input size)", metavar="S"))
+    quantile: float = field(default=0.005, metadata=_option(
+        "tail quantile q: the threshold T_u is the (1 - q) quantile of the unit's activations", metavar="Q"))
+    iou_threshold: float = field(default=0.04, metadata=_option(
+        "a unit is localizable when its best IoU reaches this", metavar="T"))
+    iou_mode: str = field(default="family", metadata=_option(
+        "images in a concept's IoU: family (every image of the concept's family), labeled (images "
+        "labelled with it), official (labelled and the unit fires: the published code)", choices=IOU_MODES))
+    pair_factor: float = field(default=1.5, metadata=_option(
+        "a unit is paired with concept c when P(c|u) > F / |R| (R: the unit's region)", metavar="F"))
     bias_cutoffs: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -33,10 +53,30 @@ class ScoringConfig:
 
         if self.iou_mode not in IOU_MODES:
             raise HndError(f"--iou-mode {self.iou_mode!r}: expected one of {', '.join(IOU_MODES)}")
-        if not (0.0 < self.quantile < 1.0):
-            raise HndError(f"--quantile {self.quantile}: expected a number strictly between 0 and 1")
-        if self.image_size <= 0:
+        _check_number("--quantile", self.quantile, low=0.0, high=1.0, low_open=True, high_open=True)
+        _check_number("--iou-threshold", self.iou_threshold, low=0.0, high=1.0)
+        _check_number("--pair-factor", self.pair_factor, low=0.0, low_open=True)
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, numbers.Integral) or self.image_size <= 0:
             raise HndError(f"--image-size {self.image_size}: expected a positive integer")
+        for family, cutoff in self.bias_cutoffs.items():
+            _check_number(f"bias cut-off of {family}", cutoff, low=0.0, high=1.0, low_open=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                  low_open: bool = False, high_open: bool = False) -> None:
+    """HndError unless ``value`` is a finite real number within the stated bounds."""
+    from hnd_jax.errors import HndError
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        rule = " and ".join(x for x in (lo, hi) if x)
+        raise HndError(f"{name} {value!r}: expected a finite number {rule}".rstrip())

@@ -5,18 +5,19 @@
 
     scorer = LayerScorer(taxonomy, dictionary.labelled, dictionary.family, U, (h, w), config, mesh)
     s1 = scorer.pass1.init()
-    for batch: s1 = scorer.pass1.update(s1, acts, index, valid)          # NHWC float32
-    p1 = scorer.pass1.finalize(s1)                                        # thresholds, lo, hi, image_max
+    for batch: s1 = scorer.pass1.update(s1, batch)      # Batch: NHWC float32 activations, index, valid
+    p1 = scorer.pass1.finalize(s1)                      # thresholds, lo, hi, image_max
     tally = scorer.pass2(p1["thresholds"])
     s2 = tally.init()
-    for batch: s2 = tally.update(s2, acts, masks, labelled, family, valid)
-    p2 = tally.finalize(s2)                                               # intersection, union (int64)
+    for batch: s2 = tally.update(s2, batch)             # Batch with masks, labelled, family
+    p2 = tally.finalize(s2)                             # intersection, union (int64)
     g = {}
     for F in families: stats = scorer.global_stats(n_F); ...; g[F] = {**stats.finalize(s), "group": group_F}
     arrays = scorer.finalize(p1, p2, g)                                   # DESIGN §4 keys + extras
 
 The engine never sees a model or a file; batches may be padded (``valid``) to a multiple of the
-device count, see :func:`pad_batch`.
+device count, see :meth:`hnd_jax.scoring.accumulator.Batch.padded`. The driver that runs these
+stages for every activation source is :mod:`hnd_jax.pipeline.stages`.
 """
 
 from __future__ import annotations
@@ -43,32 +44,6 @@ from hnd_jax.taxonomy import Taxonomy
 IMAGE_MAX_STORE_LIMIT = 1 << 22
 #: How many top-activating local images per unit the results list (``top_images``).
 TOP_IMAGES = 4
-
-
-def pad_batch(size: int, *arrays: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Pad every array's leading axis with zeros to ``size`` rows; returns (padded, valid [size] bool).
-
-    Padding every batch to one fixed size (a multiple of the device count) keeps one compiled
-    program for the whole run; ``valid`` switches the padding rows off in every accumulator.
-    """
-    n = arrays[0].shape[0]
-    if n > size:
-        raise ValueError(f"batch of {n} rows does not fit the padded size {size}")
-    valid = np.zeros(size, bool)
-    valid[:n] = True
-    out = []
-    for a in arrays:
-        a = np.asarray(a)
-        if n < size:
-            a = np.concatenate([a, np.zeros((size - n, *a.shape[1:]), a.dtype)], axis=0)
-        out.append(a)
-    return out, valid
-
-
-def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
-    """``batch_size`` rounded up to a multiple of the mesh's device count."""
-    d = int(mesh.devices.size)
-    return -(-max(int(batch_size), 1) // d) * d
 
 
 class LayerScorer:

@@ -12,7 +12,7 @@ Same streaming protocol as every accumulator (``init / update / merge / finalize
 
     tally = IoUTally(U, taxonomy.concept_family_index, S, (h, w), thresholds, "family", mesh)
     state = tally.init()
-    for batch: state = tally.update(state, acts, masks, labelled, family, valid)
+    for batch: state = tally.update(state, batch)   # a Batch with masks, labelled, family
     counts = tally.finalize(state)          # {"intersection": int64 [U, C], "union": int64 [U, C]}
 
 Two kernels compute the same bits (the tests check them against each other and against a plain
@@ -45,6 +45,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from hnd_jax.errors import HndError
+from hnd_jax.scoring.accumulator import Batch
 from hnd_jax.scoring.config import IOU_MODES
 from hnd_jax.scoring.runs import mask_runs
 from hnd_jax.scoring.tally_dense import build_dense_kernel, dense_platform
@@ -107,13 +108,16 @@ class IoUTally:
         shape = (self.num_units, self.num_concepts)
         return {"intersection": np.zeros(shape, np.int64), "union": np.zeros(shape, np.int64)}
 
-    def update(self, state: State, acts, masks, labelled, family, valid) -> State:
+    def update(self, state: State, batch: Batch) -> State:
         """Fold one batch in and return the new state (the old one is not modified).
 
-        acts [B, h, w, U] float32 NHWC (finite); masks [B, C, S, S] bool; labelled [B, C] bool;
-        family [B] int32; valid [B] bool (False rows are padding and never count).
+        batch.activations [B, h, w, U] float32 NHWC (finite); batch.masks [B, C, S, S] bool;
+        batch.labelled [B, C] bool; batch.family [B] int32; batch.valid [B] bool (False rows are
+        padding and never count). See :class:`~hnd_jax.scoring.accumulator.Batch`.
         """
-        acts, masks, labelled, family, valid = self._check_batch(acts, masks, labelled, family, valid)
+        batch.require("masks", "labelled", "family")
+        acts, masks, labelled, family, valid = self._check_batch(
+            batch.activations, batch.masks, batch.labelled, batch.family, batch.valid)
         if self.method == "runs":
             inter, union = self._update_runs(acts, masks, labelled, family, valid)
         else:

@@ -5,8 +5,8 @@ One accumulator, :class:`UnitStats`, follows the engine's streaming protocol (da
 
     stats = UnitStats(num_units=U, num_images=N, map_hw=(h, w), quantile=0.005, mesh=mesh)
     state = stats.init()
-    for acts, index, valid in batches:          # acts NHWC float32 [B, h, w, U]
-        state = stats.update(state, acts, index, valid)
+    for batch in batches:                       # Batch: activations NHWC float32 [B, h, w, U], index, valid
+        state = stats.update(state, batch)
     result = stats.finalize(state)              # thresholds, lo, hi, image_max, ...
 
 Why a running top-k gives the EXACT threshold
@@ -23,7 +23,7 @@ Sharding
     per batch), and the device states are merged in :meth:`UnitStats.finalize` (top-k of the union).
     ``lo``/``hi`` are exact min/max reductions and ``image_max`` is a scatter-max by image index, so
     nothing depends on how images were split over devices: results are identical on 1 or 8 devices.
-    Padding rows (``valid == False``, from :func:`hnd_jax.sharding.pad_to_devices`) never count.
+    Padding rows (``valid == False``, from :meth:`~hnd_jax.scoring.accumulator.Batch.padded`) never count.
 
 The same accumulator with ``quantile=None`` serves the global families (per-image max and the
 family's own lo/hi; no thresholds).
@@ -40,6 +40,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hnd_jax.errors import HndError
+from hnd_jax.scoring.accumulator import Batch
 from hnd_jax.sharding import DATA_AXIS, make_data_mesh
 
 State = dict[str, Any]
@@ -131,17 +132,20 @@ class UnitStats:
             state["topk"] = jnp.full((self.num_devices, U, self.k), -jnp.inf, jnp.float32)
         return jax.device_put(state, self._state_shardings())
 
-    def update(self, state: State, acts, index, valid) -> State:
-        """Fold one batch in. acts ``[B, h, w, U]`` float32 NHWC, index ``[B]`` int, valid ``[B]`` bool.
+    def update(self, state: State, batch: Batch) -> State:
+        """Fold one batch in: ``batch.activations`` ``[B, h, w, U]`` float32 NHWC, ``batch.index``
+        ``[B]`` positions in the set, ``batch.valid`` ``[B]`` bool (see :class:`Batch`).
 
-        ``B`` must be a multiple of the mesh size (pad with :func:`hnd_jax.sharding.pad_to_devices`).
+        ``B`` must be a multiple of the mesh size (:meth:`Batch.padded` pads it).
         """
+        batch.require("index")
+        acts = batch.activations
         B = acts.shape[0]
         if acts.ndim != 4 or tuple(acts.shape[1:]) != (*self.map_hw, self.num_units):
             raise ValueError(f"activations {tuple(acts.shape)}: expected [B, {self.map_hw[0]}, {self.map_hw[1]}, {self.num_units}]")
         if B % self.num_devices:
             raise ValueError(f"batch of {B} is not a multiple of the {self.num_devices} devices (pad it)")
-        return self._update(state, acts, jnp.asarray(index, jnp.int32), jnp.asarray(valid, bool))
+        return self._update(state, acts, jnp.asarray(batch.index, jnp.int32), jnp.asarray(batch.valid, bool))
 
     def merge(self, a: State, b: State) -> State:
         """Combine two states over disjoint image sets (other devices, hosts or resumed runs)."""

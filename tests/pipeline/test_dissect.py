@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hnd_jax.errors import HndError
-from hnd_jax.pipeline import dissect as dissect_mod
+from hnd_jax.pipeline import stages as stages_mod
 from hnd_jax.pipeline.dissect import dissect_model
 from hnd_jax.results import REQUIRED_KEYS
 from hnd_jax.sharding import make_data_mesh
@@ -96,7 +96,7 @@ def test_top_maps_are_the_raw_maps_of_the_top_images(reference):
 def test_equals_engine_on_separately_computed_activations(reference, tmp_path):
     """The --activations path (same engine, activations computed outside the pipeline) agrees."""
     from hnd_jax.models.capture import forward_with_layers
-    from hnd_jax.scoring.activations_file import dissect_activations
+    from hnd_jax.pipeline.dissect import dissect_activations
 
     dic = TinyDictionary()
     model = TinyNet(seed=0)
@@ -111,7 +111,7 @@ def test_equals_engine_on_separately_computed_activations(reference, tmp_path):
     np.savez(tmp_path / "acts.npz", **arrays)
     out = tmp_path / "ext"
     dissect_activations(tmp_path / "acts.npz", dictionary=dic, layer="conv2", out=out,
-                        scoring={"image_size": 12, "quantile": 0.05}, batch_size=BATCH)
+                        scoring={"image_size": 12, "quantile": 0.05}, run={"batch_size": BATCH})
     ours, theirs = load(reference, "conv2"), load(out, "conv2")
     for key in ("thresholds", "intersection", "union", "top_concept", "localizable", "region", "top_images",
                 "biased_Age", "biased_Gender"):
@@ -162,14 +162,14 @@ def test_two_simulated_processes_slice_and_merge(reference, tmp_path, monkeypatc
         key = calls[me]
         calls[me] += 1
         with lock:
-            exchange[(key, me)] = dissect_mod.to_host(state)
+            exchange[(key, me)] = stages_mod.to_host(state)
         barrier.wait()
         parts = [exchange[(key, p)] for p in (0, 1)]
-        return dissect_mod.merge_states(merge, parts, state)
+        return stages_mod.merge_states(merge, parts, state)
 
-    monkeypatch.setattr(dissect_mod, "merge_across_processes", fake_merge_across)
-    monkeypatch.setattr(dissect_mod.jax, "process_index", lambda: local.index)
-    monkeypatch.setattr(dissect_mod.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(stages_mod, "merge_across_processes", fake_merge_across)
+    monkeypatch.setattr(stages_mod.jax, "process_index", lambda: local.index)
+    monkeypatch.setattr(stages_mod.jax, "process_count", lambda: 2)
     errors = []
     seen: dict[int, list[int]] = {0: [], 1: []}
 
@@ -189,8 +189,8 @@ def test_two_simulated_processes_slice_and_merge(reference, tmp_path, monkeypatc
         try:
             devs = jax.devices()[4 * index: 4 * index + 4]
             dissect_model(TinyNet(seed=0), layers=LAYERS, dictionary=RecordingDictionary(index), out=tmp_path,
-                          scoring={"image_size": 12, "quantile": 0.05}, batch_size=BATCH, checkpoint_every=0,
-                          progress=False, mesh=make_data_mesh(devices=devs), cache_budget="1MiB")
+                          scoring={"image_size": 12, "quantile": 0.05}, mesh=make_data_mesh(devices=devs),
+                          run={"batch_size": BATCH, "checkpoint_every": 0, "progress": "none", "cache_budget": "1MiB"})
         except Exception as exc:  # reported below
             errors.append(exc)
             barrier.abort()
@@ -219,12 +219,12 @@ def test_resume_after_interruption_equals_uninterrupted(reference, tmp_path, mon
         if count["n"] == stop_after:
             raise Interrupt
 
-    monkeypatch.setattr(dissect_mod, "_sleep_hook", hook)
+    monkeypatch.setattr(stages_mod, "_sleep_hook", hook)
     with pytest.raises(Interrupt):
         run(tmp_path)
     assert not (tmp_path / "dissection.json").exists()
     assert (tmp_path / ".checkpoints").exists()
-    monkeypatch.setattr(dissect_mod, "_sleep_hook", lambda: None)
+    monkeypatch.setattr(stages_mod, "_sleep_hook", lambda: None)
     capfd.readouterr()
     run(tmp_path)
     err = capfd.readouterr().err
@@ -246,10 +246,10 @@ def test_resume_in_pass2_reuses_a_disk_cache(reference, tmp_path, monkeypatch):
         if count["n"] == 8:
             raise Interrupt
 
-    monkeypatch.setattr(dissect_mod, "_sleep_hook", hook)
+    monkeypatch.setattr(stages_mod, "_sleep_hook", hook)
     with pytest.raises(Interrupt):
         run(tmp_path)
-    monkeypatch.setattr(dissect_mod, "_sleep_hook", lambda: None)
+    monkeypatch.setattr(stages_mod, "_sleep_hook", lambda: None)
     run(tmp_path)
     cache = json.loads((tmp_path / "dissection.json").read_text())["cache"]
     assert (cache["mode"], cache["images_from_cache"], cache["images_recomputed"]) == ("disk", 16, 0)
@@ -260,10 +260,10 @@ def test_refuses_to_resume_a_different_run_and_fresh_starts_over(reference, tmp_
     def hook():
         raise Interrupt
 
-    monkeypatch.setattr(dissect_mod, "_sleep_hook", hook)
+    monkeypatch.setattr(stages_mod, "_sleep_hook", hook)
     with pytest.raises(Interrupt):
         run(tmp_path)
-    monkeypatch.setattr(dissect_mod, "_sleep_hook", lambda: None)
+    monkeypatch.setattr(stages_mod, "_sleep_hook", lambda: None)
     with pytest.raises(HndError) as err:
         run(tmp_path, quantile=0.1)
     msg = str(err.value)

@@ -7,7 +7,8 @@ import pytest
 
 from hnd_jax.errors import HndError
 from hnd_jax.pipeline.cache import ActivationCache, plan_cache
-from hnd_jax.pipeline.dissect import gather_top_maps
+from hnd_jax.scoring.accumulator import Batch
+from hnd_jax.scoring.top_maps import TopMaps
 from hnd_jax.pipeline.fingerprint import fingerprint_differences
 from hnd_jax.pipeline.sizes import parse_size
 
@@ -59,9 +60,9 @@ def test_gather_top_maps_picks_rows_and_units():
     rng = np.random.default_rng(0)
     acts = rng.normal(size=(3, 2, 2, 4)).astype(np.float32)  # images 5, 6, 7
     tops = np.array([[6, 1], [7, 5], [0, 1], [5, 7]])
-    maps = np.zeros((4, 2, 2, 2), np.float32)
-    found = np.zeros((4, 2), bool)
-    gather_top_maps(maps, found, tops, np.array([5, 6, 7]), acts)
+    acc = TopMaps(tops, (2, 2))
+    state = acc.update(acc.init(), Batch.padded(4, acts, np.array([5, 6, 7])))  # one padding row
+    maps, found = state["maps"], state["found"]
     expect_found = np.isin(tops, [5, 6, 7])
     np.testing.assert_array_equal(found, expect_found)
     for u in range(4):

@@ -22,7 +22,7 @@ PLANTED = ("mouth", "left_eye", "nose")
 
 def test_report_from_a_real_dissection(tmp_path, monkeypatch):
     monkeypatch.setenv("HND_CACHE", str(tmp_path / "cache"))
-    from hnd_jax.scoring.activations_file import dissect_activations
+    from hnd_jax.pipeline.dissect import dissect_activations
 
     dic = open_dictionary(SPEC, S)
     names = dic.taxonomy.concept_names

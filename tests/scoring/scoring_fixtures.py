@@ -58,9 +58,10 @@ class ReferenceTally:
     def init(self):
         return []
 
-    def update(self, state, acts, masks, labelled, family, valid):
-        v = np.asarray(valid, bool)
-        return state + [(np.asarray(acts)[v], np.asarray(masks)[v], np.asarray(labelled)[v], np.asarray(family)[v])]
+    def update(self, state, batch):
+        v = np.asarray(batch.valid, bool)
+        return state + [(np.asarray(batch.activations)[v], np.asarray(batch.masks)[v], np.asarray(batch.labelled)[v],
+                         np.asarray(batch.family)[v])]
 
     def merge(self, a, b):
         return a + b

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import reference as ref
+from hnd_jax.scoring.accumulator import Batch
 from hnd_jax.scoring.config import ScoringConfig
-from hnd_jax.scoring.engine import LayerScorer, pad_batch, padded_batch_size
+from hnd_jax.scoring.engine import LayerScorer
+from hnd_jax.sharding import padded_size as padded_batch_size
 from scoring_fixtures import FakeDictionary, ReferenceTally, all_device_mesh, one_device_mesh, tiny_taxonomy
 
 
@@ -20,21 +22,21 @@ def score(dic, acts, global_acts, config, mesh, batch=5):
     size = padded_batch_size(batch, mesh)
     s1 = scorer.pass1.init()
     for s in range(0, N, batch):
-        (a, i), valid = pad_batch(size, acts[s : s + batch], np.arange(s, min(s + batch, N)))
-        s1 = scorer.pass1.update(s1, a, i, valid)
+        step = Batch.padded(size, acts[s : s + batch], np.arange(s, min(s + batch, N)))
+        s1 = scorer.pass1.update(s1, step)
     p1 = scorer.pass1.finalize(s1)
     tally = scorer.pass2(p1["thresholds"])
     s2 = tally.init()
     for b in dic.local_batches(batch):
-        (a, m, l, f), valid = pad_batch(size, acts[b.index], b.masks, b.labelled, b.family)
-        s2 = tally.update(s2, a, m, l, f, valid)
+        step = Batch.padded(size, acts[b.index], b.index, masks=b.masks, labelled=b.labelled, family=b.family)
+        s2 = tally.update(s2, step)
     p2 = tally.finalize(s2)
     g = {}
     for name, gacts in global_acts.items():
         stats = scorer.global_stats(gacts.shape[0])
         gs = stats.init()
-        (a, i), valid = pad_batch(padded_batch_size(gacts.shape[0], mesh), gacts, np.arange(gacts.shape[0]))
-        gs = stats.update(gs, a, i, valid)
+        step = Batch.padded(padded_batch_size(gacts.shape[0], mesh), gacts, np.arange(gacts.shape[0]))
+        gs = stats.update(gs, step)
         g[name] = {**stats.finalize(gs), "group": dic.global_group_of(name)}
     return scorer.finalize(p1, p2, g)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import reference_tally as ref
+from hnd_jax.scoring.accumulator import Batch
 from hnd_jax.errors import HndError
 from hnd_jax.scoring.tally import IoUTally
 from hnd_jax.sharding import make_data_mesh
@@ -33,7 +34,7 @@ def run(method, data, mode, mesh=None, batches=None):
     state = t.init()
     n = acts.shape[0]
     for sl in batches or [slice(0, n)]:
-        state = t.update(state, acts[sl], masks[sl], lab[sl], fam[sl], valid[sl])
+        state = t.update(state, Batch(acts[sl], valid[sl], masks=masks[sl], labelled=lab[sl], family=fam[sl]))
     return t.finalize(state)
 
 
@@ -228,9 +229,9 @@ def test_merge_of_two_halves_equals_one_pass(method):
     data = random_data(40, N=8)
     acts, masks, lab, fam, cf, T, S, valid = data
     t = IoUTally(acts.shape[-1], cf, S, acts.shape[1:3], T, "family", mesh=one_device(), method=method)
-    a = t.update(t.init(), acts[:4], masks[:4], lab[:4], fam[:4], valid[:4])
-    b = t.update(t.init(), acts[4:], masks[4:], lab[4:], fam[4:], valid[4:])
-    whole = t.update(t.init(), acts, masks, lab, fam, valid)
+    a = t.update(t.init(), Batch(acts[:4], valid[:4], masks=masks[:4], labelled=lab[:4], family=fam[:4]))
+    b = t.update(t.init(), Batch(acts[4:], valid[4:], masks=masks[4:], labelled=lab[4:], family=fam[4:]))
+    whole = t.update(t.init(), Batch(acts, valid, masks=masks, labelled=lab, family=fam))
     merged = t.finalize(t.merge(a, b))
     for k in ("intersection", "union"):
         np.testing.assert_array_equal(merged[k], t.finalize(whole)[k])
@@ -244,8 +245,8 @@ def test_counts_are_int64_past_int32():
     t = IoUTally(acts.shape[-1], cf, S, acts.shape[1:3], T, "labeled", method="runs")
     base = t.init()
     big = {k: v + (2**31 - 5) for k, v in base.items()}
-    once = t.finalize(t.update(base, acts, masks, lab, fam, valid))
-    after = t.finalize(t.update(big, acts, masks, lab, fam, valid))
+    once = t.finalize(t.update(base, Batch(acts, valid, masks=masks, labelled=lab, family=fam)))
+    after = t.finalize(t.update(big, Batch(acts, valid, masks=masks, labelled=lab, family=fam)))
     for k in ("intersection", "union"):
         np.testing.assert_array_equal(after[k] - (2**31 - 5), once[k])
         assert after[k].max() > 2**31 - 5 + 1
@@ -256,7 +257,7 @@ def test_state_round_trips_through_orbax(tmp_path):
     data = random_data(60)
     acts, masks, lab, fam, cf, T, S, valid = data
     t = IoUTally(acts.shape[-1], cf, S, acts.shape[1:3], T, "family", method="runs")
-    state = t.update(t.init(), acts, masks, lab, fam, valid)
+    state = t.update(t.init(), Batch(acts, valid, masks=masks, labelled=lab, family=fam))
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(tmp_path / "tally", state)
         ckpt.wait_until_finished()
@@ -274,14 +275,12 @@ def test_auto_picks_runs_on_cpu_and_bad_input_is_refused():
     bad = acts.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(HndError, match="NaN or inf"):
-        t.update(t.init(), bad, masks, lab, fam, valid)
+        t.update(t.init(), Batch(bad, valid, masks=masks, labelled=lab, family=fam))
     with pytest.raises(HndError, match="iou mode"):
         IoUTally(acts.shape[-1], cf, S, acts.shape[1:3], T, "fancy")
     with pytest.raises(HndError, match="tally method"):
         IoUTally(acts.shape[-1], cf, S, acts.shape[1:3], T, "family", method="magic")
     with pytest.raises(ValueError, match="masks"):
-        t.update(t.init(), acts, masks[:, :, :-1], lab, fam, valid)
+        t.update(t.init(), Batch(acts, valid, masks=masks[:, :, :-1], labelled=lab, family=fam))
     with pytest.raises(ValueError, match="multiple of the 8 devices"):
-        IoUTally(acts.shape[-1], cf, S, acts.shape[1:3], T, "family", mesh=all_devices(), method="dense").update(
-            t.init(), acts[:5], masks[:5], lab[:5], fam[:5], valid[:5]
-        )
+        IoUTally(acts.shape[-1], cf, S, acts.shape[1:3], T, "family", mesh=all_devices(), method="dense").update(t.init(), Batch(acts[:5], valid[:5], masks=masks[:5], labelled=lab[:5], family=fam[:5]))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import reference as ref
+from hnd_jax.scoring.accumulator import Batch
 from hnd_jax.errors import HndError
-from hnd_jax.scoring.engine import pad_batch, padded_batch_size
+from hnd_jax.sharding import padded_size as padded_batch_size
 from hnd_jax.scoring.unit_stats import UnitStats, quantile_from_topk, topk_size
 from scoring_fixtures import all_device_mesh, one_device_mesh
 
@@ -20,8 +21,8 @@ def run_stats(acts, q, mesh, batch=7, order=None):
     order = np.arange(N) if order is None else order
     for s in range(0, N, batch):
         idx = order[s : s + batch]
-        (a, i), valid = pad_batch(size, acts[idx], idx)
-        state = stats.update(state, a, i, valid)
+        step = Batch.padded(size, acts[idx], idx)
+        state = stats.update(state, step)
     return stats.finalize(state)
 
 
@@ -89,7 +90,7 @@ def test_padding_rows_do_not_count():
     padded = np.concatenate([acts, np.full((3, 2, 2, 3), 1e9, np.float32)])
     index = np.array([0, 1, 2, 3, 4, 0, 1, 2])
     valid = np.arange(8) < 5
-    state = stats.update(state, padded, index, valid)
+    state = stats.update(state, Batch(padded, valid, index=index))
     out = stats.finalize(state)
     np.testing.assert_array_equal(out["hi"], ref.lo_hi(acts)[1])
     np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))
@@ -105,8 +106,8 @@ def test_merge_of_two_halves_equals_one_pass():
     halves = []
     for lo_i in (0, 6):
         idx = np.arange(lo_i, lo_i + 6)
-        (a, i), valid = pad_batch(size, acts[idx], idx)
-        halves.append(stats.update(stats.init(), a, i, valid))
+        step = Batch.padded(size, acts[idx], idx)
+        halves.append(stats.update(stats.init(), step))
     merged = stats.finalize(stats.merge(*halves))
     whole = run_stats(acts, 0.05, mesh, batch=4)
     for key in whole:
@@ -117,7 +118,7 @@ def test_global_stats_have_no_thresholds():
     rng = np.random.default_rng(5)
     acts = rng.normal(size=(4, 2, 3, 2)).astype(np.float32)
     stats = UnitStats(2, 4, (2, 3), None, one_device_mesh())
-    state = stats.update(stats.init(), acts, np.arange(4), np.ones(4, bool))
+    state = stats.update(stats.init(), Batch(acts, np.ones(4, bool), index=np.arange(4)))
     out = stats.finalize(state)
     assert "thresholds" not in out and stats.k == 0
     np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))
@@ -126,7 +127,7 @@ def test_global_stats_have_no_thresholds():
 def test_missing_images_are_an_error():
     acts = np.zeros((3, 1, 1, 2), np.float32)
     stats = UnitStats(2, 4, (1, 1), 0.1, one_device_mesh())
-    state = stats.update(stats.init(), acts, np.arange(3), np.ones(3, bool))
+    state = stats.update(stats.init(), Batch(acts, np.ones(3, bool), index=np.arange(3)))
     with pytest.raises(HndError, match="saw 3 image"):
         stats.finalize(state)
 
@@ -135,10 +136,10 @@ def test_nan_or_inf_activations_are_an_error_but_padding_may_hold_them():
     stats = UnitStats(2, 2, (1, 2), 0.1, one_device_mesh())
     acts = np.zeros((3, 1, 2, 2), np.float32)
     acts[2] = np.nan  # padding row: ignored
-    state = stats.update(stats.init(), acts, np.array([0, 1, 0]), np.array([True, True, False]))
+    state = stats.update(stats.init(), Batch(acts, np.array([True, True, False]), index=np.array([0, 1, 0])))
     assert stats.finalize(state)["thresholds"].tolist() == [0.0, 0.0]
     acts[1, 0, 1, 0] = np.inf
-    state = stats.update(stats.init(), acts, np.array([0, 1, 0]), np.array([True, True, False]))
+    state = stats.update(stats.init(), Batch(acts, np.array([True, True, False]), index=np.array([0, 1, 0])))
     with pytest.raises(HndError, match="1 NaN or inf"):
         stats.finalize(state)
 
@@ -148,10 +149,10 @@ def test_state_adopted_by_another_device_count_continues_exactly():
     acts = adversarial_acts(rng, N=16)
     U = acts.shape[-1]
     one = UnitStats(U, 16, acts.shape[1:3], 0.05, all_device_mesh())
-    first = one.update(one.init(), acts[:8], np.arange(8), np.ones(8, bool))
+    first = one.update(one.init(), Batch(acts[:8], np.ones(8, bool), index=np.arange(8)))
     other = UnitStats(U, 16, acts.shape[1:3], 0.05, one_device_mesh())
     state = other.adopt(first)
-    state = other.update(state, acts[8:], np.arange(8, 16), np.ones(8, bool))
+    state = other.update(state, Batch(acts[8:], np.ones(8, bool), index=np.arange(8, 16)))
     out = other.finalize(state)
     np.testing.assert_array_equal(out["thresholds"], ref.thresholds(acts, 0.05))
     np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))
@@ -165,12 +166,12 @@ def test_state_round_trips_through_orbax(tmp_path):
     U = acts.shape[-1]
     mesh = all_device_mesh()
     stats = UnitStats(U, 10, acts.shape[1:3], 0.05, mesh)
-    state = stats.update(stats.init(), acts[:8], np.arange(8), np.ones(8, bool))
+    state = stats.update(stats.init(), Batch(acts[:8], np.ones(8, bool), index=np.arange(8)))
     ckpt = ocp.StandardCheckpointer()
     ckpt.save(tmp_path / "state", state)
     ckpt.wait_until_finished()
     restored = ckpt.restore(tmp_path / "state", stats.init())
-    (a, i), valid = pad_batch(8, acts[8:], np.arange(8, 10))
-    out = stats.finalize(stats.update(restored, a, i, valid))
+    step = Batch.padded(8, acts[8:], np.arange(8, 10))
+    out = stats.finalize(stats.update(restored, step))
     np.testing.assert_array_equal(out["thresholds"], ref.thresholds(acts, 0.05))
     np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))

@@ -13,7 +13,7 @@ import pytest
 import reference as ref
 from hnd_jax.cli.main import main
 from hnd_jax.results import load_layer_results
-from hnd_jax.scoring.activations_file import dissect_activations
+from hnd_jax.pipeline.dissect import dissect_activations
 from published_fixture import GLOBAL_SIZES, num_local, write_tiny_dictionary
 from scoring_fixtures import ReferenceTally, all_device_mesh, one_device_mesh, tiny_taxonomy
 
@@ -152,7 +152,7 @@ def test_npy_equals_npz_and_devices_agree(tiny, tmp_path):
     acts = local_acts(seed=3)
     np.save(tmp_path / "a.npy", acts)
     np.savez(tmp_path / "a.npz", local=acts)
-    kw = dict(dictionary=dic, layer="L", scoring={"image_size": S, "quantile": 0.1}, tally_factory=ReferenceTally, batch_size=3)
+    kw = dict(dictionary=dic, layer="L", scoring={"image_size": S, "quantile": 0.1}, tally_factory=ReferenceTally, run={"batch_size": 3})
     dissect_activations(tmp_path / "a.npy", out=tmp_path / "o1", mesh=one_device_mesh(), **kw)
     dissect_activations(tmp_path / "a.npz", out=tmp_path / "o8", mesh=all_device_mesh(), **kw)
     a = load_layer_results(tmp_path / "o1" / "L")
@@ -175,7 +175,7 @@ def cli(args, capsys):
 
 def base_args(root, tax_path, path, out):
     return ["--activations", str(path), "--dictionary", str(root), "--image-size", str(S), "--layer", LAYER,
-            "--out", str(out), "--taxonomy", str(tax_path)]
+            "--out", str(out), "--taxonomy", str(tax_path), "--progress", "none"]
 
 
 BAD_FILES = {

@@ -1,0 +1,83 @@
+"""How a dissection runs (not what it computes): batch size, cache, checkpoints, devices, progress.
+
+:class:`~hnd_jax.scoring.config.ScoringConfig` says what is computed and enters the run's
+fingerprint in full; :class:`RunConfig` says how, and only ``batch_size`` and ``devices`` enter the
+fingerprint (they decide which images a checkpointed batch index refers to and how states are
+sharded). Like ScoringConfig, every field carries its command-line help in ``metadata`` and is
+checked once, in ``__post_init__`` (HndError naming the option).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PROGRESS_MODES = ("auto", "bar", "plain", "none")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """batch_size:       images per step (rounded up to a multiple of the device count).
+    cache_budget:     bytes (``'2GiB'``, ``'512MiB'``, ``0``) allowed for keeping activations between
+                      the passes; beyond it pass 2 recomputes them (:mod:`hnd_jax.pipeline.cache`).
+    checkpoint_every: save the accumulator states every this many batches (0: never).
+    devices:          local devices in the ``data`` mesh (None: all of this process's devices).
+    progress:         'auto' (bars on a terminal, plain lines otherwise), 'bar', 'plain', 'none'.
+    fresh:            discard an interrupted run's checkpoints instead of resuming.
+    """
+
+    batch_size: int = field(default=32, metadata={"help": "images per step (rounded up to a multiple of the "
+                                                          "device count)", "metavar": "B"})
+    cache_budget: str = field(default="2GiB", metadata={
+        "help": "keep activations between the passes when they fit this budget, else recompute (e.g. 512MiB, 0)",
+        "metavar": "SIZE"})
+    checkpoint_every: int = field(default=50, metadata={"help": "save the accumulator states every N batches "
+                                                                "(0: never)", "metavar": "N"})
+    devices: int | None = field(default=None, metadata={"help": "local devices to use (default: all)",
+                                                         "metavar": "N"})
+    progress: str = field(default="auto", metadata={
+        "help": "progress display: bars on a terminal, plain lines with rate and ETA otherwise (auto), "
+                "always bars, always plain lines, or none", "choices": PROGRESS_MODES})
+    fresh: bool = field(default=False, metadata={"help": "ignore a previous interrupted run and start over"})
+
+    def __post_init__(self) -> None:
+        from hnd_jax.errors import HndError
+        from hnd_jax.pipeline.sizes import parse_size
+
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) or self.batch_size <= 0:
+            raise HndError(f"--batch-size {self.batch_size}: expected a positive integer")
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, numbers.Integral) \
+                or self.checkpoint_every < 0:
+            raise HndError(f"--checkpoint-every {self.checkpoint_every}: expected an integer >= 0")
+        if self.devices is not None and (not isinstance(self.devices, numbers.Integral) or self.devices <= 0):
+            raise HndError(f"--devices {self.devices}: expected a positive integer")
+        if self.progress not in PROGRESS_MODES:
+            raise HndError(f"--progress {self.progress!r}: expected one of {', '.join(PROGRESS_MODES)}")
+        parse_size(self.cache_budget)  # raises HndError naming --cache-budget
+
+    @property
+    def cache_budget_bytes(self) -> int:
+        from hnd_jax.pipeline.sizes import parse_size
+
+        return parse_size(self.cache_budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def coerce(cls: type, value: Any, **defaults: Any):
+    """``value`` as an instance of the config dataclass ``cls``: an instance, a mapping of its fields
+    or None (``defaults`` only). Unknown keys raise HndError naming them."""
+    from dataclasses import fields
+
+    from hnd_jax.errors import HndError
+
+    if isinstance(value, cls):
+        return value
+    given = dict(value or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise HndError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**{**defaults, **given})

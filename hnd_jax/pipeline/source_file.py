@@ -1,0 +1,274 @@
+"""Activations computed elsewhere (any framework): the source of ``hnd dissect --activations FILE``.
+
+Accepted files (rows in dictionary order, see :mod:`hnd_jax.dictionary.base`):
+
+* ``.npy`` ``[N, U, h, w]`` float (NCHW, what a PyTorch forward hook gives), N = the number of local
+  dictionary images. It is memory-mapped and streamed in batches, so it may exceed RAM.
+* ``.npz`` with ``local`` (the same ``[N, U, h, w]`` array) and optionally, per global family F and
+  group g, ``F/g`` ``[n_g, U, h, w]``: the activations of that group's images in sorted file-name
+  order. A family is scored only when the file holds its arrays (then every non-empty group needs
+  one); families without arrays are listed as skipped in ``dissection.json``. Arrays of an ``.npz``
+  are loaded whole, one at a time: use ``.npy`` for very large local sets.
+
+Every problem with FILE is a one-line :class:`~hnd_jax.errors.HndError` naming the file (wrong rank,
+row count, non-float dtype, NaN/inf with the first bad image, missing ``local``, unknown or
+mis-sized group arrays); nothing is written before the whole computation succeeded.
+
+:class:`FileActivations` serves the rows to the driver (:mod:`hnd_jax.pipeline.dissect`), which
+gives this path the same resume, multi-process, progress and results code as a model's forward.
+Pass 1 reads only the file; pass 2 walks the dictionary for the masks and takes the matching rows.
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from hnd_jax.dictionary.base import FaceDictionary
+from hnd_jax.errors import HndError
+from hnd_jax.pipeline.sources import SourceBatch
+from hnd_jax.taxonomy import Taxonomy
+
+LOCAL_KEY = "local"
+
+
+class ActivationFile:
+    """An opened activations file: ``local`` ``[N, U, h, w]`` and the global group arrays by key."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._npz = None
+        self._loaded: dict[str, np.ndarray] = {}  # group arrays of the family being read
+        suffix = self.path.suffix.lower()
+        if suffix not in (".npy", ".npz"):
+            raise HndError(f"{self.path}: expected an activations file ending in .npy or .npz")
+        if not self.path.is_file():
+            raise HndError(f"{self.path}: activations file not found")
+        self.format = suffix[1:]
+        try:
+            if suffix == ".npy":
+                self.local = np.load(self.path, mmap_mode="r", allow_pickle=False)
+                self.keys: tuple[str, ...] = (LOCAL_KEY,)
+            else:
+                self._npz = np.load(self.path, allow_pickle=False)
+                self.keys = tuple(self._npz.files)
+                if LOCAL_KEY not in self.keys:
+                    raise HndError(f"{self.path}: no '{LOCAL_KEY}' array (found: {', '.join(self.keys) or 'none'})")
+                self.check_array(LOCAL_KEY, _Shape(*self.header(LOCAL_KEY)))
+                self.local = self._read(LOCAL_KEY)
+        except HndError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise HndError(f"{self.path}: not a readable NumPy {suffix} file ({_one_line(exc)})") from None
+        self.check_array(LOCAL_KEY, self.local)
+        self.num_images, self.num_units, self.h, self.w = (int(d) for d in self.local.shape)
+
+    def _read(self, key: str) -> np.ndarray:
+        try:
+            return self._npz[key]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise HndError(f"{self.path}: array '{key}' is not readable ({_one_line(exc)})") from None
+
+    def check_array(self, key: str, arr: np.ndarray, rows: int | None = None) -> None:
+        """Rank 4, float dtype, non-empty, and (for group arrays) the same U, h, w as ``local``."""
+        where = f"{self.path}" if self.format == "npy" else f"{self.path}: array '{key}'"
+        if arr.ndim != 4:
+            raise HndError(f"{where} has shape {tuple(arr.shape)}: expected 4 dimensions [N, U, h, w] (NCHW)")
+        if arr.dtype.kind != "f":
+            raise HndError(f"{where} has dtype {arr.dtype}: expected floating point (float16/32/64)")
+        if key == LOCAL_KEY:
+            if min(arr.shape) == 0:
+                raise HndError(f"{where} has shape {tuple(arr.shape)}: expected no empty dimension")
+            return
+        if tuple(arr.shape[1:]) != (self.num_units, self.h, self.w):
+            raise HndError(
+                f"{where} has shape {tuple(arr.shape)}: expected [n, {self.num_units}, {self.h}, {self.w}] like '{LOCAL_KEY}'"
+            )
+        if rows is not None and arr.shape[0] != rows:
+            raise HndError(f"{where} has {arr.shape[0]} rows but the dictionary has {rows} images in that group")
+
+    def group_arrays(self, taxonomy: Taxonomy) -> dict[str, dict[str, str]]:
+        """family -> {group: key} for every ``F/g`` key; unknown keys are an error."""
+        out: dict[str, dict[str, str]] = {}
+        families = {f.name: f for f in taxonomy.global_families}
+        for key in self.keys:
+            if key == LOCAL_KEY:
+                continue
+            fam, _, group = key.partition("/")
+            if fam not in families or group not in families[fam].groups:
+                known = ", ".join(f"{f.name}/<{'|'.join(f.groups)}>" for f in taxonomy.global_families)
+                raise HndError(f"{self.path}: unexpected array '{key}' (expected '{LOCAL_KEY}' or one of {known})")
+            out.setdefault(fam, {})[group] = key
+        return out
+
+    def header(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of an ``.npz`` member read from its header, without loading the data."""
+        try:
+            with self._npz.zip.open(f"{key}.npy") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise HndError(f"{self.path}: array '{key}' is not readable ({_one_line(exc)})") from None
+        return tuple(shape), np.dtype(dtype)
+
+    def check_groups(self, taxonomy: Taxonomy, group_of: Mapping[str, np.ndarray]) -> None:
+        """Check every ``F/g`` array's shape, dtype and row count against the dictionary, up front."""
+        for fam_name, keys in self.group_arrays(taxonomy).items():
+            fam = taxonomy.global_family(fam_name)
+            counts = np.bincount(group_of[fam_name], minlength=fam.num_groups)
+            for g, gname in enumerate(fam.groups):
+                key = keys.get(gname)
+                if key is None:
+                    if counts[g]:
+                        raise HndError(
+                            f"{self.path}: has arrays for global family {fam_name} but none for "
+                            f"'{fam_name}/{gname}' ({counts[g]} images)"
+                        )
+                    continue
+                shape, dtype = self.header(key)
+                self.check_array(key, _Shape(shape, dtype), rows=int(counts[g]))
+
+    def rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start..stop`` of an array as float32 NHWC, after checking they are finite."""
+        if key == LOCAL_KEY:
+            arr = self.local
+        else:  # keep the family's group arrays loaded while it is read (an .npz member is read whole)
+            if key not in self._loaded:
+                self._loaded[key] = self._read(key)
+            arr = self._loaded[key]
+        block = np.asarray(arr[start:stop], dtype=np.float32)
+        finite = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
+        if not finite.all():
+            bad = start + int(np.argmin(finite))
+            what = f"{self.path}" if key == LOCAL_KEY else f"{self.path}: array '{key}'"
+            raise HndError(f"{what} has NaN or inf values (first at image {bad})")
+        return np.ascontiguousarray(block.transpose(0, 2, 3, 1))
+
+    def release(self) -> None:
+        """Forget the loaded group arrays (a family is done)."""
+        self._loaded.clear()
+
+    def close(self) -> None:
+        self.release()
+        if self._npz is not None:
+            self._npz.close()
+
+
+class _Shape:
+    """Stands in for an array when only its header (shape, dtype) is known."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class FileActivations:
+    """The :class:`~hnd_jax.pipeline.sources.ActivationSource` of an activations file.
+
+    path: the ``.npy``/``.npz`` file; layer: the name its results are written under; dic: the
+    dictionary whose order the rows follow (N rows = its local images; group arrays = its global
+    families). Raises HndError when the file does not match the dictionary.
+    """
+
+    def __init__(self, path: str | Path, layer: str, dic: FaceDictionary):
+        self.file = ActivationFile(path)
+        try:
+            self.dic = dic
+            tax = dic.taxonomy
+            if self.file.num_images != int(dic.num_local):
+                raise HndError(
+                    f"{self.file.path} has {self.file.num_images} rows but the dictionary has {dic.num_local} local "
+                    "images (rows must follow dictionary order)"
+                )
+            self.groups_in_file = self.file.group_arrays(tax)
+            self.group_of = {name: np.asarray(dic.global_group_of(name), np.int32) for name in self.groups_in_file}
+            self.file.check_groups(tax, self.group_of)
+        except BaseException:
+            self.file.close()
+            raise
+        f = self.file
+        self.layers = (layer,)
+        self.shapes = {layer: (f.h, f.w, f.num_units)}
+        self.identity = {
+            "kind": "external activations",
+            "file": str(f.path.resolve()),
+            "format": f.format,
+            "shape": [f.num_images, f.num_units, f.h, f.w],
+            "dtype": str(f.local.dtype),
+            "bytes": f.path.stat().st_size,
+        }
+        self.split = {"data": 0.0, "forward": 0.0}
+
+    def local_batches(self, start: int, stop: int, batch_size: int, *, stage: str) -> Iterator[SourceBatch]:
+        (layer,) = self.layers
+        if stage != "pass2":  # pass 1 needs no masks: read the rows alone
+            for s in range(start, stop, batch_size):
+                e = min(s + batch_size, stop)
+                t = time.perf_counter()
+                rows = self.file.rows(LOCAL_KEY, s, e)
+                self.split["data"] += time.perf_counter() - t
+                yield SourceBatch(np.arange(s, e, dtype=np.int64), {layer: rows})
+            return
+        batches = self.dic.local_batches(batch_size, with_masks=True, start=start, stop=stop)
+        while True:
+            t = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                self.split["data"] += time.perf_counter() - t
+                return
+            idx = np.asarray(batch.index, np.int64)
+            s, e = int(idx[0]), int(idx[-1]) + 1
+            if not np.array_equal(idx, np.arange(s, e)):
+                raise HndError("the dictionary yielded images out of order; cannot match activation rows")
+            rows = self.file.rows(LOCAL_KEY, s, e)
+            self.split["data"] += time.perf_counter() - t
+            yield SourceBatch(idx, {layer: rows}, np.asarray(batch.masks, bool), np.asarray(batch.labelled, bool),
+                              np.asarray(batch.family, np.int32))
+
+    def family_skip_reason(self, family: str) -> str | None:
+        if family not in self.groups_in_file:
+            return f"no '{family}/<group>' arrays in {self.file.path.name}"
+        if not len(self.group_of[family]):
+            return "no images"
+        return None
+
+    def family_batches(self, family: str, lo: int, hi: int, batch_size: int, first: int) -> Iterator[SourceBatch]:
+        """Positions ``[lo, hi)`` of the family; position p is row (rank of p within its group) of
+        the group's array (group arrays list their images in family order)."""
+        (layer,) = self.layers
+        fam = self.dic.taxonomy.global_family(family)
+        groups = self.group_of[family]
+        rank = np.zeros(groups.size, np.int64)
+        for g in range(fam.num_groups):
+            members = np.flatnonzero(groups == g)
+            rank[members] = np.arange(members.size)
+        keys = self.groups_in_file[family]
+        for s in range(lo + first * batch_size, hi, batch_size):
+            e = min(s + batch_size, hi)
+            t = time.perf_counter()
+            positions = np.arange(s, e, dtype=np.int64)
+            rows = np.empty((e - s, self.file.h, self.file.w, self.file.num_units), np.float32)
+            for g in np.unique(groups[s:e]):  # contiguous runs of one group read as one slice
+                sel = np.flatnonzero(groups[s:e] == g)
+                r = rank[s + sel]
+                block = self.file.rows(keys[fam.groups[int(g)]], int(r.min()), int(r.max()) + 1)
+                rows[sel] = block[r - r.min()]
+            self.split["data"] += time.perf_counter() - t
+            yield SourceBatch(positions, {layer: rows})
+        self.file.release()
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+    def close(self, *, completed: bool) -> None:
+        self.file.close()

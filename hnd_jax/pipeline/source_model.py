@@ -1,0 +1,134 @@
+"""Activations from a model's forward over the dictionary (``hnd dissect --model``).
+
+One jit'ed forward per batch returns every requested layer (:mod:`hnd_jax.pipeline.forward`), sharded
+over the ``data`` mesh. Pass 1 stores the activations in the cache when the plan allows
+(:mod:`hnd_jax.pipeline.cache`); pass 2 reads them back and recomputes only what the cache does not
+hold (a RAM cache lost in a crash, or a ``recompute`` plan). Global families are one forward per
+batch of their images.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from hnd_jax.dictionary.base import FaceDictionary
+from hnd_jax.pipeline.cache import ActivationCache, plan_cache
+from hnd_jax.pipeline.forward import LayerCapture, LayerForward
+from hnd_jax.pipeline.model_source import ModelSource
+from hnd_jax.pipeline.sizes import format_size
+from hnd_jax.pipeline.sources import SourceBatch
+from hnd_jax.sharding import pad_rows, padded_size
+
+
+class ModelActivations:
+    """The :class:`~hnd_jax.pipeline.sources.ActivationSource` of a model over a dictionary.
+
+    model: the resolved model (module, preprocessing, identity); layers: dotted layer paths
+    (validated here through ``jax.eval_shape``); dic: the dictionary at the analysis size; mesh: the
+    data mesh; batch_size: images per step; capture: an optional layer-capture function.
+    """
+
+    def __init__(self, model: ModelSource, layers: tuple[str, ...], dic: FaceDictionary, mesh: Mesh,
+                 batch_size: int, *, capture: LayerCapture | None = None,
+                 process_index: int = 0, process_count: int = 1):
+        self.model = model
+        self.layers = tuple(layers)
+        self.dic = dic
+        self.mesh = mesh
+        self.padded = padded_size(batch_size, mesh)
+        self.forward = LayerForward(model.module, self.layers, mesh, capture=capture)
+        self.shapes = self.forward.shapes(int(dic.image_size), self.padded)  # validates the layer names
+        self.identity = model.identity
+        self.process_index, self.process_count = process_index, process_count
+        self.split = {"data": 0.0, "forward": 0.0}
+        self.cache: ActivationCache | None = None
+        self.plan = None
+        self.counts = {"from_cache": 0, "recomputed": 0}
+
+    # ------------------------------------------------------------------ cache
+    def open_cache(self, start: int, stop: int, budget_bytes: int, directory: Path, *, resumed_stage: str | None,
+                   resumed_batch: int, batch_size: int) -> None:
+        """Plan and open the activation cache for local images ``[start, stop)``.
+
+        A resumed run reuses a disk cache: images before the resume point (pass 1) or all of them
+        (pass 1 finished) are marked present; a RAM cache was lost with the process and is refilled.
+        """
+        self.plan = plan_cache(self.shapes, stop - start, budget_bytes)
+        self.cache = ActivationCache(self.plan, self.shapes, start, stop, directory,
+                                     reuse_disk=resumed_stage is not None)
+        if self.plan.mode == "disk" and resumed_stage is not None:
+            filled_to = start + resumed_batch * batch_size if resumed_stage == "pass1" else stop
+            self.cache.mark_filled(start, filled_to)
+
+    # ------------------------------------------------------------------ batches
+    def _forward(self, images: np.ndarray) -> dict[str, jax.Array]:
+        t = time.perf_counter()
+        x = self.model.preprocess(pad_rows(np.asarray(images, np.uint8), self.padded))
+        acts = self.forward(x)
+        jax.block_until_ready(acts)
+        self.split["forward"] += time.perf_counter() - t
+        return acts
+
+    def _timed(self, batches: Iterator[Any]) -> Iterator[Any]:
+        while True:
+            t = time.perf_counter()
+            batch = next(batches, None)
+            self.split["data"] += time.perf_counter() - t
+            if batch is None:
+                return
+            yield batch
+
+    def local_batches(self, start: int, stop: int, batch_size: int, *, stage: str) -> Iterator[SourceBatch]:
+        pass2 = stage == "pass2"
+        for batch in self._timed(self.dic.local_batches(batch_size, with_masks=pass2, start=start, stop=stop)):
+            n = len(batch)
+            if pass2 and self.cache is not None and self.cache.has(batch.index):
+                acts = self.cache.get(batch.index, self.layers)
+                self.counts["from_cache"] += n
+            else:
+                acts = self._forward(batch.images)
+                if pass2:
+                    self.counts["recomputed"] += n
+                elif self.cache is not None and self.cache.enabled:
+                    self.cache.store(batch.index, {name: np.asarray(acts[name])[:n] for name in self.layers})
+            yield SourceBatch(np.asarray(batch.index, np.int64), acts,
+                              batch.masks if pass2 else None, batch.labelled if pass2 else None,
+                              batch.family if pass2 else None)
+
+    def family_skip_reason(self, family: str) -> str | None:
+        return None if len(self.dic.global_group_of(family)) else "no images"
+
+    def family_batches(self, family: str, lo: int, hi: int, batch_size: int, first: int) -> Iterator[SourceBatch]:
+        if self.process_count == 1:
+            batches = self.dic.global_batches(family, batch_size, start=lo + first * batch_size)
+        else:  # the dictionary slices processes itself; skip the batches done before a resume
+            batches = itertools.islice(
+                self.dic.global_batches(family, batch_size, process_index=self.process_index,
+                                        process_count=self.process_count), first, None)
+        for batch in self._timed(batches):
+            yield SourceBatch(np.asarray(batch.index, np.int64), self._forward(batch.images))
+
+    def flush(self) -> None:
+        """Make the disk cache durable before a checkpoint refers to it."""
+        if self.cache is not None:
+            self.cache.flush()
+
+    # ------------------------------------------------------------------ facts
+    def metadata(self) -> dict[str, Any]:
+        plan = self.plan
+        if plan is None:
+            return {}
+        return {"cache": {**plan.to_dict(), "needed": format_size(plan.needed_bytes),
+                          "images_from_cache": self.counts["from_cache"],
+                          "images_recomputed": self.counts["recomputed"]}}
+
+    def close(self, *, completed: bool) -> None:
+        if self.cache is not None:
+            self.cache.close(remove=completed)
