@@ -29,23 +29,6 @@ def default_capture() -> LayerCapture:
     return forward_with_layers
 
 
-def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
-    """The batch size every forward sees: ``batch_size`` rounded up to a multiple of the device count."""
-    devices = int(mesh.devices.size)
-    return -(-int(batch_size) // devices) * devices
-
-
-def pad_rows(x: np.ndarray, size: int, fill=0) -> np.ndarray:
-    """Pad the leading axis of ``x`` to ``size`` rows with ``fill`` (never by repeating real rows)."""
-    n = x.shape[0]
-    if n == size:
-        return x
-    if n > size:
-        raise ValueError(f"batch of {n} rows is larger than the padded size {size}")
-    pad = np.full((size - n, *x.shape[1:]), fill, dtype=x.dtype)
-    return np.concatenate([x, pad], axis=0)
-
-
 class LayerForward:
     """``forward(images f32 [B, S, S, 3]) -> {layer: NHWC activations sharded over 'data'}``.
 
