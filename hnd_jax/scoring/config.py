@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,10 @@ class ScoringConfig:
     pair_factor:    a unit is paired with concept c when P(c|u) > pair_factor / |R|.
     bias_cutoffs:   overrides per global family name -> cutoff; families not listed use the
                     taxonomy's cutoff (0.3 for 4 groups, 0.55 for 2 groups, else 1.2/G).
+    permutations:   permutations of the group labels per global family for the bias p-values
+                    (DESIGN.md §2c); the smallest p-value is 1 / (1 + permutations).
+    alpha:          Benjamini-Hochberg level for ``biased_significant_<F>`` and ``paired_significant``.
+    seed:           seed of the permutations (family k of the taxonomy uses ``[seed, k]``).
     """
 
     image_size: int
@@ -27,6 +32,9 @@ class ScoringConfig:
     iou_mode: str = "family"
     pair_factor: float = 1.5
     bias_cutoffs: dict[str, float] = field(default_factory=dict)
+    permutations: int = 1000
+    alpha: float = 0.05
+    seed: int = 0
 
     def __post_init__(self) -> None:
         from hnd_jax.errors import HndError
@@ -37,6 +45,12 @@ class ScoringConfig:
             raise HndError(f"--quantile {self.quantile}: expected a number strictly between 0 and 1")
         if self.image_size <= 0:
             raise HndError(f"--image-size {self.image_size}: expected a positive integer")
+        if isinstance(self.permutations, bool) or not isinstance(self.permutations, numbers.Integral) or self.permutations < 1:
+            raise HndError(f"--permutations {self.permutations!r}: expected a whole number of at least 1")
+        if not (0.0 < self.alpha < 1.0):
+            raise HndError(f"--alpha {self.alpha}: expected a number strictly between 0 and 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise HndError(f"--seed {self.seed!r}: expected a whole number >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
