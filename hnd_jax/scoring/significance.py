@@ -21,6 +21,11 @@ Three pieces, each usable alone:
 * :func:`benjamini_hochberg`: BH adjusted p-values (Benjamini & Hochberg 1995; the values of
   ``scipy.stats.false_discovery_control(p, method='bh')``) and the rejections at level alpha.
 
+Resolution: a permutation p-value is at least 1 / (1 + n_perm), and BH over m tests rejects the k
+smallest only if p_(k) <= k alpha / m; with the default 1000 permutations a layer's biased units can
+be significant only when at least about 2% of its m = U * sum_F G_F tests reach the smallest p-values
+(alpha 0.05). Few strong effects among many units need more permutations (``--permutations``).
+
 Degenerate cases give p = 1, never NaN: a constant unit (every permuted P equals the observed one;
 every value tied, so z = -inf), an empty group (P = 0 always). Pairs that cannot be tested (a
 concept with no labelled image, or labelled on every image of its family, so n1 = 0 or n0 = 0)
