@@ -16,13 +16,19 @@ concept_region             [C] str      facial region of each concept
 concept_type               [C] str      action_unit / part / attribute (or a user taxonomy's types)
 thresholds                 [U] f32      T_u, the (1 - q) quantile of the unit's raw values
 iou                        [U,C] f32    IoU(u, c); NaN where the union is 0 (no support)
-top_concept                [U] int64    argmax of IoU ignoring NaN; -1 when the unit has no support
+top_concept                [U] int64    argmax of IoU ignoring NaN; -1 when the best IoU is 0 or NaN (no top concept)
 localizable                [U] bool     best IoU >= iou_threshold
 region                     [U] str      region of the top concept, '' when not localizable
 local_probs                [U,C] f32    P(c|u) within the unit's region; 0 outside it
 global_groups_<F>          [G] str      subgroups of global family F (one set of keys per scored family)
 global_probs_<F>           [U,G] f32    P(g|u)
 biased_<F>                 [U,G] bool   P(g|u) >= the family's cut-off
+global_pvalues_<F>         [U,G] f32    permutation p-value of P(g|u) (DESIGN.md §2c), in [1/(1+n_perm), 1]
+biased_significant_<F>     [U,G] bool   biased_<F> and BH-significant at alpha over all (u, g) of the layer
+global_effect_<F>          [U,G] f32    P(g|u) minus its mean over the permutations
+auc                        [U,C] f32    AUC of m_u(x), images labelled c vs the rest of c's family; NaN if untestable
+auc_pvalues                [U,C] f32    one-sided Mann-Whitney p-value for AUC > 0.5 (normal approx., 1 if untestable)
+paired_significant         [U,C] bool   paired, BH-significant at alpha over all tested (u, c), and AUC > 0.5
 paired                     [U,C] bool   extra: P(c|u) > pair_factor / |R|
 lo, hi                     [U] f32      extra: min / max raw value over local images and positions
 intersection, union        [U,C] int64  extra: the IoU counts
@@ -32,8 +38,12 @@ global_lo_<F>, global_hi_<F> [U] f32    extra: min / max over family F's images 
 image_max                  [N,U] f32    extra, only when small: m_u(x) for every local image
 =========================  ===========  ===================================================================
 
-``units.csv`` columns: ``unit, top_concept, iou, region, localizable, threshold, paired`` (``concept:P``
-pairs joined by ``;``, highest first) and one ``biased_<F>`` column per global family (``group:P``).
+``units.csv`` columns: ``unit, top_concept`` (``none`` when ``top_concept`` is -1), ``iou, region,
+localizable, threshold, paired`` (``concept:P`` pairs joined by ``;``, highest first),
+``paired_significant`` (the subset of those pairs that is significant, same format), one
+``biased_<F>`` column per global family (``group:P``) and, when the p-values are present, one
+``biased_significant_<F>`` column per family (``group:P:p-value``). Significance columns are empty for
+results written before they existed.
 
 ``dissection.json`` holds at least ``layers`` (list of names), ``settings`` (the scoring settings),
 ``image_size``, ``dictionary`` (its identity, with ``spec`` to reopen it), ``model`` (its identity),
@@ -105,6 +115,13 @@ def write_layer_results(
     return folder
 
 
+def _pairs(labels: list[str], values: np.ndarray, flags: np.ndarray) -> str:
+    """``label:value`` for the flagged entries, highest value first, joined by ';'."""
+    idx = np.flatnonzero(flags)
+    idx = idx[np.argsort(-values[idx], kind="stable")]
+    return ";".join(f"{labels[i]}:{float(values[i]):.3f}" for i in idx)
+
+
 def units_csv(arrays: Mapping[str, np.ndarray]) -> str:
     """The readable per-unit table (see the module docstring for the columns)."""
     concepts = np.asarray(arrays["concepts"]).tolist()
@@ -112,35 +129,37 @@ def units_csv(arrays: Mapping[str, np.ndarray]) -> str:
     top = np.asarray(arrays["top_concept"])
     probs = np.asarray(arrays["local_probs"])
     paired = np.asarray(arrays["paired"]) if "paired" in arrays else None
+    paired_sig = np.asarray(arrays["paired_significant"]) if "paired_significant" in arrays else None
     families = global_family_names(arrays)
+    sig_families = [f for f in families if f"biased_significant_{f}" in arrays and f"global_pvalues_{f}" in arrays]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
-        ["unit", "top_concept", "iou", "region", "localizable", "threshold", "paired"] + [f"biased_{f}" for f in families]
+        ["unit", "top_concept", "iou", "region", "localizable", "threshold", "paired", "paired_significant"]
+        + [f"biased_{f}" for f in families]
+        + [f"biased_significant_{f}" for f in sig_families]
     )
     for u in range(iou.shape[0]):
         t = int(top[u])
-        best = "" if t < 0 else f"{float(iou[u, t]):.4f}"
-        if paired is not None:
-            idx = np.flatnonzero(paired[u])
-            idx = idx[np.argsort(-probs[u, idx], kind="stable")]
-            pairs = ";".join(f"{concepts[c]}:{float(probs[u, c]):.3f}" for c in idx)
-        else:
-            pairs = ""
         row = [
             u,
-            "" if t < 0 else concepts[t],
-            best,
+            "none" if t < 0 else concepts[t],
+            "" if t < 0 else f"{float(iou[u, t]):.4f}",
             str(arrays["region"][u]),
             bool(arrays["localizable"][u]),
             f"{float(arrays['thresholds'][u]):.6g}",
-            pairs,
+            "" if paired is None else _pairs(concepts, probs[u], paired[u]),
+            "" if paired_sig is None else _pairs(concepts, probs[u], paired_sig[u]),
         ]
         for f in families:
             groups = np.asarray(arrays[f"global_groups_{f}"]).tolist()
+            row.append(_pairs(groups, np.asarray(arrays[f"global_probs_{f}"])[u], np.asarray(arrays[f"biased_{f}"])[u]))
+        for f in sig_families:
+            groups = np.asarray(arrays[f"global_groups_{f}"]).tolist()
             gp = np.asarray(arrays[f"global_probs_{f}"])[u]
-            flags = np.asarray(arrays[f"biased_{f}"])[u]
-            row.append(";".join(f"{groups[g]}:{float(gp[g]):.3f}" for g in np.flatnonzero(flags)))
+            pv = np.asarray(arrays[f"global_pvalues_{f}"])[u]
+            flags = np.asarray(arrays[f"biased_significant_{f}"])[u]
+            row.append(";".join(f"{groups[g]}:{float(gp[g]):.3f}:{float(pv[g]):.3g}" for g in np.flatnonzero(flags)))
         writer.writerow(row)
     return buf.getvalue()
 

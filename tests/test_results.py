@@ -59,7 +59,22 @@ def test_units_csv_is_readable():
     assert rows[0]["top_concept"] == "Eyeglasses" and rows[0]["region"] == "Eye" and rows[0]["localizable"] == "True"
     assert rows[0]["paired"] == "Eyeglasses:0.700"
     assert rows[0]["biased_Gender"] == "Male:0.600"
-    assert rows[2]["top_concept"] == "" and rows[2]["iou"] == ""
+    assert rows[2]["top_concept"] == "none" and rows[2]["iou"] == ""
+    assert rows[0]["paired_significant"] == "" and "biased_significant_Gender" not in rows[0]  # older results
+
+
+def test_units_csv_significance_columns():
+    arrays = fake_arrays()
+    arrays["paired_significant"] = arrays["paired"].copy()
+    arrays["paired_significant"][0, 1] = False
+    arrays["paired_significant"][0, 4] = True  # not possible from the engine; shows the column reads the flags
+    arrays["global_pvalues_Gender"] = np.array([[0.001, 0.9], [0.5, 0.5], [1.0, 1.0]], np.float32)
+    arrays["biased_significant_Gender"] = np.array([[True, False], [False, False], [False, False]])
+    rows = list(csv.DictReader(io.StringIO(units_csv(arrays))))
+    assert rows[0]["paired"] == "Eyeglasses:0.700"
+    assert rows[0]["paired_significant"] == f"{arrays['concepts'][4]}:0.300"
+    assert rows[0]["biased_significant_Gender"] == "Male:0.600:0.001"
+    assert rows[1]["biased_significant_Gender"] == "" and rows[1]["paired_significant"] == ""
 
 
 @pytest.mark.parametrize("name", ["", "..", "a/b", ".hidden", "x\\y"])

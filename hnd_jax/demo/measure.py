@@ -1,7 +1,8 @@
 """Count, from a dissection's ``scores.npz``, the units that carry the planted concept and subgroup.
 
 Nothing here knows which model was biased: the counts come from the dissection alone
-(DESIGN.md §2's pairing rule and bias cut-offs, as stored in ``paired`` and ``biased_<F>``).
+(DESIGN.md §2's pairing rule and bias cut-offs, as stored in ``paired`` and ``biased_<F>``, and
+§2c's significant subsets ``paired_significant`` and ``biased_significant_<F>``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def planted_unit_counts(scores_path: str | Path, concept: str, family: str, grou
 
     Returns ``units``, ``localizable``, ``paired_with_planted_concept`` (P(c|u) > 1.5/|R|),
     ``top_concept_is_planted`` (localizable units whose best IoU is the concept),
-    ``biased_toward_planted_group`` and ``biased_toward`` (every subgroup of the family -> units).
+    ``biased_toward_planted_group`` and ``biased_toward`` (every subgroup of the family -> units),
+    and the significant subsets (DESIGN.md §2c) ``paired_significant_with_planted_concept`` and
+    ``biased_significant_toward_planted_group`` (None when the results predate significance).
     """
     with np.load(scores_path) as z:
         concepts = [str(c) for c in z["concepts"]]
@@ -35,6 +38,12 @@ def planted_unit_counts(scores_path: str | Path, concept: str, family: str, grou
         c, g = concepts.index(concept), groups.index(group)
         biased = np.asarray(z[f"biased_{family}"], bool)
         localizable = np.asarray(z["localizable"], bool)
+        sig_key = f"biased_significant_{family}"
+        paired_sig = (
+            int((np.asarray(z["paired_significant"], bool) & np.asarray(z["paired"], bool))[:, c].sum())
+            if "paired_significant" in z.files else None
+        )
+        biased_sig = int((np.asarray(z[sig_key], bool) & biased)[:, g].sum()) if sig_key in z.files else None
         return {
             "units": int(localizable.shape[0]),
             "localizable": int(localizable.sum()),
@@ -42,6 +51,8 @@ def planted_unit_counts(scores_path: str | Path, concept: str, family: str, grou
             "top_concept_is_planted": int(((np.asarray(z["top_concept"]) == c) & localizable).sum()),
             "biased_toward_planted_group": int(biased[:, g].sum()),
             "biased_toward": {name: int(biased[:, i].sum()) for i, name in enumerate(groups)},
+            "paired_significant_with_planted_concept": paired_sig,
+            "biased_significant_toward_planted_group": biased_sig,
         }
 
 

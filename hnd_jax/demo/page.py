@@ -24,6 +24,10 @@ def _verdict(ok: bool) -> str:
     return '<span class="ok">yes</span>' if ok else '<span class="no">no</span>'
 
 
+def _n(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
 def demo_page(summary: dict[str, Any]) -> str:
     """The HTML text of ``OUT/report.html`` for a finished demo ``summary`` (summary.json's content)."""
     p = summary["planted"]
@@ -40,13 +44,16 @@ def demo_page(summary: dict[str, Any]) -> str:
             others = ", ".join(f"{g}: {n}" for g, n in c["biased_toward"].items() if g != p["group"])
             rows.append(
                 f"<tr><td>{esc(name)}</td><td>{esc(layer)}</td><td class=n>{c['units']}</td>"
-                f"<td class=n>{c['localizable']}</td><td class=n><b>{c['paired_with_planted_concept']}</b></td>"
-                f"<td class=n>{c['top_concept_is_planted']}</td><td class=n><b>{c['biased_toward_planted_group']}</b></td>"
+                f"<td class=n>{c['localizable']}</td><td class=n>{c['paired_with_planted_concept']}</td>"
+                f"<td class=n><b>{_n(c.get('paired_significant_with_planted_concept'))}</b></td>"
+                f"<td class=n>{c['top_concept_is_planted']}</td><td class=n>{c['biased_toward_planted_group']}</td>"
+                f"<td class=n><b>{_n(c.get('biased_significant_toward_planted_group'))}</b></td>"
                 f"<td>{esc(others)}</td><td><a href=\"{esc(c['scores'])}\">scores.npz</a></td></tr>"
             )
     counts = (
         "<table><tr><th>model</th><th>layer</th><th>units</th><th>localizable</th>"
-        f"<th>paired with {esc(concept)}</th><th>top concept {esc(concept)}</th><th>biased toward {esc(group)}</th>"
+        f"<th>paired with {esc(concept)}</th><th>significant</th><th>top concept {esc(concept)}</th>"
+        f"<th>biased toward {esc(group)}</th><th>significant</th>"
         "<th>biased toward other subgroups</th><th>results</th></tr>" + "".join(rows) + "</table>"
     )
     probe_names = list(next(iter(models.values()))["probe_accuracy"])
@@ -63,15 +70,50 @@ def demo_page(summary: dict[str, Any]) -> str:
         + "</table>"
     )
     f = summary["finding"]
+
+    def finding_line(key: str, what: str) -> str:
+        e = f[key]
+        spread = e.get("spread")
+        extra = ""
+        if spread and f.get("replicates", 1) > 1:
+            b, c = spread["biased_significant"], spread["control_significant"]
+            extra = (
+                f"; over {f['replicates']} replicates significant units biased mean {b['mean']} "
+                f"(min {b['min']}, max {b['max']}), control mean {c['mean']} (min {c['min']}, max {c['max']}); "
+                f"clearly more in {e['replicates_clearly_more']} of {f['replicates']}"
+            )
+        return (
+            f"<li>Units {what}: significant units biased {e['biased_significant']}, control "
+            f"{e['control_significant']} (z = {e['z_significant']}; raw counts {e['biased']} vs {e['control']}, "
+            f"z = {e['z']}){extra} — clearly more: {_verdict(e['clearly_more'])}</li>"
+        )
+
+    reps = summary.get("replicates") or []
+    rep_rows = "".join(
+        f"<tr><td class=n>{r['seed']}</td><td>{esc(r['folder'])}</td>"
+        + "".join(
+            f"<td class=n>{r['finding'][k]['biased_significant']} / {r['finding'][k]['control_significant']}</td>"
+            f"<td class=n>{r['finding'][k]['biased']} / {r['finding'][k]['control']}</td>"
+            for k in ("paired_with_planted_concept", "biased_toward_planted_group")
+        )
+        + f"<td>{_verdict(r['finding']['reproduced'])}</td></tr>"
+        for r in reps
+    )
+    replicate_table = (
+        "<h2>Replicates</h2><table><tr><th>seed</th><th>folder</th>"
+        f"<th>paired with {esc(concept)}: significant (biased / control)</th><th>raw</th>"
+        f"<th>biased toward {esc(group)}: significant (biased / control)</th><th>raw</th><th>reproduced</th></tr>"
+        f"{rep_rows}</table>"
+        if len(reps) > 1 else ""
+    )
     finding = (
         "<ul>"
-        f"<li>Units paired with {esc(concept)}: biased {f['paired_with_planted_concept']['biased']}, "
-        f"control {f['paired_with_planted_concept']['control']} (z = {f['paired_with_planted_concept']['z']}) — clearly more: "
-        f"{_verdict(f['paired_with_planted_concept']['clearly_more'])}</li>"
-        f"<li>Units biased toward {esc(group)}: biased {f['biased_toward_planted_group']['biased']}, "
-        f"control {f['biased_toward_planted_group']['control']} (z = {f['biased_toward_planted_group']['z']}) — clearly more: "
-        f"{_verdict(f['biased_toward_planted_group']['clearly_more'])}</li></ul>"
-        f"<p>Criterion: {esc(f['criterion'])}.</p>"
+        + finding_line("paired_with_planted_concept", f"paired with {esc(concept)}")
+        + finding_line("biased_toward_planted_group", f"biased toward {esc(group)}")
+        + f"</ul><p>Reproduced: {_verdict(f['reproduced'])}. Criterion: {esc(f['criterion'])}.</p>"
+        "<p>Significant: paired units whose AUC for the concept is significant, biased units whose "
+        "permutation test is significant (Benjamini-Hochberg over the layer, DESIGN.md §2c).</p>"
+        + replicate_table
     )
     links = " · ".join(f'<a href="{esc(n)}/report.html">{esc(n)} model report</a>' for n in names)
     figures = "".join(

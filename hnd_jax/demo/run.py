@@ -9,9 +9,15 @@ finally ``OUT/summary.json`` and ``OUT/report.html``. Layout of OUT::
     OUT/biased/   OUT/control/     dissection results + report.html + plots/ of each model
     OUT/models/biased/ ...         converted weights (hnd dissect --model demo_cnn --weights ...)
     OUT/compare/                   hnd compare's figures, compare.json, compare.html
+    OUT/replicates/seed<S>/...     the same for every further replicate (``replicates`` > 1)
 
 The counts in the summary are measured by the dissection (:mod:`hnd_jax.demo.measure`); nothing
-about the expected outcome is written in.
+about the expected outcome is written in. The verdict counts **significant** units (DESIGN.md §2c:
+paired with the concept and AUC significant; biased toward the subgroup and the permutation test
+significant, BH at alpha 0.05); the raw counts stand beside them. With ``replicates`` K > 1 the whole
+experiment is repeated with seeds ``seed .. seed + K - 1``; ``finding.reproduced`` is true only when
+the verdict holds in every replicate, and ``finding.<count>.spread`` gives the mean, min and max over
+the replicates and how many reproduce. Top-level counts are those of the first replicate.
 """
 
 from __future__ import annotations
@@ -33,8 +39,15 @@ SUMMARY_FILE = "summary.json"
 SUMMARY_KIND = "hnd-demo"
 #: Written first: an interrupted demo's folder is still recognised as a demo's (and reused).
 MARKER_FILE = ".hnd-demo"
-CRITERION = ("biased-model count >= control count + 3 and the difference significant: one-sided "
-             "two-proportion z-test over the dissected units, z >= 2.326 (p < 0.01)")
+CRITERION = ("in every replicate, the biased model's count of significant units (DESIGN.md §2c: BH at alpha "
+             "0.05) >= the control's + 3 and the difference significant: one-sided two-proportion z-test over "
+             "the dissected units, z >= 2.326 (p < 0.01)")
+#: The two findings: (key of the raw count, key of its significant subset).
+FINDINGS = (
+    ("paired_with_planted_concept", "paired_significant_with_planted_concept"),
+    ("biased_toward_planted_group", "biased_significant_toward_planted_group"),
+)
+REPLICATES_DIR = "replicates"
 
 
 def _check_out(out: Path) -> None:
@@ -53,36 +66,114 @@ def _check_out(out: Path) -> None:
             raise HndError(f"--out {out}: folder is not empty and holds no earlier hnd demo; choose a new folder")
 
 
-def _model_entry(out: Path, settings: DemoSettings, trained: TrainedModel) -> dict[str, Any]:
+def _model_entry(out: Path, pair_dir: Path, settings: DemoSettings, trained: TrainedModel) -> dict[str, Any]:
     layers = {}
     for layer in settings.layers:
-        scores = out / trained.name / layer / "scores.npz"
+        scores = pair_dir / trained.name / layer / "scores.npz"
         counts = planted_unit_counts(scores, settings.planted_concept, settings.planted_family, settings.planted_group)
         layers[layer] = {"scores": scores.relative_to(out).as_posix(), **counts}
-    return {
-        "results": trained.name,
-        "report": f"{trained.name}/report.html",
-        "weights": f"models/{trained.name}",
+    rel = pair_dir.relative_to(out)
+    entry = {
+        "results": (rel / trained.name).as_posix(),
+        "report": (rel / trained.name / "report.html").as_posix(),
+        "weights": (rel / "models" / trained.name).as_posix(),
         "training_set": trained.training_set,
         "train_accuracy": [round(a, 4) for a in trained.history.accuracy],
         "train_loss": [round(v, 4) for v in trained.history.loss],
         "probe_accuracy": trained.probe_accuracy,
         "units": sum(c["units"] for c in layers.values()),
-        "paired_with_planted_concept": sum(c["paired_with_planted_concept"] for c in layers.values()),
-        "biased_toward_planted_group": sum(c["biased_toward_planted_group"] for c in layers.values()),
-        "layers": layers,
     }
+    for raw, sig in FINDINGS:
+        entry[raw] = sum(c[raw] for c in layers.values())
+        values = [c[sig] for c in layers.values()]
+        entry[sig] = None if any(v is None for v in values) else sum(values)
+    entry["layers"] = layers
+    return entry
 
 
 def _finding(models: dict[str, Any]) -> dict[str, Any]:
+    """One replicate's verdict: raw counts with their z beside the significant counts the verdict uses."""
     units = models["biased"]["units"]
     finding: dict[str, Any] = {"criterion": CRITERION, "units": units}
-    for key in ("paired_with_planted_concept", "biased_toward_planted_group"):
-        b, c = models["biased"][key], models["control"][key]
-        finding[key] = {"biased": b, "control": c, "z": round(difference_z(b, c, units), 3),
-                        "clearly_more": clearly_more(b, c, units)}
-    finding["reproduced"] = all(finding[k]["clearly_more"] for k in ("paired_with_planted_concept", "biased_toward_planted_group"))
+    for raw, sig in FINDINGS:
+        b, c = models["biased"][raw], models["control"][raw]
+        bs, cs = models["biased"][sig], models["control"][sig]
+        if bs is None or cs is None:
+            raise HndError("the demo's dissections carry no significance arrays (DESIGN.md §2c)")
+        finding[raw] = {"biased": b, "control": c, "z": round(difference_z(b, c, units), 3),
+                        "biased_significant": bs, "control_significant": cs,
+                        "z_significant": round(difference_z(bs, cs, units), 3),
+                        "clearly_more": clearly_more(bs, cs, units)}
+    finding["reproduced"] = all(finding[raw]["clearly_more"] for raw, _ in FINDINGS)
     return finding
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"mean": round(sum(values) / len(values), 3), "min": min(values), "max": max(values)}
+
+
+def combine_replicates(findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary's ``finding``: the first replicate's counts, the spread over all replicates, and
+    ``reproduced`` only when every replicate reproduces."""
+    first = findings[0]
+    out: dict[str, Any] = {"criterion": CRITERION, "units": first["units"], "replicates": len(findings)}
+    for raw, _ in FINDINGS:
+        entry = dict(first[raw])
+        entry["spread"] = {
+            k: _spread([f[raw][k] for f in findings])
+            for k in ("biased", "control", "biased_significant", "control_significant")
+        }
+        entry["replicates_clearly_more"] = sum(bool(f[raw]["clearly_more"]) for f in findings)
+        entry["clearly_more"] = entry["replicates_clearly_more"] == len(findings)
+        out[raw] = entry
+    out["replicates_reproduced"] = sum(bool(f["reproduced"]) for f in findings)
+    out["reproduced"] = out["replicates_reproduced"] == len(findings)
+    return out
+
+
+def _run_pair(
+    out: Path, pair_dir: Path, settings: DemoSettings, progress: bool, stage: Callable[[str, float], None],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train, dissect and report one biased/control pair of ``settings.seed`` into ``pair_dir``."""
+    from hnd_jax.convert.checkpoint import save_model
+    from hnd_jax.dictionary import open_dictionary
+    from hnd_jax.pipeline.dissect import dissect_model
+    from hnd_jax.reports.build import build_report
+    from hnd_jax.reports.compare import compare_runs
+
+    tag = f" (seed {settings.seed})"
+    t = time.perf_counter()
+    open_dictionary(settings.dictionary_spec, settings.image_size)  # generate (or find) it once
+    stage(f"synthetic dictionary {settings.dictionary_spec}", t)
+
+    t = time.perf_counter()
+    probes = probe_sets(settings)
+    stage("probe sets" + tag, t)
+
+    trained: dict[str, TrainedModel] = {}
+    for name in MODELS:
+        t = time.perf_counter()
+        trained[name] = train_demo_model(settings, name, probes, log=log)
+        save_model(trained[name].model, "demo_cnn", pair_dir / "models" / name,
+                   source={"trained_by": "hnd demo", "training_set": trained[name].training_set})
+        stage(f"train {name} model" + tag, t)
+
+    for name in MODELS:
+        t = time.perf_counter()
+        dissect_model(
+            trained[name].model, card="demo_cnn", layers=settings.layers, dictionary=settings.dictionary_spec,
+            out=pair_dir / name, scoring={"image_size": settings.image_size},
+            run={"batch_size": 64, "fresh": True, "progress": "auto" if progress else "none", "checkpoint_every": 0},
+        )
+        stage(f"dissect {name} model" + tag, t)
+
+    t = time.perf_counter()
+    for name in MODELS:
+        build_report(pair_dir / name)
+    compare_runs([pair_dir / n for n in MODELS], pair_dir / "compare", labels=list(MODELS))
+    stage("reports and comparison" + tag, t)
+    return {name: _model_entry(out, pair_dir, settings, trained[name]) for name in MODELS}
 
 
 def run_demo(
@@ -93,11 +184,6 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole demo into ``out`` and return the summary (also written to ``OUT/summary.json``)."""
-    from hnd_jax.convert.checkpoint import save_model
-    from hnd_jax.pipeline.dissect import dissect_model
-    from hnd_jax.reports.build import build_report
-    from hnd_jax.reports.compare import compare_runs
-
     settings = settings or DemoSettings()
     out = Path(out)
     _check_out(out)
@@ -109,40 +195,23 @@ def run_demo(
         timings[name] = round(time.perf_counter() - t0, 2)
         log(f"[{timings[name]:6.1f} s] {name}")
 
-    t = time.perf_counter()
-    from hnd_jax.dictionary import open_dictionary
-
-    open_dictionary(settings.dictionary_spec, settings.image_size)  # generate (or find) it once
-    stage(f"synthetic dictionary {settings.dictionary_spec}", t)
-
-    t = time.perf_counter()
-    probes = probe_sets(settings)
-    stage("probe sets", t)
-
-    trained: dict[str, TrainedModel] = {}
-    for name in MODELS:
-        t = time.perf_counter()
-        trained[name] = train_demo_model(settings, name, probes, log=log)
-        save_model(trained[name].model, "demo_cnn", out / "models" / name,
-                   source={"trained_by": "hnd demo", "training_set": trained[name].training_set})
-        stage(f"train {name} model", t)
-
-    for name in MODELS:
-        t = time.perf_counter()
-        dissect_model(
-            trained[name].model, card="demo_cnn", layers=settings.layers, dictionary=settings.dictionary_spec,
-            out=out / name, scoring={"image_size": settings.image_size},
-            run={"batch_size": 64, "fresh": True, "progress": "auto" if progress else "none", "checkpoint_every": 0},
-        )
-        stage(f"dissect {name} model", t)
-
-    t = time.perf_counter()
-    for name in MODELS:
-        build_report(out / name)
-    compare_runs([out / n for n in MODELS], out / "compare", labels=list(MODELS))
-    stage("reports and comparison", t)
-
-    models = {name: _model_entry(out, settings, trained[name]) for name in MODELS}
+    replicates: list[dict[str, Any]] = []
+    models: dict[str, Any] = {}
+    for k, seed in enumerate(settings.replicate_seeds):
+        pair_dir = out if k == 0 else out / REPLICATES_DIR / f"seed{seed}"
+        models_k = _run_pair(out, pair_dir, settings.scaled(seed=seed), progress, stage, log)
+        entry = {
+            "seed": seed,
+            "folder": pair_dir.relative_to(out).as_posix() or ".",
+            "dictionary": settings.scaled(seed=seed).dictionary_spec,
+            "probe_accuracy": {n: models_k[n]["probe_accuracy"] for n in MODELS},
+            "finding": _finding(models_k),
+        }
+        if k == 0:
+            models = models_k  # the first replicate's models are the top-level "models"
+        else:
+            entry["models"] = models_k
+        replicates.append(entry)
     timings["total"] = round(time.perf_counter() - t_all, 2)
     summary = {
         "kind": SUMMARY_KIND,
@@ -159,7 +228,8 @@ def run_demo(
         "settings": settings.to_dict(),
         "paths": "relative to this file's folder",
         "models": models,
-        "finding": _finding(models),
+        "finding": combine_replicates([r["finding"] for r in replicates]),
+        "replicates": replicates,
         "timings": timings,
     }
     write_json(out / SUMMARY_FILE, summary)

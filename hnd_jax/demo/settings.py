@@ -18,6 +18,9 @@ class DemoSettings:
     lines in the synthetic faces) in ``group_bias``; the control trains on the same kind of faces
     with neither correlated with the label.
 
+    ``replicates`` K repeats the whole experiment (training sets, probes, initialisation, dictionary)
+    with seeds ``seed .. seed + K - 1``; the verdict must hold in every replicate.
+
     Why these defaults (measured on 2 CPU cores; the full table is in README.md and the issue notes):
 
     * Smiling, the paper's example task, is a 1-2 px curve at 64 px; the demo CNN stays at chance on
@@ -49,9 +52,11 @@ class DemoSettings:
     learning_rate: float = 3e-3
     layers: tuple[str, ...] = ("conv3", "conv4")
     seed: int = 0
+    replicates: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("train_images", "probe_images", "dictionary_images", "epochs", "batch_size", "image_size"):
+        for name in ("train_images", "probe_images", "dictionary_images", "epochs", "batch_size", "image_size",
+                     "replicates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise HndError(f"demo setting {name}={value!r}: expected a positive integer")
@@ -70,6 +75,12 @@ class DemoSettings:
     def dictionary_spec(self) -> str:
         """The synthetic dictionary both models are dissected on (cached after the first run)."""
         return f"synthetic:{self.dictionary_images}:{self.seed}"
+
+    @property
+    def replicate_seeds(self) -> tuple[int, ...]:
+        """Seeds of the ``replicates`` biased/control pairs: ``seed``, ``seed + 1``, ... (each pair gets
+        its own training sets, probes, initialisation and synthetic dictionary)."""
+        return tuple(self.seed + k for k in range(self.replicates))
 
     def scaled(self, **changes: Any) -> "DemoSettings":
         """A copy with some fields changed (e.g. the reduced sizes used in tests)."""

@@ -13,6 +13,21 @@ different widths compare, and drawn as grouped bars:
 figures (inlined as data URIs: one file, offline) and the numbers. All runs must carry the same
 taxonomy (concepts, their regions and types, global families and subgroups): comparing different
 concept sets would put unlike bars side by side.
+
+**Tests** (DESIGN.md §2c: a comparison states a test and its p-value, never a bare difference).
+Every series after the first is compared with the first (the baseline) on every count the figures
+and tables show (localizable, interpretable, interpretable per region and per type, biased per
+subgroup, paired per concept, and the significant subsets when both runs carry them): Fisher's exact
+test, two-sided (``scipy.stats.fisher_exact`` on ``[[k1, n1 - k1], [k2, n2 - k2]]``, n = the layer's
+units), with Benjamini-Hochberg adjusted p-values over all tests of the comparison
+(``scipy.stats.false_discovery_control``). The test treats units as independent draws, which units
+of one layer are not exactly; read small p-values as "unlikely to be noise of this size", not as
+exact error rates. ``compare.json`` lists them under ``tests``.
+
+**Comparable runs.** Runs whose dictionaries (identity without its path), image sizes or scoring
+settings (all but the permutation ``seed``) differ are refused, since their counts do not measure the
+same thing; ``allow_mixed=True`` (``hnd compare --allow-mixed``) compares them anyway and marks them:
+``compare.json`` ``mixed`` lists every difference and the HTML shows it above the numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +37,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from hnd_jax.atomic import write_bytes, write_json, write_text
 from hnd_jax.errors import HndError
@@ -93,8 +110,58 @@ def shared_families(series: list[Series]) -> tuple[list[str], list[str]]:
     return every, some
 
 
-def collect_series(outs: Sequence[str | Path], labels: Sequence[str] | None = None) -> list[Series]:
-    """Load every run and check they are comparable; one :class:`Series` per (run, layer)."""
+#: Identity keys that name where a dictionary lies, not what it holds.
+_DICTIONARY_LOCATION_KEYS = ("path", "spec", "root")
+#: Scoring settings that do not change what is measured (the seed of the permutations).
+_IGNORED_SETTINGS = ("seed",)
+
+
+def run_conditions(meta: dict[str, Any]) -> dict[str, Any]:
+    """What must agree between compared runs: dictionary identity (without its location), image size
+    and scoring settings (without the permutation seed). Unrecorded values are None."""
+    dic = meta.get("dictionary")
+    dic = {k: v for k, v in dic.items() if k not in _DICTIONARY_LOCATION_KEYS} if isinstance(dic, dict) else dic
+    settings = meta.get("settings")
+    settings = (
+        {k: v for k, v in settings.items() if k not in _IGNORED_SETTINGS} if isinstance(settings, dict) else settings
+    )
+    image_size = meta.get("image_size")
+    if image_size is None and isinstance(settings, dict):
+        image_size = settings.get("image_size")
+    return {"dictionary": dic, "image_size": image_size, "settings": settings}
+
+
+def condition_differences(series: list[Series]) -> list[str]:
+    """One line per run whose conditions differ from the first run's (empty when all agree)."""
+    first = series[0].run
+    base = run_conditions(first.meta)
+    lines, seen = [], {first.out_dir}
+    for s in series[1:]:
+        if s.run.out_dir in seen:
+            continue
+        seen.add(s.run.out_dir)
+        cond = run_conditions(s.run.meta)
+        for key in ("dictionary", "image_size", "settings"):
+            a, b = base[key], cond[key]
+            if a == b:
+                continue
+            if isinstance(a, dict) and isinstance(b, dict):
+                keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                what = ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
+            else:
+                what = f"{a!r} vs {b!r}"
+            lines.append(f"{s.run.out_dir}: {key.replace('_', ' ')} differs from {first.out_dir} ({what})")
+    return lines
+
+
+def collect_series(
+    outs: Sequence[str | Path], labels: Sequence[str] | None = None, *, allow_mixed: bool = False
+) -> list[Series]:
+    """Load every run and check they are comparable; one :class:`Series` per (run, layer).
+
+    Raises :class:`HndError` when the taxonomies differ, or when dictionaries, image sizes or scoring
+    settings differ and ``allow_mixed`` is False (see the module docstring).
+    """
     outs = [Path(p) for p in outs]
     if len(outs) < 2:
         raise HndError(f"hnd compare needs at least two result folders, got {len(outs)}")
@@ -106,7 +173,66 @@ def collect_series(outs: Sequence[str | Path], labels: Sequence[str] | None = No
             label = name if len(run.layers) == 1 else f"{name}:{layer.name}"
             series.append(Series(label, run, layer, summarize_layer(layer)))
     _check_same_taxonomy(series)
+    diffs = condition_differences(series)
+    if diffs and not allow_mixed:
+        raise HndError(f"{diffs[0]}; runs measured under different conditions are not comparable"
+                       " (--allow-mixed compares them anyway and marks them)")
     return series
+
+
+def fisher_test(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided p-value of Fisher's exact test for k1/n1 vs k2/n2 (1.0 when a run has no units)."""
+    from scipy.stats import fisher_exact
+
+    if n1 <= 0 or n2 <= 0:
+        return 1.0
+    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="two-sided").pvalue)
+
+
+def _measures(m: LayerSummary, regions, types, subgroups, concepts) -> dict[str, dict[str, int]]:
+    """measure -> {key: count} for every count the comparison shows (significant ones when present)."""
+    out = {
+        "localizable": {"": m.localizable},
+        "interpretable": {"": m.interpretable},
+        "interpretable_per_region": {r: m.interpretable_per_region[r] for r in regions},
+        "interpretable_per_type": {t: m.interpretable_per_type[t] for t in types},
+        "biased_per_group": {f"{f}: {g}": m.biased_per_group[f][g] for f, g in subgroups},
+        "paired_per_concept": {c: m.paired_per_concept[c] for c in concepts},
+    }
+    if m.has_significance:
+        out["interpretable_significant"] = {"": m.interpretable_significant}
+        out["biased_significant_per_group"] = {f"{f}: {g}": m.biased_significant_per_group[f][g] for f, g in subgroups}
+        out["paired_significant_per_concept"] = {c: m.paired_significant_per_concept[c] for c in concepts}
+    return out
+
+
+def comparison_tests(series: list[Series], regions, types, subgroups, concepts) -> list[dict[str, Any]]:
+    """Fisher's exact test of every shown count of every series against the first series."""
+    from scipy.stats import false_discovery_control
+
+    base = series[0]
+    base_m = _measures(base.summary, regions, types, subgroups, concepts)
+    n1 = base.summary.num_units
+    tests = []
+    for s in series[1:]:
+        n2 = s.summary.num_units
+        for measure, counts in _measures(s.summary, regions, types, subgroups, concepts).items():
+            if measure not in base_m:
+                continue
+            for key, k2 in counts.items():
+                k1 = base_m[measure][key]
+                tests.append({
+                    "baseline": base.label, "series": s.label, "measure": measure, "key": key,
+                    "count_baseline": k1, "units_baseline": n1, "count": k2, "units": n2,
+                    "fraction_baseline": k1 / n1 if n1 else 0.0, "fraction": k2 / n2 if n2 else 0.0,
+                    "difference": (k2 / n2 if n2 else 0.0) - (k1 / n1 if n1 else 0.0),
+                    "test": "Fisher exact, two-sided", "p_value": fisher_test(k1, n1, k2, n2),
+                })
+    if tests:
+        adjusted = false_discovery_control(np.array([t["p_value"] for t in tests]), method="bh")
+        for t, a in zip(tests, adjusted):
+            t["p_value_bh"] = float(a)
+    return tests
 
 
 def comparison_table(series: list[Series]) -> dict[str, Any]:
@@ -118,11 +244,13 @@ def comparison_table(series: list[Series]) -> dict[str, Any]:
     families, left_out = shared_families(series)
     subgroups = [(f, g) for f in families for g in s0.biased_per_group[f]]
     rows = []
+    base_conditions = run_conditions(series[0].run.meta)
     for s in series:
         m = s.summary
         rows.append(
             {
                 "label": s.label,
+                "mixed": run_conditions(s.run.meta) != base_conditions,
                 "out_dir": str(s.run.out_dir),
                 "layer": s.layer.name,
                 "num_units": m.num_units,
@@ -137,6 +265,16 @@ def comparison_table(series: list[Series]) -> dict[str, Any]:
                         f: {g: s.fraction(n) for g, n in gs.items()} for f, gs in m.biased_per_group.items()
                     },
                     "paired_per_concept": {c: s.fraction(m.paired_per_concept[c]) for c in concepts},
+                    **({} if not m.has_significance else {
+                        "interpretable_significant": s.fraction(m.interpretable_significant),
+                        "biased_significant_per_group": {
+                            f: {g: s.fraction(n) for g, n in gs.items()}
+                            for f, gs in m.biased_significant_per_group.items()
+                        },
+                        "paired_significant_per_concept": {
+                            c: s.fraction(m.paired_significant_per_concept[c]) for c in concepts
+                        },
+                    }),
                 },
             }
         )
@@ -147,6 +285,8 @@ def comparison_table(series: list[Series]) -> dict[str, Any]:
         "global_subgroups": [[f, g] for f, g in subgroups],
         "global_families_left_out": left_out,
         "series": rows,
+        "mixed": condition_differences(series),
+        "tests": comparison_tests(series, s0.regions, s0.concept_types, subgroups, concepts),
     }
 
 
@@ -195,11 +335,32 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes]) -> str:
     )
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{esc(x)}</td>" for x in (r["label"], r["out_dir"], r["layer"], r["num_units"]))
+        + "".join(f"<td>{esc(x)}</td>" for x in (r["label"] + (" (mixed)" if r.get("mixed") else ""), r["out_dir"],
+                                                  r["layer"], r["num_units"]))
         + f'<td>{r["fractions"]["localizable"]:.3f}</td><td>{r["fractions"]["interpretable"]:.3f}</td>'
         + "".join(f'<td>{r["fractions"]["interpretable_per_region"][g]:.3f}</td>' for g in table["regions"])
         + "</tr>"
         for r in table["series"]
+    )
+    tests = table.get("tests", [])
+    test_rows = "".join(
+        "<tr>"
+        + "".join(f"<td>{esc(t[k])}</td>" for k in ("series", "measure", "key"))
+        + f'<td>{t["count_baseline"]}/{t["units_baseline"]}</td><td>{t["count"]}/{t["units"]}</td>'
+        + f'<td>{t["difference"]:+.3f}</td><td>{t["p_value"]:.3g}</td><td>{t["p_value_bh"]:.3g}</td></tr>'
+        for t in tests
+    )
+    tests_html = (
+        f"<h2>Tests against {esc(tests[0]['baseline'])}</h2><p>Fisher's exact test, two-sided, for every count"
+        " shown; p (BH) is adjusted over all of them. Units of one layer are treated as independent draws.</p>"
+        "<table><thead><tr><th>series</th><th>measure</th><th>key</th><th>baseline</th><th>series</th>"
+        f"<th>difference</th><th>p</th><th>p (BH)</th></tr></thead><tbody>{test_rows}</tbody></table>"
+        if tests else ""
+    )
+    mixed = (
+        '<p class="mixed"><b>Mixed conditions</b> (compared with --allow-mixed): '
+        + "; ".join(esc(x) for x in table["mixed"]) + "</p>"
+        if table.get("mixed") else ""
     )
     left_out = (
         f"<p>Global families left out (not scored in every run): {esc(', '.join(table['global_families_left_out']))}</p>"
@@ -210,18 +371,26 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes]) -> str:
         "body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2330}table{border-collapse:collapse}"
         "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px}th{background:#f3f4f6}"
         "figure{margin:16px 0}img{max-width:100%;border:1px solid #eee}"
+        ".mixed{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px}"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>HND comparison</title>'
         f"<style>{css}</style></head><body><h1>HND comparison</h1>"
         "<p>Fractions of each layer's units (details and counts in compare.json).</p>"
-        f"{left_out}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{imgs}</body></html>\n"
+        f"{mixed}{left_out}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{tests_html}{imgs}"
+        "</body></html>\n"
     )
 
 
-def compare_runs(outs: Sequence[str | Path], out: str | Path, *, labels: Sequence[str] | None = None) -> Path:
-    """Write the comparison figures, ``compare.json`` and ``compare.html`` into ``out``; returns ``out``."""
-    series = collect_series(outs, labels)
+def compare_runs(
+    outs: Sequence[str | Path], out: str | Path, *, labels: Sequence[str] | None = None, allow_mixed: bool = False
+) -> Path:
+    """Write the comparison figures, ``compare.json`` and ``compare.html`` into ``out``; returns ``out``.
+
+    Raises :class:`HndError` for runs that are not comparable (``allow_mixed`` admits runs whose
+    dictionaries, image sizes or scoring settings differ, and marks them; see the module docstring).
+    """
+    series = collect_series(outs, labels, allow_mixed=allow_mixed)
     table = comparison_table(series)
     out = Path(out)
     if out.exists() and not out.is_dir():

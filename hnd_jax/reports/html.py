@@ -164,17 +164,31 @@ def _count_table(title: str, rows: Iterable[tuple[str, ...]], headers: tuple[str
     )
 
 
+def _sig(n: int | None) -> str:
+    """' (k significant)' beside a raw count, or '' for results without significance."""
+    return "" if n is None else f" (<b>{n}</b> significant)"
+
+
 def summary_html(layer: LayerResults, summary: LayerSummary) -> str:
-    """The summary block of one layer: headline numbers and the count tables."""
+    """The summary block of one layer: headline numbers and the count tables.
+
+    Raw counts are shown with their significant subset (DESIGN.md §2c) when the results carry it.
+    """
     u = max(summary.num_units, 1)
+    sig_fam = summary.biased_significant_per_family or {}
     fam_bits = "".join(
-        f" · <b>{n}</b> biased ({esc(f)})" for f, n in summary.biased_per_family.items()
+        f" · <b>{n}</b> biased ({esc(f)}){_sig(sig_fam.get(f))}" for f, n in summary.biased_per_family.items()
     )
     headline = (
         f'<p class="headline"><b>{summary.num_units}</b> units · <b>{summary.localizable}</b> localizable '
         f"({100.0 * summary.localizable / u:.1f}%) · <b>{summary.interpretable}</b> interpretable "
-        f"(paired, {100.0 * summary.interpretable / u:.1f}%){fam_bits}</p>"
+        f"(paired, {100.0 * summary.interpretable / u:.1f}%){_sig(summary.interpretable_significant)}{fam_bits}</p>"
     )
+    if summary.has_significance:
+        headline += (
+            '<p class="note">significant: paired with AUC &gt; 0.5 (Mann-Whitney) or biased by a label permutation'
+            " test, Benjamini-Hochberg over the layer at the run's alpha (DESIGN.md §2c).</p>"
+        )
     panels = [
         _count_table(
             "Per facial region",
@@ -190,22 +204,25 @@ def summary_html(layer: LayerResults, summary: LayerSummary) -> str:
         ),
     ]
     order = [i for r in summary.regions for i, cr in enumerate(layer.concept_region) if cr == r]
+    psig = summary.paired_significant_per_concept
     panels.append(
         _count_table(
             "Units paired per concept",
             [(layer.concepts[i], layer.concept_region[i], layer.concept_type[i]) for i in order],
-            ("concept", "region", "type", "paired units"),
-            [[summary.paired_per_concept[layer.concepts[i]]] for i in order],
+            ("concept", "region", "type", "paired units") + (() if psig is None else ("significant",)),
+            [[summary.paired_per_concept[layer.concepts[i]]] + ([] if psig is None else [psig[layer.concepts[i]]])
+             for i in order],
         )
     )
     if summary.biased_per_group:
         rows = [(f, g) for f, gs in summary.biased_per_group.items() for g in gs]
+        bsig = summary.biased_significant_per_group
         panels.append(
             _count_table(
                 "Biased units per global subgroup",
                 rows,
-                ("family", "subgroup", "biased units"),
-                [[summary.biased_per_group[f][g]] for f, g in rows],
+                ("family", "subgroup", "biased units") + (() if bsig is None else ("significant",)),
+                [[summary.biased_per_group[f][g]] + ([] if bsig is None else [bsig[f][g]]) for f, g in rows],
             )
         )
     else:
@@ -253,15 +270,20 @@ def _prob_rows(layer: LayerResults, u: int) -> str:
     idx.sort(key=lambda i: (-float(layer.local_probs[u, i]), i))
 
     def row(i: int) -> str:
+        star = " *" if layer.paired_significant is not None and layer.paired_significant[u, i] else ""
+        auc = "" if layer.auc is None else (
+            f'<td class="n">AUC {fmt(float(layer.auc[u, i]))} p {float(layer.auc_pvalues[u, i]):.2g}</td>'
+        )
         return (
-            f'<tr class="{"hl" if layer.paired[u, i] else ""}"><td>{esc(layer.concepts[i])}</td>'
+            f'<tr class="{"hl" if layer.paired[u, i] else ""}"><td>{esc(layer.concepts[i])}{star}</td>'
             f'<td class="n">{fmt(float(layer.local_probs[u, i]))}</td>'
-            f'<td class="n">IoU {fmt(float(layer.iou[u, i]))}</td></tr>'
+            f'<td class="n">IoU {fmt(float(layer.iou[u, i]))}</td>{auc}</tr>'
         )
 
     shown = [i for i in idx if layer.local_probs[u, i] > 0 or layer.paired[u, i]]
     rest = [i for i in idx if i not in shown]
-    head = f'<thead><tr><th>P(c|u) in {esc(layer.region[u])}</th><th></th><th></th></tr></thead>'
+    extra = "" if layer.auc is None else "<th></th>"
+    head = f'<thead><tr><th>P(c|u) in {esc(layer.region[u])}</th><th></th><th></th>{extra}</tr></thead>'
     out = f'<table class="p">{head}<tbody>{"".join(row(i) for i in shown)}</tbody></table>'
     if rest:
         out += (
@@ -274,11 +296,15 @@ def _prob_rows(layer: LayerResults, u: int) -> str:
 def _global_rows(layer: LayerResults, u: int) -> str:
     parts = []
     for fam in layer.global_families:
-        cells = "".join(
-            f'<tr class="{"bias" if fam.biased[u, g] else ""}"><td>{esc(name)}</td>'
-            f'<td class="n">{fmt(float(fam.probs[u, g]))}</td></tr>'
-            for g, name in enumerate(fam.groups)
-        )
+        def cell(g: int, name: str) -> str:
+            star = " *" if fam.biased_significant is not None and fam.biased_significant[u, g] else ""
+            p = "" if fam.pvalues is None else f'<td class="n">p {float(fam.pvalues[u, g]):.2g}</td>'
+            return (
+                f'<tr class="{"bias" if fam.biased[u, g] else ""}"><td>{esc(name)}{star}</td>'
+                f'<td class="n">{fmt(float(fam.probs[u, g]))}</td>{p}</tr>'
+            )
+
+        cells = "".join(cell(g, name) for g, name in enumerate(fam.groups))
         parts.append(f'<div class="fam">{esc(fam.name)}</div><table class="p"><tbody>{cells}</tbody></table>')
     if not parts:
         return ""
@@ -296,7 +322,7 @@ def card_html(layer: LayerResults, u: int, interpretable: bool, image_html: str,
     paired = [layer.concepts[i] for i in np.flatnonzero(layer.paired[u])] if loc else []
     region = str(layer.region[u]) if loc else "-"
     if c < 0:
-        top = '<p class="top">no concept has support (every IoU undefined)</p>'
+        top = '<p class="top">top concept <b>none</b> (best IoU 0 or undefined)</p>'
     else:
         cut = f" &lt; {fmt(iou_threshold)}" if (iou_threshold is not None and not loc) else ""
         top = (
@@ -309,6 +335,9 @@ def card_html(layer: LayerResults, u: int, interpretable: bool, image_html: str,
         body.append(_prob_rows(layer, u))
         if paired:
             body.append(f'<p class="note">paired with {esc(", ".join(paired))}</p>')
+            if layer.paired_significant is not None:
+                sig = [layer.concepts[i] for i in np.flatnonzero(layer.paired_significant[u] & layer.paired[u])]
+                body.append(f'<p class="note">significant (*): {esc(", ".join(sig)) if sig else "none"}</p>')
         else:
             body.append('<p class="note">paired with no concept (no P(c|u) above the cut-off)</p>')
     body.append(_global_rows(layer, u))
@@ -354,7 +383,7 @@ LEGEND = (
     '<span style="background:rgb(255,150,0)"></span>activation boundary'
     '<span style="background:rgb(0,230,255)"></span>top concept mask · '
     "caption: dictionary image index · share of pixels above threshold. "
-    "Highlighted rows: paired concepts (yellow), biased subgroups (red).</p>"
+    "Highlighted rows: paired concepts (yellow), biased subgroups (red); * marks the significant ones.</p>"
 )
 
 

@@ -63,11 +63,14 @@ def bar_chart(
     rotate: bool = False,
     integer: bool = False,
     empty_text: str = "nothing to show",
+    significant: Sequence[float] | None = None,
 ) -> Figure:
     """Grouped bars: one group per label, one bar per series.
 
     With a single series and ``group_of`` (e.g. the region of each concept), bars are coloured by
-    group and a legend names the groups, like the paper's per-concept figure.
+    group and a legend names the groups, like the paper's per-concept figure. ``significant`` (one
+    value per label, single series only) draws the significant subset of each bar as a hatched
+    bar over it (DESIGN.md §2c), labelled "significant (BH)".
     """
     n = len(labels)
     width_in = max(5.0, min(22.0, 1.2 + 0.32 * n * max(1, len(series))))
@@ -90,6 +93,16 @@ def bar_chart(
         else:
             color = (colors[i] if colors else PALETTE[i % len(PALETTE)])
             ax.bar(offs, values, bar_w, label=name, color=color)
+    handles = []
+    if significant is not None and k == 1:
+        ax.bar(x, significant, bar_w * 0.6, color="none", edgecolor="#111111", hatch="////", linewidth=0.8)
+        handles = [Patch(facecolor="none", edgecolor="#111111", hatch="////", label="significant (BH)")]
+        if group_of is not None:
+            old = ax.get_legend()
+            handles = list(old.legend_handles if old is not None else []) + handles
+        else:
+            handles = [Patch(color=(colors[0] if colors else PALETTE[0]), label=next(iter(series)))] + handles
+        ax.legend(handles=handles, fontsize=8, frameon=False)
     if k > 1:
         ax.legend(fontsize=8, frameon=False)
     ax.set_xticks(x)
@@ -118,6 +131,8 @@ def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts
             integer=True,
             group_of=[concept_region[i] for i in order],
             rotate=True,
+            significant=None if summary.paired_significant_per_concept is None
+            else [summary.paired_significant_per_concept[concepts[i]] for i in order],
         ),
         "per_region": bar_chart(
             list(summary.regions),
@@ -140,12 +155,14 @@ def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts
             integer=True,
         ),
     }
-    labels, values, fams = [], [], []
+    labels, values, fams, sig = [], [], [], []
     for fam, counts in summary.biased_per_group.items():
         for g, n in counts.items():
             labels.append(g)
             values.append(n)
             fams.append(fam)
+            if summary.biased_significant_per_group is not None:
+                sig.append(summary.biased_significant_per_group[fam][g])
     figs["biased_per_subgroup"] = bar_chart(
         labels,
         {"biased units": values},
@@ -155,6 +172,7 @@ def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts
         group_of=fams,
         rotate=True,
         empty_text="no global families in these results",
+        significant=sig if summary.biased_significant_per_group is not None else None,
     )
     return figs
 

@@ -34,12 +34,18 @@ GLOBAL_GROUPS_PREFIX = "global_groups_"
 
 @dataclass(frozen=True)
 class GlobalFamilyResult:
-    """One global family of one layer: its subgroups, P(g|u) [U,G] and the biased flags [U,G]."""
+    """One global family of one layer: its subgroups, P(g|u) [U,G] and the biased flags [U,G].
+
+    ``pvalues`` [U,G] f32 and ``biased_significant`` [U,G] bool (DESIGN.md §2c) are None for results
+    written before significance existed.
+    """
 
     name: str
     groups: tuple[str, ...]
     probs: np.ndarray
     biased: np.ndarray
+    pvalues: np.ndarray | None = None
+    biased_significant: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class LayerResults:
 
     ``paired`` is always present (derived when the file lacks it). ``top_images`` [U,K] int64 and
     ``top_maps`` [U,K,h,w] float32 are optional extras written by the pipeline for the reports.
+    ``auc``/``auc_pvalues`` [U,C] f32 and ``paired_significant`` [U,C] bool (DESIGN.md §2c) are None
+    for results written before significance existed. ``top_concept`` is -1 for a unit without one.
     """
 
     name: str
@@ -65,6 +73,16 @@ class LayerResults:
     global_families: tuple[GlobalFamilyResult, ...]
     top_images: np.ndarray | None = None
     top_maps: np.ndarray | None = None
+    auc: np.ndarray | None = None
+    auc_pvalues: np.ndarray | None = None
+    paired_significant: np.ndarray | None = None
+
+    @property
+    def has_significance(self) -> bool:
+        """Whether the results carry the §2c significance arrays (local and every global family)."""
+        return self.paired_significant is not None and all(
+            f.biased_significant is not None for f in self.global_families
+        )
 
     @property
     def num_units(self) -> int:
@@ -202,6 +220,9 @@ def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR
             raise HndError(f"{path}: {key!r} has shape {arr.shape}, expected {shape} (U={u}, C={c})")
         return arr
 
+    def optional(key: str, shape: tuple[int, ...], dtype) -> np.ndarray | None:
+        return shaped(key, shape).astype(dtype) if key in data else None
+
     concept_region = _strings(shaped("concept_region", (c,)))
     concept_type = _strings(shaped("concept_type", (c,)))
     iou = shaped("iou", (u, c)).astype(np.float32)
@@ -227,7 +248,9 @@ def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR
                 raise HndError(f"{path}: has {key!r} but no {part}{fam!r}")
         probs = shaped(f"global_probs_{fam}", (u, len(groups))).astype(np.float32)
         biased = shaped(f"biased_{fam}", (u, len(groups))).astype(bool)
-        families.append(GlobalFamilyResult(fam, groups, probs, biased))
+        pvalues = optional(f"global_pvalues_{fam}", (u, len(groups)), np.float32)
+        biased_sig = optional(f"biased_significant_{fam}", (u, len(groups)), bool)
+        families.append(GlobalFamilyResult(fam, groups, probs, biased, pvalues, biased_sig))
 
     top_images = data.get("top_images")
     if top_images is not None:
@@ -257,6 +280,9 @@ def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR
         global_families=tuple(families),
         top_images=top_images,
         top_maps=top_maps,
+        auc=optional("auc", (u, c), np.float32),
+        auc_pvalues=optional("auc_pvalues", (u, c), np.float32),
+        paired_significant=optional("paired_significant", (u, c), bool),
     )
 
 

@@ -11,6 +11,9 @@ Definitions (the report's vocabulary; DESIGN.md §2 says everything is computed 
   with at least one concept of type t (a unit paired with concepts of two types counts in both).
 * **biased toward g** (global family F): ``biased_F[u, g]``, over all units (global concepts have no
   location, so localizability does not filter them).
+* **significant** (DESIGN.md §2c): the same counts restricted to ``paired_significant`` /
+  ``biased_significant_F`` (BH-significant at the run's alpha). Every ``*_significant*`` field is
+  None when the results predate significance.
 
 Orders follow the taxonomy carried by the results: regions and types in order of first appearance
 on the concept axis, except that when the results use exactly the built-in Face Dictionary concepts
@@ -44,6 +47,14 @@ class LayerSummary:
     paired_per_concept: dict[str, int]
     biased_per_group: dict[str, dict[str, int]]
     biased_per_family: dict[str, int]
+    interpretable_significant: int | None = None
+    paired_significant_per_concept: dict[str, int] | None = None
+    biased_significant_per_group: dict[str, dict[str, int]] | None = None
+    biased_significant_per_family: dict[str, int] | None = None
+
+    @property
+    def has_significance(self) -> bool:
+        return self.interpretable_significant is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +71,10 @@ class LayerSummary:
             "paired_per_concept": self.paired_per_concept,
             "biased_per_group": self.biased_per_group,
             "biased_per_family": self.biased_per_family,
+            "interpretable_significant": self.interpretable_significant,
+            "paired_significant_per_concept": self.paired_significant_per_concept,
+            "biased_significant_per_group": self.biased_significant_per_group,
+            "biased_significant_per_family": self.biased_significant_per_family,
         }
 
 
@@ -100,6 +115,20 @@ def summarize_layer(layer: LayerResults) -> LayerSummary:
         f.name: {g: int(n) for g, n in zip(f.groups, f.biased.sum(axis=0))} for f in layer.global_families
     }
     biased_family = {f.name: int(f.biased.any(axis=1).sum()) for f in layer.global_families}
+    sig: dict[str, Any] = {}
+    if layer.has_significance:
+        psig = layer.paired_significant & layer.paired & loc[:, None]
+        sig = {
+            "interpretable_significant": int(psig.any(axis=1).sum()),
+            "paired_significant_per_concept": {c: int(n) for c, n in zip(layer.concepts, psig.sum(axis=0))},
+            "biased_significant_per_group": {
+                f.name: {g: int(n) for g, n in zip(f.groups, (f.biased_significant & f.biased).sum(axis=0))}
+                for f in layer.global_families
+            },
+            "biased_significant_per_family": {
+                f.name: int((f.biased_significant & f.biased).any(axis=1).sum()) for f in layer.global_families
+            },
+        }
     return LayerSummary(
         layer=layer.name,
         num_units=layer.num_units,
@@ -114,6 +143,7 @@ def summarize_layer(layer: LayerResults) -> LayerSummary:
         paired_per_concept=per_concept,
         biased_per_group=biased_group,
         biased_per_family=biased_family,
+        **sig,
     )
 
 

@@ -31,6 +31,10 @@ class ScoringConfig:
     pair_factor:    a unit is paired with concept c when P(c|u) > pair_factor / |R| (paper: 1.5).
     bias_cutoffs:   overrides per global family name -> cutoff; families not listed use the
                     taxonomy's cutoff (0.3 for 4 groups, 0.55 for 2 groups, else 1.2/G).
+    permutations:   permutations of the group labels per global family for the bias p-values
+                    (DESIGN.md §2c); the smallest p-value is 1 / (1 + permutations).
+    alpha:          Benjamini-Hochberg level for ``biased_significant_<F>`` and ``paired_significant``.
+    seed:           seed of the permutations (family k of the taxonomy uses ``[seed, k]``).
 
     Raises HndError for a value out of range (the message names the command-line option).
     """
@@ -47,6 +51,11 @@ class ScoringConfig:
     pair_factor: float = field(default=1.5, metadata=_option(
         "a unit is paired with concept c when P(c|u) > F / |R| (R: the unit's region)", metavar="F"))
     bias_cutoffs: dict[str, float] = field(default_factory=dict)
+    permutations: int = field(default=1000, metadata=_option(
+        "label permutations per global family for the bias p-values (smallest p: 1/(1+N))", metavar="N"))
+    alpha: float = field(default=0.05, metadata=_option(
+        "Benjamini-Hochberg false discovery rate for the significant biased and paired units", metavar="A"))
+    seed: int = field(default=0, metadata=_option("seed of the label permutations", metavar="K"))
 
     def __post_init__(self) -> None:
         from hnd_jax.errors import HndError
@@ -60,6 +69,11 @@ class ScoringConfig:
             raise HndError(f"--image-size {self.image_size}: expected a positive integer")
         for family, cutoff in self.bias_cutoffs.items():
             _check_number(f"bias cut-off of {family}", cutoff, low=0.0, high=1.0, low_open=True)
+        if isinstance(self.permutations, bool) or not isinstance(self.permutations, numbers.Integral) or self.permutations < 1:
+            raise HndError(f"--permutations {self.permutations!r}: expected a whole number of at least 1")
+        _check_number("--alpha", self.alpha, low=0.0, high=1.0, low_open=True, high_open=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise HndError(f"--seed {self.seed!r}: expected a whole number >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,6 +36,7 @@ from hnd_jax.scoring.hierarchy import (
     top_concepts,
     top_images,
 )
+from hnd_jax.scoring.significance import auc_test, benjamini_hochberg, global_permutation_test
 from hnd_jax.scoring.unit_stats import UnitStats
 from hnd_jax.sharding import make_data_mesh
 from hnd_jax.taxonomy import Taxonomy
@@ -120,6 +121,13 @@ class LayerScorer:
         ``intersection``/``union`` [U, C]); global_results: family name -> ``global_stats(n).finalize``
         output plus ``group`` [n_F] int (families left out are not scored).
 
+        Significance (DESIGN.md §2c, :mod:`hnd_jax.scoring.significance`): ``auc``/``auc_pvalues``
+        [U, C] f32 and ``paired_significant`` [U, C] bool (``paired``, BH-significant over all tested
+        (u, c) at ``config.alpha``, and AUC > 0.5); per family ``global_pvalues_F`` [U, G] f32 from
+        ``config.permutations`` permutations seeded ``[config.seed, position of F in the taxonomy]``,
+        ``global_effect_F`` [U, G] f32 and ``biased_significant_F`` [U, G] bool (``biased_F`` and
+        BH-significant over all (u, g) of every scored family of the layer together).
+
         Extras: ``lo``/``hi`` [U], ``paired`` [U, C], ``intersection``/``union`` [U, C] int64,
         ``top_images`` [U, 4] int64, ``global_lo_F``/``global_hi_F`` [U], and ``image_max`` [N, U]
         when it has at most ``IMAGE_MAX_STORE_LIMIT`` values.
@@ -158,8 +166,15 @@ class LayerScorer:
             "union": union,
             "top_images": top_images(image_max, TOP_IMAGES),
         }
+        auc, auc_p, tested = auc_test(image_max, self.labelled, self.family, tax.concept_family_index)
+        _, auc_sig = benjamini_hochberg(auc_p, cfg.alpha, tested)
+        out["auc"] = auc.astype(np.float32)
+        out["auc_pvalues"] = auc_p.astype(np.float32)
+        out["paired_significant"] = paired & auc_sig & (auc > 0.5)
         if image_max.size <= IMAGE_MAX_STORE_LIMIT:
             out["image_max"] = image_max
+        family_pos = {f.name: i for i, f in enumerate(tax.global_families)}
+        global_p: dict[str, np.ndarray] = {}
         for name, res in (global_results or {}).items():
             fam = tax.global_family(name)
             group = np.asarray(res["group"])
@@ -168,10 +183,27 @@ class LayerScorer:
                 raise ValueError(f"global family {name}: image_max {gmax.shape} vs {group.shape[0]} images")
             if group.size and (group.min() < 0 or group.max() >= fam.num_groups):
                 raise HndError(f"global family {name}: group indices must lie in 0..{fam.num_groups - 1}")
-            gp, biased = global_probabilities(gmax, group, fam.num_groups, res["lo"], res["hi"], self.bias_cutoff(name))
+            p64, biased = global_probabilities(
+                gmax, group, fam.num_groups, res["lo"], res["hi"], self.bias_cutoff(name), dtype=np.float64
+            )
+            gp = p64.astype(np.float32)
+            pvalues, effect = global_permutation_test(
+                gmax, group, fam.num_groups, res["lo"], res["hi"], p64, cfg.permutations, [cfg.seed, family_pos[name]]
+            )
+            global_p[name] = pvalues
+            out[f"global_pvalues_{name}"] = pvalues.astype(np.float32)
+            out[f"global_effect_{name}"] = effect.astype(np.float32)
             out[f"global_groups_{name}"] = np.asarray(fam.groups, dtype=str)
             out[f"global_probs_{name}"] = gp
             out[f"biased_{name}"] = biased
             out[f"global_lo_{name}"] = np.asarray(res["lo"], np.float32)
             out[f"global_hi_{name}"] = np.asarray(res["hi"], np.float32)
+        if global_p:  # one BH over every (u, g) of the layer's families (DESIGN.md §2c)
+            names = list(global_p)
+            _, sig = benjamini_hochberg(np.concatenate([global_p[f].ravel() for f in names]), cfg.alpha)
+            start = 0
+            for f in names:
+                size = global_p[f].size
+                out[f"biased_significant_{f}"] = out[f"biased_{f}"] & sig[start : start + size].reshape(global_p[f].shape)
+                start += size
         return out

@@ -36,20 +36,21 @@ def top_concepts(
     regions: Sequence[str],
     iou_threshold: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best concept of every unit, whether it is localizable, and its region.
+    """Best concept of every unit, whether it is localizable, and its region (DESIGN.md §2).
 
     Returns ``top_concept`` [U] int64 (argmax of IoU ignoring NaN, first concept on ties; -1 when
-    every IoU of the unit is NaN), ``localizable`` [U] bool (best IoU >= ``iou_threshold``) and
-    ``region`` [U] str ('' when not localizable).
+    the unit's best IoU is 0 or every IoU is NaN: such a unit has no top concept, never the first
+    concept of the axis), ``localizable`` [U] bool (best IoU >= ``iou_threshold``; False when
+    ``top_concept`` is -1) and ``region`` [U] str ('' when not localizable).
     """
     iou = np.asarray(iou)
     supported = ~np.isnan(iou)
     filled = np.where(supported, iou, -np.inf)
-    top = np.argmax(filled, axis=1).astype(np.int64)
-    any_support = supported.any(axis=1)
-    top = np.where(any_support, top, -1)
-    best = np.where(any_support, filled[np.arange(iou.shape[0]), np.maximum(top, 0)], -np.inf)
-    localizable = any_support & (best >= iou_threshold)
+    top = np.argmax(filled, axis=1).astype(np.int64) if iou.shape[1] else np.zeros(iou.shape[0], np.int64)
+    best = filled[np.arange(iou.shape[0]), top] if iou.shape[1] else np.full(iou.shape[0], -np.inf)
+    has_top = best > 0  # False for 0, -inf (all NaN) and when there is no concept
+    top = np.where(has_top, top, -1)
+    localizable = has_top & (best >= iou_threshold)
     region_names = np.asarray(list(regions) + [""])
     unit_region_index = np.where(localizable, np.asarray(concept_region_index)[np.maximum(top, 0)], -1)
     region = region_names[unit_region_index]  # -1 picks the trailing ''
@@ -143,8 +144,10 @@ def global_probabilities(
     lo: np.ndarray,
     hi: np.ndarray,
     cutoff: float,
+    dtype=np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Global-family probabilities ``P(g|u)`` [U, G] float32 and ``biased`` [U, G] bool.
+    """Global-family probabilities ``P(g|u)`` [U, G] (``dtype``, float32 by default; the flags are
+    always decided in float64) and ``biased`` [U, G] bool.
 
     image_max [n_F, U] over the family's images (family image order), group [n_F] int in 0..G-1,
     lo/hi [U] over the family's images. Ranks run over the whole family;
@@ -156,7 +159,7 @@ def global_probabilities(
     onehot = (group[:, None] == np.arange(num_groups)[None, :]).astype(np.float64)  # [n_F, G]
     score = _safe_divide(weight.T @ onehot, onehot.sum(axis=0)[None, :])  # empty group -> 0
     p = _safe_divide(score, score.sum(axis=1, keepdims=True))
-    return p.astype(np.float32), p >= cutoff
+    return p.astype(dtype), p >= cutoff
 
 
 def top_images(image_max: np.ndarray, k: int = 4) -> np.ndarray:

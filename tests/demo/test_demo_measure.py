@@ -10,22 +10,25 @@ from hnd_jax.demo.settings import DemoSettings
 from hnd_jax.errors import HndError
 
 
-def _scores(path, rng):
+def _scores(path, rng, significance=True):
     concepts = np.array(["Eyeglasses", "AU_1", "nose"])
     u = 40
     top = rng.integers(-1, 3, size=u)
     localizable = (top >= 0) & (rng.random(u) < 0.8)
     paired = rng.random((u, 3)) < 0.3
     biased = rng.random((u, 2)) < 0.4
+    extra = {}
+    if significance:
+        extra = {"paired_significant": rng.random((u, 3)) < 0.5, "biased_significant_skin_tone": rng.random((u, 2)) < 0.5}
     np.savez(path, concepts=concepts, top_concept=top, localizable=localizable, paired=paired,
-             global_groups_skin_tone=np.array(["bright", "dark"]), biased_skin_tone=biased)
-    return top, localizable, paired, biased
+             global_groups_skin_tone=np.array(["bright", "dark"]), biased_skin_tone=biased, **extra)
+    return top, localizable, paired, biased, extra
 
 
 def test_counts_match_a_hand_count(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "scores.npz"
-    top, localizable, paired, biased = _scores(path, rng)
+    top, localizable, paired, biased, extra = _scores(path, rng)
     got = planted_unit_counts(path, "Eyeglasses", "skin_tone", "bright")
     assert got["units"] == 40
     assert got["localizable"] == sum(bool(x) for x in localizable)
@@ -33,6 +36,14 @@ def test_counts_match_a_hand_count(tmp_path):
     assert got["top_concept_is_planted"] == sum(1 for t, l in zip(top, localizable) if t == 0 and l)
     assert got["biased_toward_planted_group"] == sum(bool(row[0]) for row in biased)
     assert got["biased_toward"] == {"bright": int(biased[:, 0].sum()), "dark": int(biased[:, 1].sum())}
+    assert got["paired_significant_with_planted_concept"] == sum(
+        bool(p[0] and q[0]) for p, q in zip(paired, extra["paired_significant"]))
+    assert got["biased_significant_toward_planted_group"] == sum(
+        bool(b[0] and q[0]) for b, q in zip(biased, extra["biased_significant_skin_tone"]))
+    assert 0 < got["paired_significant_with_planted_concept"] < got["paired_with_planted_concept"]
+    _scores(tmp_path / "old.npz", np.random.default_rng(1), significance=False)
+    old = planted_unit_counts(tmp_path / "old.npz", "Eyeglasses", "skin_tone", "bright")
+    assert old["paired_significant_with_planted_concept"] is None and old["biased_significant_toward_planted_group"] is None
     other = planted_unit_counts(path, "nose", "skin_tone", "dark")
     assert other["paired_with_planted_concept"] == int(paired[:, 2].sum())
     assert other["biased_toward_planted_group"] == int(biased[:, 1].sum())
@@ -71,8 +82,14 @@ def test_clearly_more_needs_three_units_and_significance():
 @pytest.mark.parametrize(
     "change, message",
     [({"train_images": 0}, "train_images"), ({"concept_bias": 0.5}, "concept_bias"), ({"group_bias": 1.5}, "group_bias"),
-     ({"layers": ()}, "layers"), ({"batch_size": 64, "train_images": 10}, "batch_size"), ({"image_size": 8}, "image_size")],
+     ({"layers": ()}, "layers"), ({"batch_size": 64, "train_images": 10}, "batch_size"), ({"image_size": 8}, "image_size"),
+     ({"replicates": 0}, "replicates"), ({"replicates": 1.5}, "replicates")],
 )
 def test_bad_settings_are_refused(change, message):
     with pytest.raises(HndError, match=message):
         DemoSettings(**change)
+
+
+def test_replicate_seeds_follow_the_seed():
+    assert DemoSettings(seed=3, replicates=3).replicate_seeds == (3, 4, 5)
+    assert DemoSettings().replicate_seeds == (0,) and DemoSettings().to_dict()["replicates"] == 1

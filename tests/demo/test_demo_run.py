@@ -18,6 +18,7 @@ from hnd_jax.cli.main import main
 from hnd_jax.demo import DemoSettings, run_demo
 from hnd_jax.demo.experiment import PROBES, probe_sets, training_set
 from hnd_jax.demo.measure import planted_unit_counts
+from hnd_jax.demo.run import FINDINGS, _finding, combine_replicates
 from hnd_jax.errors import HndError
 
 SMALL = DemoSettings(train_images=96, probe_images=24, dictionary_images=96, epochs=1, layers=("conv3", "conv4"))
@@ -60,7 +61,7 @@ def test_training_sets_plant_what_the_settings_say():
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     logs: list[str] = []
-    summary = run_demo(out, SMALL, progress=False, log=logs.append)
+    summary = run_demo(out, SMALL.scaled(replicates=2), progress=False, log=logs.append)
     return out, summary, logs
 
 
@@ -88,10 +89,62 @@ def test_summary_holds_what_the_dissection_measured(demo_out):
         assert model["biased_toward_planted_group"] == sum(
             model["layers"][l]["biased_toward_planted_group"] for l in SMALL.layers)
     finding = summary["finding"]
-    for key in ("paired_with_planted_concept", "biased_toward_planted_group"):
+    for key, sig in FINDINGS:
         assert finding[key]["biased"] == summary["models"]["biased"][key]
         assert finding[key]["control"] == summary["models"]["control"][key]
+        for name in ("biased", "control"):
+            assert finding[key][f"{name}_significant"] == summary["models"][name][sig] == sum(
+                summary["models"][name]["layers"][l][sig] for l in SMALL.layers)
+            assert finding[key][f"{name}_significant"] <= finding[key][name]
+        assert finding[key]["clearly_more"] == all(r["finding"][key]["clearly_more"] for r in summary["replicates"])
     assert any("train biased model" in line for line in logs)
+
+
+def test_replicates_are_measured_and_spread(demo_out):
+    out, summary, _ = demo_out
+    reps = summary["replicates"]
+    assert [r["seed"] for r in reps] == [0, 1] and summary["finding"]["replicates"] == 2
+    assert reps[0]["folder"] == "." and "models" not in reps[0]
+    second = reps[1]
+    assert second["folder"] == "replicates/seed1" and second["dictionary"] == SMALL.scaled(seed=1).dictionary_spec
+    for name in ("biased", "control"):
+        model = second["models"][name]
+        for layer in SMALL.layers:
+            entry = model["layers"][layer]
+            assert entry["scores"] == f"replicates/seed1/{name}/{layer}/scores.npz"
+            measured = planted_unit_counts(out / entry["scores"], "Eyeglasses", SMALL.planted_family,
+                                           SMALL.planted_group)
+            assert {k: entry[k] for k in measured} == measured
+    assert reps[0]["finding"] == _finding(summary["models"]) and second["finding"] == _finding(second["models"])
+    finding = summary["finding"]
+    for key, _ in FINDINGS:
+        for k in ("biased", "control", "biased_significant", "control_significant"):
+            values = [r["finding"][key][k] for r in reps]
+            assert finding[key]["spread"][k] == {"mean": round(sum(values) / 2, 3), "min": min(values),
+                                                 "max": max(values)}
+    assert finding["replicates_reproduced"] == sum(r["finding"]["reproduced"] for r in reps)
+    assert finding["reproduced"] == all(r["finding"]["reproduced"] for r in reps)
+    page = (out / "report.html").read_text()
+    assert "Replicates" in page and "replicates/seed1" in page
+
+
+def test_combined_verdict_needs_every_replicate():
+    def one(bs, cs, units=100):
+        models = {"biased": {"units": units}, "control": {"units": units}}
+        for raw, sig in FINDINGS:
+            models["biased"].update({raw: bs + 5, sig: bs})
+            models["control"].update({raw: cs + 5, sig: cs})
+        return _finding(models)
+
+    good, bad = one(20, 2), one(4, 2)
+    assert good["reproduced"] and not bad["reproduced"]
+    both = combine_replicates([good, bad])
+    assert not both["reproduced"] and both["replicates_reproduced"] == 1
+    key = FINDINGS[0][0]
+    assert both[key]["biased_significant"] == 20 and both[key]["biased"] == 25  # the first replicate's counts
+    assert both[key]["spread"]["biased_significant"] == {"mean": 12.0, "min": 4, "max": 20}
+    assert both[key]["replicates_clearly_more"] == 1 and not both[key]["clearly_more"]
+    assert combine_replicates([good, good])["reproduced"]
 
 
 def test_outputs_exist_and_the_page_links_resolve(demo_out):

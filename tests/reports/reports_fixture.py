@@ -65,6 +65,7 @@ def layer_arrays(
     top: bool = True,
     with_paired: bool = True,
     pair_factor: float = 1.5,
+    with_significance: bool = True,
 ) -> dict[str, np.ndarray]:
     """Random arrays with the §4 schema and the spec's internal consistency (region from top concept...)."""
     c = tax.num_concepts
@@ -77,8 +78,10 @@ def layer_arrays(
     if u > 2:
         iou[1, :] = 0.01  # a dead-ish unit: supported everywhere, never localizable
         iou[2, :] = 0.09  # ties: argmax takes the first
+    if u > 3:
+        iou[3, :] = 0.0  # fires nowhere on any concept: best IoU 0, no top concept (-1)
     filled = np.where(np.isnan(iou), -np.inf, iou)
-    top_concept = np.where(np.isfinite(filled.max(axis=1)), filled.argmax(axis=1), -1).astype(np.int64)
+    top_concept = np.where(filled.max(axis=1) > 0, filled.argmax(axis=1), -1).astype(np.int64)
     best = np.where(top_concept >= 0, filled.max(axis=1), np.nan)
     localizable = np.nan_to_num(best, nan=0.0) >= 0.04
     region = np.where(localizable, concept_region[np.maximum(top_concept, 0)], "")
@@ -107,6 +110,16 @@ def layer_arrays(
         arrays[f"global_groups_{fam.name}"] = np.array(fam.groups)
         arrays[f"global_probs_{fam.name}"] = probs
         arrays[f"biased_{fam.name}"] = probs >= fam.bias_cutoff
+    if with_significance:  # own generator: the arrays above stay what they were before significance existed
+        srng = np.random.default_rng([u, c, 14])
+        paired = arrays.get("paired", np.zeros((u, c), bool))
+        arrays["auc"] = srng.uniform(0.3, 1.0, size=(u, c)).astype(np.float32)
+        arrays["auc_pvalues"] = srng.uniform(0.0, 1.0, size=(u, c)).astype(np.float32)
+        arrays["paired_significant"] = paired & (srng.uniform(size=(u, c)) < 0.6)
+        for fam in tax.global_families:
+            biased = arrays[f"biased_{fam.name}"]
+            arrays[f"global_pvalues_{fam.name}"] = srng.uniform(0.0, 1.0, size=biased.shape).astype(np.float32)
+            arrays[f"biased_significant_{fam.name}"] = biased & (srng.uniform(size=biased.shape) < 0.5)
     if top:
         arrays["top_images"] = rng.integers(0, num_images, size=(u, 4)).astype(np.int64)
         arrays["top_maps"] = rng.uniform(0.0, 1.0, size=(u, 4, *map_hw)).astype(np.float32)
@@ -125,6 +138,9 @@ def write_fixture_run(
     with_paired: bool = True,
     pair_factor: float = 1.5,
     model_name: str = NASTY_MODEL_NAME,
+    with_significance: bool = True,
+    settings: dict | None = None,
+    dictionary: dict | None = None,
 ) -> FixtureRun:
     """Write a finished-looking run with the given {layer name: units}."""
     tax = taxonomy or default_taxonomy()
@@ -133,15 +149,16 @@ def write_fixture_run(
     for name, units in layers.items():
         want_top = top.get(name, True) if isinstance(top, dict) else top
         arrays = layer_arrays(tax, units, rng, num_images=num_images, top=want_top,
-                              with_paired=with_paired, pair_factor=pair_factor)
+                              with_paired=with_paired, pair_factor=pair_factor, with_significance=with_significance)
         (out / name).mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out / name / "scores.npz", **arrays)
         run.layers.append(FixtureLayer(name, arrays))
     run.meta = {
         "layers": list(layers),
-        "dictionary": {"kind": "synthetic", "spec": f"synthetic:{num_images}:{seed}", "num_local": num_images},
+        "dictionary": dictionary or {"kind": "synthetic", "spec": f"synthetic:{num_images}:{seed}", "num_local": num_images},
         "image_size": image_size,
-        "settings": {"image_size": image_size, "iou_threshold": 0.04, "pair_factor": pair_factor, "quantile": 0.005},
+        "settings": settings or {"image_size": image_size, "iou_threshold": 0.04, "pair_factor": pair_factor,
+                                 "quantile": 0.005},
         "model": {"name": model_name},
     }
     (out / "dissection.json").write_text(json.dumps(run.meta))

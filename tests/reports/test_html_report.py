@@ -133,6 +133,23 @@ def test_summary_tables_equal_independent_counts(report):
         assert rows == ref["per_concept"]
         rows = {(r[0], r[1]): int(r[2]) for r in table(section, "Biased units per global subgroup").rows}
         assert rows == {(f, g): n for f, gs in ref["biased"].items() for g, n in gs.items()}
+        # significant subsets beside the raw counts (DESIGN.md §2c)
+        assert f"{ref['interpretable_significant']} significant" in head
+        for f, n in ref["biased_significant_family"].items():
+            assert f"biased ({f}) ({n} significant)" in head.replace("  ", " ")
+        rows = {r[0]: int(r[4]) for r in table(section, "Units paired per concept").rows}
+        assert rows == ref["per_concept_significant"]
+        rows = {(r[0], r[1]): int(r[3]) for r in table(section, "Biased units per global subgroup").rows}
+        assert rows == {(f, g): n for f, gs in ref["biased_significant"].items() for g, n in gs.items()}
+
+
+def test_unit_without_top_concept_says_none(report):
+    run, _, text, parsed = report
+    for section, fixture_layer in zip(parsed.sections, run.layers):
+        assert fixture_layer.arrays["top_concept"][3] == -1
+        card = next(c for c in section.cards if c["data-unit"] == "3")
+        assert card["data-concept"] == "" and card["data-region"] == "-"
+    assert "top concept <b>none</b>" in text
 
 
 def test_without_dictionary_says_so_and_writes_no_assets(tmp_path):

@@ -42,3 +42,30 @@ def test_bar_heights_follow_the_values():
     bars = fig.axes[0].patches
     assert [round(b.get_height()) for b in bars] == [3, 0, 7, 1, 2, 3]
     assert figure_png(fig).startswith(b"\x89PNG")
+
+
+def test_significant_subset_is_drawn_over_the_bars():
+    fig = bar_chart(["a", "b", "c"], {"paired units": [3, 0, 7]}, title="t", ylabel="n", significant=[1, 0, 6],
+                    group_of=["r1", "r1", "r2"])
+    bars = fig.axes[0].patches
+    assert [round(b.get_height()) for b in bars] == [3, 0, 7, 1, 0, 6]
+    assert all(b.get_hatch() == "////" for b in bars[3:]) and not any(b.get_hatch() for b in bars[:3])
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["r1", "r2", "significant (BH)"]
+    figure_png(fig)
+
+
+def test_layer_plots_mark_significant_counts(tmp_path):
+    from hnd_jax.reports.plots import layer_figures
+    from hnd_jax.reports.results_view import load_run
+    from hnd_jax.reports.summary import summarize_layer
+
+    write_fixture_run(tmp_path / "run", {"l": 30}, top=False)
+    layer = load_run(tmp_path / "run").layers[0]
+    s = summarize_layer(layer)
+    figs = layer_figures(s, layer.concept_region, layer.concepts)
+    hatched = [round(b.get_height()) for b in figs["biased_per_subgroup"].axes[0].patches if b.get_hatch()]
+    want = [n for fam in s.biased_significant_per_group.values() for n in fam.values()]
+    assert hatched == want and sum(want) > 0
+    hatched = [round(b.get_height()) for b in figs["paired_per_concept"].axes[0].patches if b.get_hatch()]
+    assert sum(hatched) == sum(s.paired_significant_per_concept.values()) > 0

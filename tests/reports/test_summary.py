@@ -43,10 +43,30 @@ def reference_counts(a: dict) -> dict:
             groups = [str(g) for g in a[key]]
             out["biased"][fam] = {g: int(sum(bool(a[f"biased_{fam}"][u, j]) for u in range(u_count)))
                                   for j, g in enumerate(groups)}
+    if "paired_significant" in a:
+        sig = [[c for c in range(len(concepts)) if bool(a["localizable"][u]) and bool(a["paired"][u, c])
+                and bool(a["paired_significant"][u, c])] for u in range(u_count)]
+        out["interpretable_significant"] = sum(1 for x in sig if x)
+        out["per_concept_significant"] = {c: sum(1 for x in sig if i in x) for i, c in enumerate(concepts)}
+        out["biased_significant"] = {}
+        out["biased_significant_family"] = {}
+        for fam in out["biased"]:
+            groups = [str(g) for g in a[f"global_groups_{fam}"]]
+            flag = lambda u, j: bool(a[f"biased_{fam}"][u, j]) and bool(a[f"biased_significant_{fam}"][u, j])  # noqa: E731
+            out["biased_significant"][fam] = {g: sum(flag(u, j) for u in range(u_count)) for j, g in enumerate(groups)}
+            out["biased_significant_family"][fam] = sum(any(flag(u, j) for j in range(len(groups))) for u in range(u_count))
     return out
 
 
 def check_summary(summary, ref) -> None:
+    if "interpretable_significant" in ref:
+        assert summary.interpretable_significant == ref["interpretable_significant"]
+        assert summary.paired_significant_per_concept == ref["per_concept_significant"]
+        assert summary.biased_significant_per_group == ref["biased_significant"]
+        assert summary.biased_significant_per_family == ref["biased_significant_family"]
+        assert 0 < summary.interpretable_significant < summary.interpretable  # the fixture exercises both sides
+    else:
+        assert not summary.has_significance and summary.to_dict()["paired_significant_per_concept"] is None
     assert summary.localizable == ref["localizable"]
     assert summary.interpretable == ref["interpretable"]
     for r in summary.regions:
@@ -81,6 +101,21 @@ def test_user_taxonomy_comes_from_the_results(tmp_path):
     assert list(summary.biased_per_group) == ["Light"]
     assert list(summary.biased_per_group["Light"]) == ["dim", "mid", "bright"]
     check_summary(summary, reference_counts(run.layers[0].arrays))
+
+
+def test_results_without_significance_still_summarize(tmp_path):
+    run = write_fixture_run(tmp_path / "run", {"l": 30}, seed=5, top=False, with_significance=False)
+    layer = load_run(tmp_path / "run").layers[0]
+    assert not layer.has_significance and layer.auc is None
+    check_summary(summarize_layer(layer), reference_counts(run.layers[0].arrays))
+
+
+def test_unit_without_top_concept_is_counted_nowhere(tmp_path):
+    run = write_fixture_run(tmp_path / "run", {"l": 12}, seed=6, top=False)
+    layer = load_run(tmp_path / "run").layers[0]
+    assert layer.top_concept[3] == -1 and not layer.localizable[3] and layer.region[3] == ""
+    s = summarize_layer(layer)
+    assert sum(s.localizable_per_type.values()) == s.localizable  # -1 never indexes the last concept's type
 
 
 def test_paired_is_derived_when_absent(tmp_path):

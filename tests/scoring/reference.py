@@ -85,7 +85,7 @@ def iou(inter, union):
 
 
 def top_concept(iou_uc, concept_region, threshold):
-    """(top [U], localizable [U], region [U] str) with NaN ignored and -1 for all-NaN units."""
+    """(top [U], localizable [U], region [U] str) with NaN ignored; -1 when the best IoU is 0 or all NaN."""
     U, C = iou_uc.shape
     top = np.full(U, -1, np.int64)
     loc = np.zeros(U, bool)
@@ -98,8 +98,10 @@ def top_concept(iou_uc, concept_region, threshold):
                 continue
             if best is None or v > best:
                 best, arg = v, c
+        if best is None or best == 0:
+            arg = -1
         top[u] = arg
-        loc[u] = best is not None and best >= threshold
+        loc[u] = arg >= 0 and best >= threshold
         reg.append(concept_region[arg] if loc[u] else "")
     return top, loc, np.array(reg, dtype=str)
 

@@ -117,3 +117,60 @@ def test_bias_cutoff_override_and_default():
     assert scorer.bias_cutoff("skin_tone") == 0.3
     assert scorer.bias_cutoff("Age") == pytest.approx(0.4)
     assert dataclasses.asdict(config)["bias_cutoffs"] == {"Gender": 0.9}
+
+
+def test_significance_keys_shapes_and_subsets():
+    """§2c keys: shapes, dtypes, significant subsets of the raw flags, p-values against their references."""
+    import scipy.stats as st
+
+    from hnd_jax.scoring.significance import auc_test, benjamini_hochberg
+
+    dic, acts, global_acts = make_case(seed=3, U=6)
+    for a in global_acts.values():
+        a[..., 0] = 0.7  # dead on the global images too
+    config = ScoringConfig(image_size=dic.image_size, quantile=0.1, permutations=99, alpha=0.2, seed=5)
+    got = score(dic, acts, global_acts, config, one_device_mesh())
+    tax = dic.taxonomy
+    U, C = 6, tax.num_concepts
+    assert got["auc"].shape == got["auc_pvalues"].shape == got["paired_significant"].shape == (U, C)
+    assert got["auc"].dtype == got["auc_pvalues"].dtype == np.float32
+    assert not (got["paired_significant"] & ~got["paired"]).any()
+    assert not (got["paired_significant"] & ~(got["auc"] > 0.5)).any()
+    auc, p, tested = auc_test(got["image_max"], dic.labelled, dic.family, tax.concept_family_index)
+    np.testing.assert_array_equal(got["auc_pvalues"], p.astype(np.float32))
+    _, sig = benjamini_hochberg(p, 0.2, tested)
+    np.testing.assert_array_equal(got["paired_significant"], got["paired"] & sig & (auc > 0.5))
+    all_p = []
+    for fam in tax.global_families:
+        G = fam.num_groups
+        pv = got[f"global_pvalues_{fam.name}"]
+        assert pv.shape == got[f"global_effect_{fam.name}"].shape == (U, G) and pv.dtype == np.float32
+        assert ((pv >= 1 / 100 - 1e-7) & (pv <= 1)).all()
+        assert not (got[f"biased_significant_{fam.name}"] & ~got[f"biased_{fam.name}"]).any()
+        np.testing.assert_array_equal(pv[0], 1.0)  # the dead unit
+        all_p.append(pv.astype(np.float64).ravel())
+    # one BH over every (u, g) of the layer, all families together
+    flat = np.concatenate(all_p)
+    adj = st.false_discovery_control(flat, method="bh")
+    start = 0
+    for fam in tax.global_families:
+        size = U * fam.num_groups
+        want = got[f"biased_{fam.name}"] & (adj[start : start + size] <= 0.2).reshape(U, -1)
+        np.testing.assert_array_equal(got[f"biased_significant_{fam.name}"], want)
+        start += size
+    again = score(dic, acts, global_acts, config, one_device_mesh())
+    for key in got:
+        np.testing.assert_array_equal(got[key], again[key], err_msg=key)  # seeded: same run, same p-values
+    other = score(dic, acts, global_acts, dataclasses.replace(config, seed=6), one_device_mesh())
+    assert any(not np.array_equal(got[f"global_pvalues_{f.name}"], other[f"global_pvalues_{f.name}"])
+               for f in tax.global_families)
+
+
+@pytest.mark.parametrize("field,value", [("permutations", 0), ("permutations", 2.5), ("alpha", 0.0), ("alpha", 1.0),
+                                         ("seed", -1)])
+def test_config_rejects_bad_significance_settings(field, value):
+    from hnd_jax.errors import HndError
+
+    with pytest.raises(HndError, match=f"--{field}"):
+        ScoringConfig(image_size=8, **{field: value})
+    assert ScoringConfig(image_size=8).to_dict()["permutations"] == 1000

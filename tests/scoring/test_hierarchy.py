@@ -41,6 +41,8 @@ def test_top_concept_ignores_nan_breaks_ties_and_flags_unsupported():
             [np.nan] * 7,  # no support -> -1, not localizable
             [0.01, 0.039, 0.0, 0.0, 0.0, 0.0, 0.0],  # below threshold
             [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.04],  # exactly at threshold
+            [0.0] * 7,  # best IoU 0 -> no top concept (not the first concept of the axis)
+            [np.nan, 0.0, np.nan, 0.0, 0.0, np.nan, 0.0],  # zeros and NaN -> -1
         ],
         np.float32,
     )
@@ -49,7 +51,8 @@ def test_top_concept_ignores_nan_breaks_ties_and_flags_unsupported():
     np.testing.assert_array_equal(top, rtop)
     np.testing.assert_array_equal(loc, rloc)
     np.testing.assert_array_equal(region, rregion)
-    assert top.tolist() == [1, -1, 1, 6] and region.tolist() == ["Eye", "", "", "Chin"]
+    assert top.tolist() == [1, -1, 1, 6, -1, -1] and region.tolist() == ["Eye", "", "", "Chin", "", ""]
+    assert loc.tolist() == [True, False, False, True, False, False]
 
 
 def test_localizable_is_decided_on_exact_ratios():
