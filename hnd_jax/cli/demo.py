@@ -1,9 +1,10 @@
-"""`hnd demo`: the planted-bias experiment end to end (offline, a few minutes on 2 CPU cores)."""
+"""hnd demo: the planted-bias experiment end to end (offline, a few minutes on 2 CPU cores)."""
 
 from __future__ import annotations
 
 import argparse
 
+from hnd_jax.cli.help import HelpFormatter
 from hnd_jax.demo.settings import DemoSettings
 
 _DEFAULTS = DemoSettings()
@@ -14,18 +15,22 @@ def register(subparsers) -> None:
         "demo",
         help="train a biased and a control face CNN on synthetic faces, dissect both, compare",
         description=(
-            "Generate a synthetic Face Dictionary and a training set with a planted bias (the task's "
-            "positives mostly wear eyeglasses and carry a synthetic group cue), train the demo CNN on it and a control "
-            "on unbiased faces, dissect both and write OUT/report.html, OUT/compare/ and OUT/summary.json."
+            "Generate a synthetic Face Dictionary and a training set with a planted bias (the task's\n"
+            "positives mostly wear eyeglasses and carry a synthetic group cue), train the demo CNN on it\n"
+            "and a control on unbiased faces, dissect both and write OUT/report.html, OUT/compare/ and\n"
+            "OUT/summary.json. Afterwards, hnd report OUT rewrites both models' reports and OUT/index.html."
         ),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", help="output folder (new, empty, or an earlier demo's; default runs/demo)")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of every random choice (default 0)")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, metavar="S",
+                   help=f"seed of every random choice (default {_DEFAULTS.seed})")
     p.add_argument("--train-images", type=int, default=_DEFAULTS.train_images, metavar="N",
                    help=f"training images per model (default {_DEFAULTS.train_images})")
     p.add_argument("--dictionary-images", type=int, default=_DEFAULTS.dictionary_images, metavar="N",
                    help=f"synthetic dictionary size (default {_DEFAULTS.dictionary_images})")
-    p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help=f"training epochs (default {_DEFAULTS.epochs})")
+    p.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, metavar="E",
+                   help=f"training epochs (default {_DEFAULTS.epochs})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
