@@ -245,8 +245,8 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes], page_dir: Path = P
     css = (
         "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1280px;padding:0 24px;color:#1d2330}"
         "table{border-collapse:collapse;max-width:100%}"
-        "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;overflow-wrap:anywhere}th{background:#f3f4f6}"
-        "td.path{font-family:ui-monospace,monospace;font-size:12px}"
+        "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;overflow-wrap:break-word}th{background:#f3f4f6}"
+        "td.path{overflow-wrap:anywhere;min-width:16ch;font-family:ui-monospace,monospace;font-size:12px}"
         "figure{margin:16px 0}img{max-width:100%;height:auto;border:1px solid #eee}"
     )
     return (

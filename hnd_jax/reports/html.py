@@ -77,7 +77,7 @@ nav a{margin-right:12px}.headline{font-size:15px;margin:6px 0 12px}.headline b{f
 table{border-collapse:collapse;width:100%}td,th{padding:2px 6px;text-align:left;font-size:13px}
 th{color:var(--muted);font-weight:600;border-bottom:1px solid var(--line)}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .bar{height:9px;background:var(--acc);border-radius:2px;min-width:1px}.bar.b2{background:#9bb7ef}
-td.barcell{width:35%;min-width:60px}.scroll{max-height:360px;overflow-y:auto;overflow-x:hidden}td{overflow-wrap:anywhere}
+td.barcell{width:35%;min-width:60px}.scroll{max-height:360px;overflow-y:auto;overflow-x:hidden}td{overflow-wrap:break-word}
 .plots{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0;align-items:flex-start}
 .plots img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
 details.plotbox summary{cursor:pointer;color:var(--muted);margin-top:10px}

@@ -116,7 +116,7 @@ def run_row(item: IndexedRun, folder: Path) -> str:
 CSS = (
     "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1280px;padding:0 24px;color:#1d2330}"
     "table{border-collapse:collapse;max-width:100%;margin:8px 0 16px}"
-    "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;text-align:left;vertical-align:top;overflow-wrap:anywhere}"
+    "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;text-align:left;vertical-align:top;overflow-wrap:break-word}"
     "th{background:#f3f4f6}td.n{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#667085}"
     ".note{color:#7a2e0e;font-size:12px;max-width:420px}ul{padding-left:20px}"
 )
@@ -131,7 +131,7 @@ def index_html(folder: Path, runs: list[IndexedRun], extras: list[tuple[str, str
         f"<tbody>{body}</tbody></table>"
     )
     more = "".join(f'<li><a href="{esc(url)}">{esc(label)}</a></li>' for url, label in extras)
-    more_html = f"<h2>Also here</h2><ul>{more}</ul>" if more else ""
+    more_html = f"<p>Other pages here:</p><ul>{more}</ul>" if more else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
@@ -139,7 +139,7 @@ def index_html(folder: Path, runs: list[IndexedRun], extras: list[tuple[str, str
         f"<h1>HND reports in {esc(folder.resolve().name)}/</h1>"
         f"<p>{len(runs)} dissection{'s' if len(runs) != 1 else ''} found in this folder; "
         "counts are units of each layer (definitions in each report).</p>"
-        f"{table}{more_html}</body></html>\n"
+        f"{more_html}{table}</body></html>\n"
     )
 
 

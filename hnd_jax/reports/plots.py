@@ -91,7 +91,8 @@ def bar_chart(
             groups = list(dict.fromkeys(group_of))
             color_of = {g: PALETTE[j % len(PALETTE)] for j, g in enumerate(groups)}
             ax.bar(offs, values, bar_w, color=[color_of[g] for g in group_of])
-            ax.legend(handles=[Patch(color=color_of[g], label=g) for g in groups], fontsize=8, frameon=False)
+            ax.legend(handles=[Patch(color=color_of[g], label=g) for g in groups], fontsize=8, frameon=False,
+                      loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: never over a bar
         else:
             color = (colors[i] if colors else PALETTE[i % len(PALETTE)])
             ax.bar(offs, values, bar_w, label=name, color=color)
@@ -144,11 +145,11 @@ def hbar_chart(
             color_of = {g: PALETTE[j % len(PALETTE)] for j, g in enumerate(groups)}
             ax.barh(offs, values, bar_h, color=[color_of[g] for g in group_of])
             ax.legend(handles=[Patch(color=color_of[g], label=g) for g in groups], fontsize=9, frameon=False,
-                      loc="lower right")
+                      loc="best")
         else:
             ax.barh(offs, values, bar_h, label=name, color=PALETTE[i % len(PALETTE)])
     if k > 1:
-        ax.legend(fontsize=9, frameon=False, loc="lower right")
+        ax.legend(fontsize=9, frameon=False, loc="best")
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=9)
     ax.set_ylim(n - 0.4, -0.6)  # first label on top, like a table
