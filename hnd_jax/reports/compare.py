@@ -199,6 +199,14 @@ def folder_link(out_dir: str | Path, page_dir: Path) -> tuple[str, str | None]:
     return rel, url
 
 
+def breakable(text: Any) -> str:
+    """Escaped text with optional line breaks after '.', ':', '/' and '_' (used only when a column is too narrow)."""
+    out = html.escape(str(text), quote=True)
+    for ch in ".:/_":
+        out = out.replace(ch, ch + "<wbr>")
+    return out
+
+
 def _html_page(table: dict[str, Any], pngs: dict[str, bytes], page_dir: Path = Path(".")) -> str:
     esc = lambda v: html.escape(str(v), quote=True)  # noqa: E731
     links = {r["out_dir"]: folder_link(r["out_dir"], page_dir) for r in table["series"]}
@@ -207,8 +215,8 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes], page_dir: Path = P
         rel, url = links[out_dir]
         title = f' title="{esc(out_dir)}"'
         if url is None:
-            return f'<td class="path"{title}>{esc(rel)}</td>'
-        return f'<td class="path"{title}><a href="{esc(url)}">{esc(rel)}</a></td>'
+            return f'<td class="path"{title}>{breakable(rel)}</td>'
+        return f'<td class="path"{title}><a href="{esc(url)}">{breakable(rel)}</a></td>'
 
     reports = [(r["label"], links[r["out_dir"]][1]) for r in table["series"]]
     seen: set[str] = set()
@@ -224,14 +232,14 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes], page_dir: Path = P
         for name in FIGURES
     )
     head = "".join(
-        f"<th>{esc(h)}</th>"
-        for h in ["series", "folder", "layer", "units", "localizable", "interpretable"]
+        f"<th>{esc(h).replace('~', '&shy;')}</th>"  # '~': where a long header may break
+        for h in ["series", "folder", "layer", "units", "local~izable", "interpret~able"]
         + [f"interp. {r}" for r in table["regions"]]
     )
     body = "".join(
         "<tr>"
-        + f"<td>{esc(r['label'])}</td>{folder_cell(r['out_dir'])}"
-        + "".join(f"<td>{esc(x)}</td>" for x in (r["layer"], r["num_units"]))
+        + f"<td>{breakable(r['label'])}</td>{folder_cell(r['out_dir'])}"
+        + "".join(f"<td>{breakable(x)}</td>" for x in (r["layer"], r["num_units"]))
         + f'<td>{r["fractions"]["localizable"]:.3f}</td><td>{r["fractions"]["interpretable"]:.3f}</td>'
         + "".join(f'<td>{r["fractions"]["interpretable_per_region"][g]:.3f}</td>' for g in table["regions"])
         + "</tr>"
@@ -246,7 +254,7 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes], page_dir: Path = P
         "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1280px;padding:0 24px;color:#1d2330}"
         "table{border-collapse:collapse;max-width:100%}"
         "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;overflow-wrap:break-word}th{background:#f3f4f6}"
-        "td.path{overflow-wrap:anywhere;min-width:16ch;font-family:ui-monospace,monospace;font-size:12px}"
+        "td.path{font-family:ui-monospace,monospace;font-size:12px}"
         "figure{margin:16px 0}img{max-width:100%;height:auto;border:1px solid #eee}"
     )
     return (

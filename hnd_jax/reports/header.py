@@ -185,8 +185,7 @@ def families_row(record: Any, out_dir: Path) -> str:
     skipped = record.get("skipped") if isinstance(record.get("skipped"), dict) else {}
     text = "scored: " + (", ".join(esc(x) for x in scored) if scored else "none")
     if skipped:
-        text += ' · <span class="warn">not scored: ' + "; ".join(f"{esc(k)} ({esc(v)})" for k, v in skipped.items())
-        text += "</span>"
+        text += f' · <span class="warn">not scored: {esc(", ".join(skipped))} (why: see the note below)</span>'
     return text
 
 

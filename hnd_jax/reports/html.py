@@ -151,7 +151,7 @@ def _count_table(
 ) -> str:
     """A table of named rows with numeric columns and bars for the first two; ``legend`` names the bars."""
     rows = list(rows)
-    top = max([c[0] for c in counts] + [1])
+    top = max([c for cs in counts for c in cs[:2]] + [1])  # both bars on one scale, none past the cell
     body = []
     for names, cs in zip(rows, counts):
         cells = "".join(f"<td>{esc(n)}</td>" for n in names)

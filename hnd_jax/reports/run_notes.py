@@ -35,7 +35,7 @@ def global_families_advice(meta: dict[str, Any]) -> str:
     if from_activations_file(meta):
         return (
             "to score them, pass --activations an .npz holding 'local' and one '<Family>/<group>' array per "
-            "subgroup (e.g. 'Age/sixty_plus'; `hnd extract --dictionary ... --for-dissect` writes one), "
+            "subgroup (e.g. 'Age/sixty_plus'; hnd extract --dictionary D --for-dissect writes one), "
             "or dissect with --model so hnd runs the model over the global images itself"
         )
     return (

@@ -134,6 +134,9 @@ def test_report_has_the_header_table_and_bar_legends(tmp_path):
     assert len(keys) == 2
     assert 'class="bar"></i>localizable' in keys[0] and 'class="bar b2"></i>interpretable' in keys[0]
     assert "localizable (top concept)" in keys[1] and "interpretable (paired)" in keys[1]
+    # both bars share one scale: the longest is 100%, none longer (interpretable per type can exceed localizable)
+    widths = [float(w) for w in re.findall(r'class="bar(?: b2)?" style="width:([0-9.]+)%"', text)]
+    assert widths and max(widths) == 100.0
 
 
 def skip_globals(run, reason_of) -> dict:

@@ -84,7 +84,7 @@ def test_compare_links_back_relative_to_its_own_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)  # run from another folder, with relative paths
     compare_runs(["../runs/m1", "../runs/m2"], "../out/cmp")
     page = tmp_path / "out" / "cmp" / "compare.html"
-    text = page.read_text()
+    text = page.read_text().replace("<wbr>", "")  # optional line breaks inside paths
     links = local_links(page)
     assert (runs / "m1" / "report.html").resolve() in links
     assert all(p.exists() for p in links)
