@@ -9,6 +9,7 @@ report is. Counts follow :mod:`hnd_jax.reports.summary`, so the console and the 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def console_summary(out: str | Path, *, top: int = 3, report: str | Path | None 
         lines.extend(layer_lines(layer, summarize_layer(layer), top))
     note = global_families_note(run.meta)
     if note:
-        lines.append(f"note: {note}")
+        lines.append(textwrap.fill(f"note: {note}", width=100, subsequent_indent="  ", break_on_hyphens=False))
     page = Path(report) if report is not None else run.out_dir / REPORT_HTML
     if page.is_file():
         lines.append(f"report: {page}")

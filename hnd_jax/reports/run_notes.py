@@ -44,11 +44,20 @@ def global_families_advice(meta: dict[str, Any]) -> str:
     )
 
 
+def grouped_reasons(skipped: dict[str, str]) -> list[tuple[list[str], str]]:
+    """(families, reason) with families skipped for the same reason named once, their own name written
+    '<Family>' in it: "Age, Gender: no '<Family>/<group>' arrays in a.npy"; a lone family keeps its text."""
+    groups: dict[str, list[str]] = {}
+    for fam, why in skipped.items():
+        groups.setdefault(why.replace(f"'{fam}/", "'<Family>/"), []).append(fam)
+    return [(fams, why if len(fams) > 1 else skipped[fams[0]]) for why, fams in groups.items()]
+
+
 def global_families_note(meta: dict[str, Any]) -> str | None:
     """One paragraph naming the unscored global families, why, and how to get them; None when none was skipped."""
     skipped = skipped_global_families(meta)
     if not skipped:
         return None
-    reasons = "; ".join(f"{fam}: {why}" for fam, why in skipped.items())
+    reasons = "; ".join(f"{', '.join(fams)}: {why}" for fams, why in grouped_reasons(skipped))
     advice = global_families_advice(meta)
     return f"Global families not scored ({', '.join(skipped)}): {reasons}. {advice[0].upper()}{advice[1:]}."

@@ -75,10 +75,12 @@ def test_missing_global_families_and_the_report_path(tmp_path):
     run = write_fixture_run(tmp_path / "run", {"l": 6}, top=False)
     skip_globals(run, lambda f: f"no '{f}/<group>' arrays in acts.npy")
     (run.out / "report.html").write_text("<html></html>")
-    lines = console_summary(run.out).splitlines()
+    text = console_summary(run.out)
+    lines = text.splitlines()
     assert not any(x.startswith("  biased units") for x in lines)
-    note = next(x for x in lines if x.startswith("note: "))
-    assert "Age: no 'Age/<group>' arrays in acts.npy" in note and "--model" in note and ".npz" in note
+    note = " ".join(text[text.index("note: "):text.index("\nreport: ")].split())  # wrapped at 100 columns
+    assert all(len(x) <= 100 for x in lines if not x.startswith("report: "))
+    assert "skin_tone: no '<Family>/<group>' arrays in acts.npy" in note and "--model" in note and ".npz" in note
     assert lines[-1] == f"report: {run.out / 'report.html'}"
     assert console_summary(run.out, report="elsewhere.html").splitlines()[-1].startswith("results: ")
 
