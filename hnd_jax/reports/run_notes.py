@@ -58,6 +58,7 @@ def global_families_note(meta: dict[str, Any]) -> str | None:
     skipped = skipped_global_families(meta)
     if not skipped:
         return None
-    reasons = "; ".join(f"{', '.join(fams)}: {why}" for fams, why in grouped_reasons(skipped))
+    groups = grouped_reasons(skipped)
+    reasons = groups[0][1] if len(groups) == 1 else "; ".join(f"{', '.join(fams)}: {why}" for fams, why in groups)
     advice = global_families_advice(meta)
     return f"Global families not scored ({', '.join(skipped)}): {reasons}. {advice[0].upper()}{advice[1:]}."
