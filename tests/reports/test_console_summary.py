@@ -80,7 +80,7 @@ def test_missing_global_families_and_the_report_path(tmp_path):
     assert not any(x.startswith("  biased units") for x in lines)
     note = " ".join(text[text.index("note: "):text.index("\nreport: ")].split())  # wrapped at 100 columns
     assert all(len(x) <= 100 for x in lines if not x.startswith("report: "))
-    assert "skin_tone: no '<Family>/<group>' arrays in acts.npy" in note and "--model" in note and ".npz" in note
+    assert "skin_tone): no '<Family>/<group>' arrays in acts.npy" in note and "--model" in note and ".npz" in note
     assert lines[-1] == f"report: {run.out / 'report.html'}"
     assert console_summary(run.out, report="elsewhere.html").splitlines()[-1].startswith("results: ")
 
