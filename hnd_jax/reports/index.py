@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from hnd_jax.atomic import write_text
 from hnd_jax.reports.results_view import DISSECTION_JSON, RunResults, load_run
-from hnd_jax.reports.run_notes import global_families_note
+from hnd_jax.reports.run_notes import skipped_global_families
 from hnd_jax.reports.summary import summarize_layer
 
 INDEX_HTML = "index.html"
@@ -94,8 +94,9 @@ def run_row(item: IndexedRun, folder: Path) -> str:
     else:
         name = esc(run.out_dir.relative_to(folder)) + ' <span class="muted">(no report)</span>'
     links = f'<a href="{esc(rel)}/{DISSECTION_JSON}">dissection.json</a>'
-    note = global_families_note(run.meta)
-    note_html = f'<div class="note">{esc(note)}</div>' if note else ""
+    skipped = skipped_global_families(run.meta)
+    note_html = (f'<div class="note">global families not scored: {esc(", ".join(skipped))} (why: see its report)</div>'
+                 if skipped else "")
     rows = []
     span = len(run.layers)
     for i, layer in enumerate(run.layers):

@@ -123,3 +123,16 @@ def test_hbar_rows_keep_their_height(n):
     assert [round(b.get_width()) for b in bars[:n]] == list(range(n))
     assert fig.get_size_inches()[1] >= HBAR_ROW_IN * n * 1.6
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [f"c{i}" for i in range(n)]
+
+
+def test_index_names_runs_without_global_families(tmp_path):
+    from test_header import skip_globals
+
+    from hnd_jax.reports.index import write_index
+
+    write_fixture_run(tmp_path / "a", {"l": 4}, top=False)
+    skip_globals(write_fixture_run(tmp_path / "b", {"l": 4}, top=False), lambda f: f"no '{f}/<group>' arrays in x.npy")
+    text = write_index(tmp_path).read_text()
+    assert text.count("global families not scored") == 1
+    assert "global families not scored: Age, Gender, Ethnicity, skin_tone (why: see its report)" in text
+    assert "(no report)" in text  # neither run has a report.html: named, not linked
