@@ -9,6 +9,7 @@ is shown as ``key: value`` text, and the whole file is linked for the rest.
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,6 @@ MAX_TEXT = 48  # a path longer than this is shortened to its last parts
 
 
 def esc(value: Any) -> str:
-    import html
-
     return html.escape(str(value), quote=True)
 
 
