@@ -49,10 +49,11 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type, names:
         f = by_name[name]
         meta = dict(f.metadata)
         default = (defaults or {}).get(name, f.default if f.default is not MISSING else None)
-        flag = "--" + name.replace("_", "-")
+        flag = meta.pop("flag", "--" + name.replace("_", "-"))
+        meta.setdefault("dest", name)
         help_text = meta.pop("help")
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", help=help_text)
+            parser.add_argument(flag, action="store_true", help=help_text, dest=meta["dest"])
             continue
         kind = type(default) if default is not None else int
         if "choices" not in meta:

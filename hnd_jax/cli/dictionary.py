@@ -18,6 +18,18 @@ import sys
 from hnd_jax.cli.common import add_taxonomy_arg
 from hnd_jax.errors import HndError
 
+DESCRIPTION = """\
+Inspect, convert and generate Face Dictionaries.
+
+  check ROOT|PREP|synthetic[:N[:SEED]]   decode every file and print what the dictionary holds
+                                         (images per family, concept and subgroup, sizes, problems)
+  prepare ROOT --size S --out PREP       decode and resize once into a tensorflow-datasets
+                                         array_record dataset that every command accepts for ROOT
+  synth OUT [--images N] [--seed S]      write the synthetic Face Dictionary in the published layout
+
+'synthetic' alone means 600 images, seed 0.
+"""
+
 
 def _index_files(pairs: list[str] | None) -> dict[str, str] | None:
     """``--index-file FAMILY=FILE`` (repeatable) -> {family: file}."""
@@ -48,18 +60,22 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "dictionary",
         help="check, prepare or generate a Face Dictionary",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="dictionary_command", metavar="ACTION")
 
-    c = sub.add_parser("check", help="validate a Face Dictionary and summarise it")
+    c = sub.add_parser("check", help="validate a Face Dictionary and summarise it",
+                       description="Decode every file of a Face Dictionary and print what it holds: images per "
+                       "family, concept and global subgroup, the image size range, and every problem found.")
     c.add_argument("dictionary", metavar="ROOT|PREP", help="published-layout root, prepared folder, or synthetic[:N[:SEED]]")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_common(c)
     c.set_defaults(func=run_check)
 
-    r = sub.add_parser("prepare", help="decode and resize once into a tfds array_record dataset")
+    r = sub.add_parser("prepare", help="decode and resize once into a tfds array_record dataset",
+                       description="Decode and resize a Face Dictionary once into a tensorflow-datasets "
+                       "array_record dataset (PREP) that every command accepts in place of ROOT.")
     r.add_argument("dictionary", metavar="ROOT", help="published-layout root or synthetic[:N[:SEED]]")
     r.add_argument("--size", type=int, required=True, metavar="S", help="analysis size S (the model's input size)")
     r.add_argument("--out", required=True, metavar="PREP", help="output folder (written atomically)")
@@ -68,7 +84,9 @@ def register(subparsers) -> None:
     _add_common(r)
     r.set_defaults(func=run_prepare)
 
-    s = sub.add_parser("synth", help="write the synthetic Face Dictionary in the published layout")
+    s = sub.add_parser("synth", help="write the synthetic Face Dictionary in the published layout",
+                       description="Write the procedural (synthetic) Face Dictionary as files in the published "
+                       "layout: index CSVs, images, masks and non_localizable/ global images.")
     s.add_argument("out", metavar="OUT", help="output folder")
     s.add_argument("--images", type=int, default=600, metavar="N", help="number of local images (default 600)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")

@@ -18,11 +18,12 @@ import argparse
 import sys
 
 from hnd_jax.cli.common import add_config_options, add_dictionary_arg, add_taxonomy_arg, config_values
+from hnd_jax.cli.help import HelpFormatter
 from hnd_jax.errors import HndError
 from hnd_jax.pipeline.config import RunConfig
 from hnd_jax.scoring.config import ScoringConfig
 
-SCORING_OPTIONS = ("image_size", "quantile", "iou_threshold", "iou_mode", "pair_factor")
+SCORING_OPTIONS = ("image_size", "quantile", "iou_threshold", "iou_mode", "pair_factor", "permutations", "alpha", "seed")
 RUN_OPTIONS = ("batch_size", "cache_budget", "checkpoint_every", "devices", "progress", "fresh")
 
 
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
         "dissect",
         help="pair every unit of a layer with Face Dictionary concepts",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", metavar="NAME|CARD.toml",
@@ -81,13 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """The results are complete at this point; the report is a view of them, written after."""
+    from hnd_jax.reports.console import console_summary
+
     if args.no_report:
-        print(f"results in {args.out} (report skipped: hnd report {args.out})")
+        print(console_summary(args.out))
         return 0
     from hnd_jax.reports.build import build_report
 
     outcome = build_report(args.out, dictionary=args.dictionary, taxonomy=args.taxonomy)
     for note in outcome.notes:
         print(f"hnd: note: {note}", file=sys.stderr)
-    print(f"results in {args.out}; report {outcome.html}")
+    print(console_summary(args.out))
     return 0

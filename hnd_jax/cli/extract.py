@@ -1,4 +1,4 @@
-"""`hnd extract`: activations of named layers, saved as float32 NCHW (PyTorch's layout).
+"""hnd extract: activations of named layers, saved as float32 NCHW (PyTorch's layout).
 
 Inputs (exactly one):
   --inputs X.npy      preprocessed images, float32 [N, H, W, 3] (NHWC); used as they are
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from hnd_jax.cli.common import add_taxonomy_arg
+from hnd_jax.cli.help import HelpFormatter
 
 
 def register(subparsers) -> None:
@@ -23,7 +24,7 @@ def register(subparsers) -> None:
         "extract",
         help="save the activations of named layers (NCHW float32) for images, an array or the dictionary",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, metavar="NAME", help="model card name (see models/) or a card .toml")
     p.add_argument("--weights", metavar="W", help="original .pt/.pth/.bin/.safetensors/.npz or a converted folder")
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
     src.add_argument("--images", metavar="DIR", help="folder of image files (sorted by name)")
     src.add_argument("--dictionary", metavar="ROOT|PREP|synthetic", help="Face Dictionary local images")
     p.add_argument("--out", required=True, metavar="ACTS.npz", help="output .npz (or .npy for one layer)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B")
+    p.add_argument("--batch-size", type=int, default=32, metavar="B", help="images per forward")
     p.add_argument(
         "--for-dissect",
         action="store_true",

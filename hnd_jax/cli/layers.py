@@ -1,4 +1,4 @@
-"""`hnd layers`: every dissectable layer of a model card's architecture, with its activation shape.
+"""hnd layers: every dissectable layer of a model card's architecture, with its activation shape.
 
 No weights are needed: the model is built with random parameters and its shapes are traced, not
 computed. Shapes are printed the PyTorch way, channels x height x width, for one image.
@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 
+from hnd_jax.cli.help import HelpFormatter
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "layers",
         help="list the dissectable layers of a model and their activation shapes",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="NAME", help="model card name (see models/) or a card .toml")
+    p.add_argument("--model", required=True, metavar="NAME", help="a model card name (see models/) or the path of a card .toml file")
     p.add_argument("--image-size", type=int, metavar="S", help="input side in pixels (default: the card's input size)")
     p.add_argument("--json", action="store_true", help="print JSON: [{name, channels, height, width}, ...]")
     p.set_defaults(func=run)

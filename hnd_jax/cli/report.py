@@ -1,4 +1,9 @@
-"""`hnd report OUT`: write OUT/report.html and OUT/plots/ for a finished dissection (offline)."""
+"""hnd report OUT: write OUT/report.html and OUT/plots/ for a finished dissection (offline).
+
+OUT is a hnd dissect output folder (it holds dissection.json). On a folder that holds several
+dissections in sub-folders instead (the output of hnd demo, a sweep over models), every one of them
+gets its report and FOLDER/index.html links them all.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import sys
 
 from hnd_jax.cli.common import add_taxonomy_arg
+from hnd_jax.cli.help import HelpFormatter
 
 
 def register(subparsers) -> None:
@@ -13,25 +19,36 @@ def register(subparsers) -> None:
         "report",
         help="write the HTML report and plots of a finished dissection",
         description=__doc__,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("out", metavar="OUT", help="a `hnd dissect` output folder (holds dissection.json)")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        help="a hnd dissect output folder (holds dissection.json), or a folder of several such as a hnd demo output",
+    )
     p.add_argument(
         "--dictionary",
         metavar="ROOT|PREP|synthetic",
         default=None,
         help="the Face Dictionary for the top images (default: the one recorded in dissection.json)",
     )
-    p.add_argument("--no-images", action="store_true", help="do not open the dictionary; cards without images")
+    p.add_argument("--no-images", action="store_true", help="do not open the dictionary; unit cards without images")
     p.add_argument("--no-plots", action="store_true", help="do not (re)write OUT/plots/")
-    p.add_argument("--max-units", type=int, default=None, metavar="N", help="at most N unit cards per layer (highest IoU)")
+    p.add_argument(
+        "--max-units",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N unit cards per layer, those with the highest IoU (default: every unit)",
+    )
     add_taxonomy_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hnd_jax.reports.build import build_report
+    from hnd_jax.reports.build import FolderOutcome, build_reports
 
-    outcome = build_report(
+    outcome = build_reports(
         args.out,
         dictionary=args.dictionary,
         taxonomy=args.taxonomy,
@@ -39,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         max_units=args.max_units,
     )
-    for note in outcome.notes:
-        print(f"hnd: note: {note}", file=sys.stderr)
-    print(f"wrote {outcome.html}" + (f" and {len(outcome.plots)} plots" if outcome.plots else ""))
+    for one in outcome.reports if isinstance(outcome, FolderOutcome) else [outcome]:
+        for note in one.notes:
+            print(f"hnd: note: {note}", file=sys.stderr)
+        print(f"wrote {one.html}" + (f" and {len(one.plots)} plots" if one.plots else ""))
+    if isinstance(outcome, FolderOutcome):
+        print(f"wrote {outcome.index} (links the {len(outcome.reports)} reports)")
     return 0

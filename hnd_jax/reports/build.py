@@ -129,3 +129,35 @@ def build_report(
     written = write_plots(out_dir, run) if plots else []
     html_path = write_report(out_dir, dictionary=dico, max_units=max_units)
     return ReportOutcome(html=html_path, plots=written, notes=notes)
+
+
+@dataclass
+class FolderOutcome:
+    """What :func:`build_reports` wrote for a folder of several dissections: each report and the index."""
+
+    index: Path
+    reports: list[ReportOutcome]
+
+
+def build_reports(out_dir: str | Path, **options: Any) -> ReportOutcome | FolderOutcome:
+    """``hnd report FOLDER``: one dissection's report, or every report under FOLDER and an index page.
+
+    A folder with ``dissection.json`` is one dissection (:func:`build_report`). A folder without one
+    that holds dissections in sub-folders (the demo's ``biased/`` and ``control/``) gets each of
+    their reports and ``FOLDER/index.html`` linking them (:mod:`hnd_jax.reports.index`). ``options``
+    are :func:`build_report`'s keywords, applied to every run. Raises :class:`HndError` when the
+    folder holds no dissection at all.
+    """
+    from hnd_jax.reports.index import find_runs, write_index
+    from hnd_jax.reports.results_view import DISSECTION_JSON
+
+    folder = Path(out_dir)
+    if (folder / DISSECTION_JSON).is_file() or not folder.is_dir():
+        return build_report(folder, **options)
+    runs = find_runs(folder)
+    if not runs:
+        raise HndError(
+            f"{folder}: no {DISSECTION_JSON} here or in its sub-folders (not a `hnd dissect` or `hnd demo` output folder)"
+        )
+    reports = [build_report(run, **options) for run in runs]
+    return FolderOutcome(index=write_index(folder, runs), reports=reports)

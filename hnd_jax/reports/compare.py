@@ -34,15 +34,17 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import quote
 
 import numpy as np
 
 from hnd_jax.atomic import write_bytes, write_json, write_text
 from hnd_jax.errors import HndError
-from hnd_jax.reports.plots import bar_chart, figure_png
+from hnd_jax.reports.plots import bar_chart, figure_png, hbar_chart
 from hnd_jax.reports.results_view import LayerResults, RunResults, load_run
 from hnd_jax.reports.summary import LayerSummary, summarize_layer
 
@@ -251,7 +253,7 @@ def comparison_table(series: list[Series]) -> dict[str, Any]:
             {
                 "label": s.label,
                 "mixed": run_conditions(s.run.meta) != base_conditions,
-                "out_dir": str(s.run.out_dir),
+                "out_dir": str(s.run.out_dir.resolve()),
                 "layer": s.layer.name,
                 "num_units": m.num_units,
                 "counts": m.to_dict(),
@@ -308,35 +310,76 @@ def comparison_figures(table: dict[str, Any]):
             table["concept_types"], series_of("interpretable_per_type", table["concept_types"], plain),
             title="Interpretable units per concept type", ylabel="fraction of the layer's units",
         ),
-        "biased_per_subgroup": bar_chart(
+        "biased_per_subgroup": hbar_chart(
             [f"{f}: {g}" for f, g in subgroups],
             series_of("biased_per_group", subgroups, lambda d, fg: d[fg[0]][fg[1]]),
-            title="Units biased toward each global subgroup", ylabel="fraction of the layer's units",
-            rotate=True, empty_text="no global families in these results",
+            title="Units biased toward each global subgroup", xlabel="fraction of the layer's units",
+            empty_text="no global families in these results",
         ),
-        "paired_per_concept": bar_chart(
+        "paired_per_concept": hbar_chart(
             table["concepts"], series_of("paired_per_concept", table["concepts"], plain),
-            title="Units paired with each concept", ylabel="fraction of the layer's units", rotate=True,
+            title="Units paired with each concept", xlabel="fraction of the layer's units",
         ),
     }
 
 
-def _html_page(table: dict[str, Any], pngs: dict[str, bytes]) -> str:
+def folder_link(out_dir: str | Path, page_dir: Path) -> tuple[str, str | None]:
+    """(folder as shown on compare.html, URL of its report.html or None): both relative to ``page_dir``.
+
+    Relative to the page's own folder, so the table and links stay right wherever the command ran
+    and when the comparison folder is opened elsewhere together with the runs.
+    """
+    target = Path(out_dir).resolve()
+    try:
+        rel = os.path.relpath(target, page_dir.resolve())
+    except ValueError:  # another drive (Windows): keep it absolute
+        rel = str(target)
+    report = target / "report.html"
+    url = "/".join(quote(part) for part in Path(rel).parts) + "/report.html" if report.is_file() else None
+    return rel, url
+
+
+def breakable(text: Any) -> str:
+    """Escaped text with optional line breaks after '.', ':', '/' and '_' (used only when a column is too narrow)."""
+    out = html.escape(str(text), quote=True)
+    for ch in ".:/_":
+        out = out.replace(ch, ch + "<wbr>")
+    return out
+
+
+def _html_page(table: dict[str, Any], pngs: dict[str, bytes], page_dir: Path = Path(".")) -> str:
     esc = lambda v: html.escape(str(v), quote=True)  # noqa: E731
+    links = {r["out_dir"]: folder_link(r["out_dir"], page_dir) for r in table["series"]}
+
+    def folder_cell(out_dir: str) -> str:
+        rel, url = links[out_dir]
+        title = f' title="{esc(out_dir)}"'
+        if url is None:
+            return f'<td class="path"{title}>{breakable(rel)}</td>'
+        return f'<td class="path"{title}><a href="{esc(url)}">{breakable(rel)}</a></td>'
+
+    reports = [(r["label"], links[r["out_dir"]][1]) for r in table["series"]]
+    seen: set[str] = set()
+    report_links = " · ".join(
+        f'<a href="{esc(url)}">{esc(label.split(":")[0])}</a>'
+        for label, url in reports
+        if url is not None and not (url in seen or seen.add(url))
+    )
+    reports_html = f"<p>Reports compared: {report_links}</p>" if report_links else ""
     imgs = "".join(
         f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{base64.b64encode(pngs[name]).decode()}">'
         f"<figcaption>{esc(name.replace('_', ' '))}</figcaption></figure>"
         for name in FIGURES
     )
     head = "".join(
-        f"<th>{esc(h)}</th>"
-        for h in ["series", "folder", "layer", "units", "localizable", "interpretable"]
+        f"<th>{esc(h).replace('~', '&shy;')}</th>"  # '~': where a long header may break
+        for h in ["series", "folder", "layer", "units", "local~izable", "interpret~able"]
         + [f"interp. {r}" for r in table["regions"]]
     )
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{esc(x)}</td>" for x in (r["label"] + (" (mixed)" if r.get("mixed") else ""), r["out_dir"],
-                                                  r["layer"], r["num_units"]))
+        + f"<td>{breakable(r['label'] + (' (mixed)' if r.get('mixed') else ''))}</td>{folder_cell(r['out_dir'])}"
+        + "".join(f"<td>{breakable(x)}</td>" for x in (r["layer"], r["num_units"]))
         + f'<td>{r["fractions"]["localizable"]:.3f}</td><td>{r["fractions"]["interpretable"]:.3f}</td>'
         + "".join(f'<td>{r["fractions"]["interpretable_per_region"][g]:.3f}</td>' for g in table["regions"])
         + "</tr>"
@@ -368,16 +411,20 @@ def _html_page(table: dict[str, Any], pngs: dict[str, bytes]) -> str:
         else ""
     )
     css = (
-        "body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d2330}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px}th{background:#f3f4f6}"
-        "figure{margin:16px 0}img{max-width:100%;border:1px solid #eee}"
+        "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1280px;padding:0 24px;color:#1d2330}"
+        "table{border-collapse:collapse;max-width:100%}"
+        "td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;overflow-wrap:break-word}th{background:#f3f4f6}"
+        "td.path{font-family:ui-monospace,monospace;font-size:12px}"
+        "figure{margin:16px 0}img{max-width:100%;height:auto;border:1px solid #eee}"
         ".mixed{background:#fff3cd;border:1px solid #e0b000;padding:6px 10px}"
     )
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>HND comparison</title>'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1"><title>HND comparison</title>'
         f"<style>{css}</style></head><body><h1>HND comparison</h1>"
-        "<p>Fractions of each layer's units (details and counts in compare.json).</p>"
-        f"{mixed}{left_out}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{tests_html}{imgs}"
+        "<p>Fractions of each layer's units (details and counts in <a href=\"compare.json\">compare.json</a>).</p>"
+        f"{reports_html}{mixed}"
+        f"{left_out}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{tests_html}{imgs}"
         "</body></html>\n"
     )
 
@@ -399,5 +446,5 @@ def compare_runs(
     for name, data in pngs.items():
         write_bytes(out / f"compare_{name}.png", data)
     write_json(out / COMPARE_JSON, table)
-    write_text(out / COMPARE_HTML, _html_page(table, pngs))
+    write_text(out / COMPARE_HTML, _html_page(table, pngs, out))
     return out

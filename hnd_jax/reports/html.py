@@ -15,7 +15,6 @@ region, IoU and interpretability. All text from the results is escaped.
 from __future__ import annotations
 
 import html
-import json
 import math
 import shutil
 from pathlib import Path
@@ -27,9 +26,11 @@ from PIL import Image
 
 from hnd_jax.atomic import atomic_dir, write_text
 from hnd_jax.dictionary.base import FaceDictionary
+from hnd_jax.reports.header import HEADER_CSS, header_html
 from hnd_jax.reports.overlays import THUMB_SIZE, UnitTiles, render_unit_tiles
 from hnd_jax.reports.plots import PLOT_NAMES, plot_path
 from hnd_jax.reports.results_view import LayerResults, RunResults, iou_threshold_of, load_run
+from hnd_jax.reports.run_notes import skipped_global_families
 from hnd_jax.reports.summary import LayerSummary, interpretable_mask, summarize_layer
 
 REPORT_HTML = "report.html"
@@ -71,18 +72,21 @@ h2{font-size:19px;margin:18px 0 8px;border-bottom:2px solid var(--acc);padding-b
 h3{font-size:15px;margin:14px 0 6px}dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0}
 dl.meta dt{color:var(--muted)}dl.meta dd{margin:0;font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
 nav a{margin-right:12px}.headline{font-size:15px;margin:6px 0 12px}.headline b{font-size:17px}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:14px}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,420px),1fr));gap:14px}
 .panel{background:#fff;border:1px solid var(--line);border-radius:8px;padding:10px 12px}
 table{border-collapse:collapse;width:100%}td,th{padding:2px 6px;text-align:left;font-size:13px}
 th{color:var(--muted);font-weight:600;border-bottom:1px solid var(--line)}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .bar{height:9px;background:var(--acc);border-radius:2px;min-width:1px}.bar.b2{background:#9bb7ef}
-td.barcell{width:45%}.scroll{max-height:360px;overflow:auto}.plots img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
-.plots{display:grid;grid-template-columns:repeat(3,1fr);gap:10px;margin:10px 0}.plots img{width:100%;height:auto}
-.plots img.wide{grid-column:1/-1;max-height:340px;object-fit:contain}details.plotbox summary{cursor:pointer;color:var(--muted);margin-top:10px}
+td.barcell{width:35%;min-width:60px}.scroll{max-height:360px;overflow-y:auto;overflow-x:hidden}td{overflow-wrap:break-word}
+.plots{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0;align-items:flex-start}
+.plots img{max-width:100%;height:auto;border:1px solid var(--line);background:#fff}
+details.plotbox summary{cursor:pointer;color:var(--muted);margin-top:10px}
+.barkey{font-size:12px;color:var(--muted);margin:6px 0 0}.barkey i{display:inline-block;width:14px;height:9px;border-radius:2px;
+margin:0 4px 0 10px;vertical-align:0}.barkey i:first-child{margin-left:0}
 .controls{position:sticky;top:0;z-index:2;background:#f7f8fa;padding:8px 0;display:flex;flex-wrap:wrap;gap:12px;
 align-items:center;border-bottom:1px solid var(--line);margin-top:14px}.controls label{font-size:13px}
 .controls select,.controls input[type=number]{font:inherit;padding:2px 4px}.count{color:var(--muted)}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(410px,1fr));gap:12px;margin-top:12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,410px),1fr));gap:12px;margin-top:12px}
 .card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:10px 12px}.card[hidden]{display:none}
 .card.dim{opacity:.78}.card header{all:unset;display:flex;justify-content:space-between;align-items:baseline;gap:8px}
 .card h4{margin:0;font-size:15px}.tag{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;background:#eef2fb;color:#2c4a8a}
@@ -132,23 +136,22 @@ JS = """
 """
 
 
-def _meta_list(meta: dict[str, Any]) -> str:
-    rows = []
-    for key in ("model", "dictionary", "image_size", "settings", "created", "versions"):
-        if key not in meta:
-            continue
-        value = meta[key]
-        text = str(value) if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True, default=str)
-        if len(text) > 600:
-            text = text[:600] + " …"
-        rows.append(f"<dt>{esc(key)}</dt><dd>{esc(text)}</dd>")
-    return f'<dl class="meta">{"".join(rows)}</dl>' if rows else ""
+def bar_key(names: Iterable[str]) -> str:
+    """The legend of a count table's bars: one swatch per bar colour (first numeric column first)."""
+    swatches = "".join(f'<i class="bar{" b2" if i else ""}"></i>{esc(n)}' for i, n in enumerate(names))
+    return f'<p class="barkey">bars: {swatches}</p>'
 
 
-def _count_table(title: str, rows: Iterable[tuple[str, ...]], headers: tuple[str, ...], counts: list[list[int]]) -> str:
-    """A table of named rows with numeric columns and a bar for the first numeric column."""
+def _count_table(
+    title: str,
+    rows: Iterable[tuple[str, ...]],
+    headers: tuple[str, ...],
+    counts: list[list[int]],
+    legend: tuple[str, ...] = (),
+) -> str:
+    """A table of named rows with numeric columns and bars for the first two; ``legend`` names the bars."""
     rows = list(rows)
-    top = max([c[0] for c in counts] + [1])
+    top = max([c for cs in counts for c in cs[:2]] + [1])  # both bars on one scale, none past the cell
     body = []
     for names, cs in zip(rows, counts):
         cells = "".join(f"<td>{esc(n)}</td>" for n in names)
@@ -160,7 +163,7 @@ def _count_table(title: str, rows: Iterable[tuple[str, ...]], headers: tuple[str
     head = "".join(f"<th>{esc(h)}</th>" for h in headers) + "<th></th>"
     return (
         f'<div class="panel"><h3>{esc(title)}</h3><div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f'<tbody>{"".join(body)}</tbody></table></div></div>'
+        f'<tbody>{"".join(body)}</tbody></table></div>{bar_key(legend) if legend else ""}</div>'
     )
 
 
@@ -169,10 +172,11 @@ def _sig(n: int | None) -> str:
     return "" if n is None else f" (<b>{n}</b> significant)"
 
 
-def summary_html(layer: LayerResults, summary: LayerSummary) -> str:
+def summary_html(layer: LayerResults, summary: LayerSummary, meta: dict[str, Any] | None = None) -> str:
     """The summary block of one layer: headline numbers and the count tables.
 
-    Raw counts are shown with their significant subset (DESIGN.md §2c) when the results carry it.
+    Raw counts are shown with their significant subset (DESIGN.md §2c) when the results carry it;
+    ``meta`` (dissection.json) says why global families are missing, when they are.
     """
     u = max(summary.num_units, 1)
     sig_fam = summary.biased_significant_per_family or {}
@@ -195,12 +199,14 @@ def summary_html(layer: LayerResults, summary: LayerSummary) -> str:
             [(r,) for r in summary.regions],
             ("region", "localizable", "interpretable"),
             [[summary.localizable_per_region[r], summary.interpretable_per_region[r]] for r in summary.regions],
+            legend=("localizable", "interpretable"),
         ),
         _count_table(
             "Per concept type",
             [(t,) for t in summary.concept_types],
             ("type", "localizable (top concept)", "interpretable (paired)"),
             [[summary.localizable_per_type[t], summary.interpretable_per_type[t]] for t in summary.concept_types],
+            legend=("localizable (top concept)", "interpretable (paired)"),
         ),
     ]
     order = [i for r in summary.regions for i, cr in enumerate(layer.concept_region) if cr == r]
@@ -226,9 +232,22 @@ def summary_html(layer: LayerResults, summary: LayerSummary) -> str:
             )
         )
     else:
-        panels.append('<div class="panel"><h3>Biased units per global subgroup</h3>'
-                      '<p class="note">These results have no global families.</p></div>')
+        skipped = skipped_global_families(meta or {})
+        why = (f"No global family was scored ({esc(', '.join(skipped))}): "
+               '<a href="#global-families-note">why, and how to get them</a>.') if skipped else (
+               "These results have no global families.")
+        panels.append(f'<div class="panel"><h3>Biased units per global subgroup</h3><p class="note">{why}</p></div>')
     return headline + f'<div class="grid">{"".join(panels)}</div>'
+
+
+def _size_attrs(path: Path) -> str:
+    """` width=".." height=".."` of an image file (read from its header), so the page lays out before it loads."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except OSError:
+        return ""
+    return f' width="{w}" height="{h}"'
 
 
 def plots_html(out_dir: Path, layer: LayerResults) -> str:
@@ -237,8 +256,7 @@ def plots_html(out_dir: Path, layer: LayerResults) -> str:
         path = plot_path(out_dir, layer.name, name)
         if path.is_file():
             rel = "/".join(quote(p) for p in path.relative_to(out_dir).parts)
-            wide = ' class="wide"' if name == "paired_per_concept" else ""
-            imgs.append(f'<img{wide} loading="lazy" src="{esc(rel)}" alt="{esc(name.replace("_", " "))}">')
+            imgs.append(f'<img loading="lazy"{_size_attrs(path)} src="{esc(rel)}" alt="{esc(name.replace("_", " "))}">')
     if not imgs:
         return ""
     return f'<details class="plotbox" open><summary>Plots (OUT/plots/)</summary><div class="plots">{"".join(imgs)}</div></details>'
@@ -408,6 +426,7 @@ def layer_section(
     dictionary: FaceDictionary | None,
     max_units: int | None,
     iou_threshold: float | None,
+    meta: dict[str, Any] | None = None,
 ) -> str:
     """The <section> of one layer: summary, plots, controls and unit cards (writes its image strips)."""
     summary = summarize_layer(layer)
@@ -430,7 +449,7 @@ def layer_section(
     legend = LEGEND + (f'<p class="note">{esc(note)}</p>' if tiles and note else "")
     return (
         f'<section class="layer" id="layer-{index}" data-layer="{esc(layer.name)}">'
-        f"<h2>Layer {esc(layer.name)}</h2>{summary_html(layer, summary)}{plots_html(out, layer)}"
+        f"<h2>Layer {esc(layer.name)}</h2>{summary_html(layer, summary, meta)}{plots_html(out, layer)}"
         f'{controls_html(layer, summary)}{legend}{shown}<div class="cards">{cards}</div></section>'
     )
 
@@ -444,15 +463,18 @@ def _title(meta: dict[str, Any]) -> str:
     return f"HND report · {name}" if name else "HND report"
 
 
-def page_html(meta: dict[str, Any], layer_names: list[str], sections: list[str]) -> str:
-    """The whole document around the layer sections (inline CSS and script: nothing loaded from outside)."""
+def page_html(meta: dict[str, Any], layer_names: list[str], sections: list[str], out_dir: str | Path = ".") -> str:
+    """The whole document around the layer sections (inline CSS and script: nothing loaded from outside).
+
+    ``out_dir``: the output folder, to show recorded paths relative to it (see :mod:`hnd_jax.reports.header`).
+    """
     title = _title(meta)
     nav = "".join(f'<a href="#layer-{i}">{esc(name)}</a>' for i, name in enumerate(layer_names))
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f"<header><h1>{esc(title)}</h1>{_meta_list(meta)}<nav>{nav}</nav></header>"
+        f"<title>{esc(title)}</title><style>{CSS}{HEADER_CSS}</style></head><body>"
+        f"<header><h1>{esc(title)}</h1>{header_html(meta, out_dir)}<nav>{nav}</nav></header>"
         f"{''.join(sections)}<script>{JS}</script></body></html>\n"
     )
 
@@ -474,12 +496,14 @@ def write_report(
     with atomic_dir(out / ASSETS_DIR) as assets:
         assets.chmod(0o755)  # mkdtemp makes it private; a report folder is meant to be shared or served
         sections = [
-            layer_section(out, i, layer, assets, dictionary=dictionary, max_units=max_units, iou_threshold=iou_cut)
+            layer_section(
+                out, i, layer, assets, dictionary=dictionary, max_units=max_units, iou_threshold=iou_cut, meta=run.meta
+            )
             for i, layer in enumerate(run.layers)
         ]
         has_assets = any(assets.iterdir())
     if not has_assets:
         shutil.rmtree(out / ASSETS_DIR, ignore_errors=True)
     path = out / REPORT_HTML
-    write_text(path, page_html(run.meta, [layer.name for layer in run.layers], sections))
+    write_text(path, page_html(run.meta, [layer.name for layer in run.layers], sections, out))
     return path

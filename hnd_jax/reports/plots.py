@@ -30,6 +30,10 @@ from hnd_jax.reports.summary import LayerSummary, summarize_layer
 
 PLOTS_DIR = "plots"
 PLOT_NAMES = ("paired_per_concept", "per_region", "per_concept_type", "biased_per_subgroup")
+SMALL_WIDTH_IN = 4.4  # two small plots side by side on a 1000 px page at 100 dpi
+MAX_WIDTH_IN = 9.0  # the widest plot, in inches at 100 dpi: fits a 1000 px page unscaled
+HBAR_WIDTH_IN = 7.0
+HBAR_ROW_IN = 0.19  # height of one bar row: 9 pt labels stay apart
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD")
 
 
@@ -73,7 +77,8 @@ def bar_chart(
     bar over it (DESIGN.md §2c), labelled "significant (BH)".
     """
     n = len(labels)
-    width_in = max(5.0, min(22.0, 1.2 + 0.32 * n * max(1, len(series))))
+    # At most MAX_WIDTH_IN wide: the page shows plots at their natural size (long axes use hbar_chart).
+    width_in = max(SMALL_WIDTH_IN, min(MAX_WIDTH_IN, 1.2 + 0.32 * n * max(1, len(series))))
     fig = Figure(figsize=(width_in, 4.2), layout="constrained")
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=11)
@@ -89,7 +94,8 @@ def bar_chart(
             groups = list(dict.fromkeys(group_of))
             color_of = {g: PALETTE[j % len(PALETTE)] for j, g in enumerate(groups)}
             ax.bar(offs, values, bar_w, color=[color_of[g] for g in group_of])
-            ax.legend(handles=[Patch(color=color_of[g], label=g) for g in groups], fontsize=8, frameon=False)
+            ax.legend(handles=[Patch(color=color_of[g], label=g) for g in groups], fontsize=8, frameon=False,
+                      loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: never over a bar
         else:
             color = (colors[i] if colors else PALETTE[i % len(PALETTE)])
             ax.bar(offs, values, bar_w, label=name, color=color)
@@ -117,20 +123,76 @@ def bar_chart(
     return fig
 
 
+def hbar_chart(
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    *,
+    title: str,
+    xlabel: str,
+    group_of: Sequence[str] | None = None,
+    integer: bool = False,
+    empty_text: str = "nothing to show",
+    significant: Sequence[float] | None = None,
+) -> Figure:
+    """Horizontal grouped bars for long axes (38 concepts, several models): one row per label, top to bottom.
+
+    The figure is :data:`HBAR_WIDTH_IN` wide and grows in height with the number of bars, so every
+    tick label is 9 pt at the page's 100% zoom however many labels there are. With a single series and
+    ``group_of``, bars are coloured by group (the region of each concept) with a legend, as in
+    :func:`bar_chart`; ``significant`` (single series) hatches the significant subset of each bar.
+    """
+    n = len(labels)
+    k = max(1, len(series))
+    height_in = 1.3 + HBAR_ROW_IN * max(n, 1) * (1 + 0.6 * (k - 1))
+    fig = Figure(figsize=(HBAR_WIDTH_IN, height_in), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11)
+    if n == 0 or not series:
+        _empty_note(ax, empty_text)
+        return fig
+    y = np.arange(n)
+    bar_h = 0.8 / k
+    for i, (name, values) in enumerate(series.items()):
+        offs = y - 0.4 + bar_h * (i + 0.5)
+        if k == 1 and group_of is not None:
+            groups = list(dict.fromkeys(group_of))
+            color_of = {g: PALETTE[j % len(PALETTE)] for j, g in enumerate(groups)}
+            ax.barh(offs, values, bar_h, color=[color_of[g] for g in group_of])
+            handles = [Patch(color=color_of[g], label=g) for g in groups]
+            if significant is not None:
+                ax.barh(offs, significant, bar_h * 0.6, color="none", edgecolor="#111111", hatch="////",
+                        linewidth=0.8)
+                handles.append(Patch(facecolor="none", edgecolor="#111111", hatch="////", label="significant (BH)"))
+            ax.legend(handles=handles, fontsize=9, frameon=False, loc="best")
+        else:
+            ax.barh(offs, values, bar_h, label=name, color=PALETTE[i % len(PALETTE)])
+    if k > 1:
+        ax.legend(fontsize=9, frameon=False, loc="best")
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=9)
+    ax.set_ylim(n - 0.4, -0.6)  # first label on top, like a table
+    ax.set_xlabel(xlabel)
+    if integer:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    return fig
+
+
 def layer_figures(summary: LayerSummary, concept_region: Sequence[str], concepts: Sequence[str]) -> dict[str, Figure]:
     """The four figures of one layer, keyed by :data:`PLOT_NAMES`."""
     head = f"{summary.layer} ({summary.num_units} units)"
     # Concepts grouped by region in the display order of the regions, keeping axis order inside.
     order = [i for r in summary.regions for i, cr in enumerate(concept_region) if cr == r]
     figs = {
-        "paired_per_concept": bar_chart(
+        "paired_per_concept": hbar_chart(
             [concepts[i] for i in order],
             {"paired units": [summary.paired_per_concept[concepts[i]] for i in order]},
             title=f"{head}: units paired with each concept",
-            ylabel="units",
+            xlabel="units",
             integer=True,
             group_of=[concept_region[i] for i in order],
-            rotate=True,
             significant=None if summary.paired_significant_per_concept is None
             else [summary.paired_significant_per_concept[concepts[i]] for i in order],
         ),

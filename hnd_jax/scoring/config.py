@@ -55,7 +55,8 @@ class ScoringConfig:
         "label permutations per global family for the bias p-values (smallest p: 1/(1+N))", metavar="N"))
     alpha: float = field(default=0.05, metadata=_option(
         "Benjamini-Hochberg false discovery rate for the significant biased and paired units", metavar="A"))
-    seed: int = field(default=0, metadata=_option("seed of the label permutations", metavar="K"))
+    seed: int = field(default=0, metadata=_option("seed of the label permutations", metavar="K",
+                                                  flag="--permutation-seed"))
 
     def __post_init__(self) -> None:
         from hnd_jax.errors import HndError
@@ -73,7 +74,7 @@ class ScoringConfig:
             raise HndError(f"--permutations {self.permutations!r}: expected a whole number of at least 1")
         _check_number("--alpha", self.alpha, low=0.0, high=1.0, low_open=True, high_open=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
-            raise HndError(f"--seed {self.seed!r}: expected a whole number >= 0")
+            raise HndError(f"--permutation-seed {self.seed!r}: expected a whole number >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

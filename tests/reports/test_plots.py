@@ -67,5 +67,6 @@ def test_layer_plots_mark_significant_counts(tmp_path):
     hatched = [round(b.get_height()) for b in figs["biased_per_subgroup"].axes[0].patches if b.get_hatch()]
     want = [n for fam in s.biased_significant_per_group.values() for n in fam.values()]
     assert hatched == want and sum(want) > 0
-    hatched = [round(b.get_height()) for b in figs["paired_per_concept"].axes[0].patches if b.get_hatch()]
+    # paired_per_concept is a horizontal bar chart: a bar's length is its width
+    hatched = [round(b.get_width()) for b in figs["paired_per_concept"].axes[0].patches if b.get_hatch()]
     assert sum(hatched) == sum(s.paired_significant_per_concept.values()) > 0
