@@ -21,8 +21,9 @@ TF32-capable GPUs do not round the inputs to bfloat16 or TF32).
 
 **Static shapes.** The number of mixed (image, cell, unit) triples depends on the data. The kernel
 lists them with ``jnp.nonzero(..., size=B*cells*U)`` (static) and evaluates them in a
-``lax.while_loop`` over chunks of a fixed ``capacity`` (pixels ``capacity x ly x lx``, masks
-``capacity x C x ly x lx``): the loop runs ``ceil(mixed / capacity)`` times, so a batch with more
+``lax.while_loop`` over chunks of a fixed ``capacity`` (pixels ``capacity x ly x lx``, mask bits
+``capacity x C x ceil(ly*lx/32)`` words: the masks are laid out per cell and bit-packed once per
+batch, and a mixed cell's intersections are popcounts of its fire bits AND the mask bits): the loop runs ``ceil(mixed / capacity)`` times, so a batch with more
 mixed cells than the capacity is still exact, takes longer, and never recompiles. The capacity is
 sized from a per-platform memory budget (:data:`CELL_CHUNK_ELEMENTS`).
 
@@ -53,9 +54,9 @@ from hnd_jax.scoring.tally_runs import row_segments
 from hnd_jax.scoring.upsample import TINY, axis_weights
 from hnd_jax.sharding import DATA_AXIS
 
-#: Bound on one chunk of mixed cells, in mask elements (capacity * C * ly * lx), per platform.
+#: Bound on one chunk of mixed cells, in elements (see :func:`cell_capacity`), per platform.
 CELL_CHUNK_ELEMENTS = {"cpu": 1 << 22}
-CELL_CHUNK_ELEMENTS_ACCELERATOR = 1 << 26
+CELL_CHUNK_ELEMENTS_ACCELERATOR = 1 << 27
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,22 @@ def axis_cells(n_in: int, size: int) -> AxisCells:
 
 
 def cell_capacity(num_concepts: int, cell_pixels: int, platform: str) -> int:
-    """Mixed cells per chunk: the per-platform element budget over ``C x ly x lx`` (at least 1)."""
+    """Mixed cells per chunk: the per-platform element budget over one cell's work (at least 1).
+
+    One mixed cell holds ``ly * lx`` float64 values and ``C * ceil(ly*lx/32)`` words of mask bits.
+    """
     budget = CELL_CHUNK_ELEMENTS.get(platform, CELL_CHUNK_ELEMENTS_ACCELERATOR)
-    return max(1, budget // max(1, (num_concepts + 2) * cell_pixels))
+    per_cell = 4 * cell_pixels + num_concepts * -(-cell_pixels // 32)
+    return max(1, budget // max(1, per_cell))
+
+
+def pack_bits(x: jax.Array) -> jax.Array:
+    """bool [..., P] -> uint32 [..., ceil(P/32)]: bit ``j`` of word ``i`` is pixel ``32*i + j`` (zero padded)."""
+    P = x.shape[-1]
+    W = -(-P // 32)
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, W * 32 - P)]).reshape(*x.shape[:-1], W, 32)
+    shifts = jnp.arange(32, dtype=jnp.uint32)
+    return (x.astype(jnp.uint32) << shifts).sum(axis=-1, dtype=jnp.uint32)
 
 
 def _image_group(b_local: int, size: int) -> int:
@@ -148,8 +162,7 @@ def build_cell_kernel(
 
     # Static per-cell tables (NumPy constants folded into the program).
     cell_size = (cy.length[:, None].astype(np.int32) * cx.length[None, :]).reshape(K)  # [K]
-    ey = (np.arange(S)[None, :] == np.minimum(cy.pix, S)[:, :, None]).any(axis=1).astype(np.float32)  # [Gy, S]
-    ex = (np.arange(S)[None, :] == np.minimum(cx.pix, S)[:, :, None]).any(axis=1).astype(np.float32)  # [Gx, S]
+    ypix_np, xpix_np = cy.pix, cx.pix
     tiny32 = np.float32(TINY)
     tiny64 = np.float64(TINY)
 
@@ -176,9 +189,16 @@ def build_cell_kernel(
         full = (cmin > t32) & live
         mixed = (cmax > t32) & ~(cmin > t32) & live
 
-        # 2. Full cells: per-cell mask counts, then one product per image group (exact in float32).
-        mf = m.astype(jnp.float32)
-        cnt = jnp.einsum("ys,bcst,xt->byxc", ey, mf, ex, precision=hi).reshape(b, K, C)  # counts <= ly*lx
+        # 2. Masks laid out per cell and bit-packed once per batch ([b, K, C, W] uint32, W words of 32
+        #    pixels); per-cell mask counts are their popcounts.
+        m_pad = jnp.pad(m, ((0, 0), (0, 0), (0, 1), (0, 1)))  # pixel S is the zero padding pixel
+        cells = m_pad[:, :, ypix_np[:, :, None, None], xpix_np[None, None, :, :]]  # [b, C, Gy, Ly, Gx, Lx]
+        cells = cells.transpose(0, 2, 4, 1, 3, 5).reshape(b, K, C, Ly * Lx)
+        mbits = pack_bits(cells)  # [b, K, C, W] uint32
+        cnt = jax.lax.population_count(mbits).astype(jnp.int32).sum(axis=3, dtype=jnp.int32)  # [b, K, C]
+
+        # 3. Full cells: one product per image group (exact in float32: each group's sums < 2**24).
+        cnt = cnt.astype(jnp.float32)
         q = jnp.concatenate([cnt, cnt * inx[:, None, :].astype(jnp.float32)], axis=2)  # [b, K, 2C]
         ng = b // group
         prod = jnp.einsum(
@@ -190,13 +210,12 @@ def build_cell_kernel(
         inter, inter_in = prod[:, :C], prod[:, C:]
         area_b = jnp.einsum("bku,k->bu", full.astype(jnp.int32), jnp.asarray(cell_size), preferred_element_type=jnp.int32)
 
-        # 3. Mixed cells: listed with a static size, evaluated in chunks of `cap` (exact for any count).
+        # 4. Mixed cells: listed with a static size, evaluated in chunks of `cap` (exact for any count);
+        #    a mixed cell's intersections are popcounts of (its fire bits AND the cell's mask bits).
         flat = mixed.reshape(n_triples)
         n_mixed = flat.sum(dtype=jnp.int32)
         (order,) = jnp.nonzero(flat, size=n_slots, fill_value=0)
         order = order.astype(jnp.int32)
-        m_pad = jnp.pad(m, ((0, 0), (0, 0), (0, 1), (0, 1)))  # pixel S is the zero padding pixel
-        ypix, xpix = jnp.asarray(cy.pix), jnp.asarray(cx.pix)
         wy0, wy1 = jnp.asarray(cy.w0), jnp.asarray(cy.w1)
         wx0, wx1 = jnp.asarray(cx.w0), jnp.asarray(cx.w1)
         yin, xin = jnp.asarray(cy.pix < S), jnp.asarray(cx.pix < S)
@@ -220,9 +239,9 @@ def build_cell_kernel(
             r1 = flush32((y0 * a01 + y1 * a11).astype(jnp.float32)).astype(jnp.float64)
             v = flush64(wx0[gx][:, None, :] * r0[:, :, None] + wx1[gx][:, None, :] * r1[:, :, None])  # [cap, Ly, Lx]
             fire = (v > t64[ut][:, None, None]) & yin[gy][:, :, None] & xin[gx][:, None, :] & ok[:, None, None]
-            patch = m_pad[bt[:, None, None, None], jnp.arange(C)[None, :, None, None],
-                          ypix[gy][:, None, :, None], xpix[gx][:, None, None, :]]  # [cap, C, Ly, Lx]
-            hit = (patch & fire[:, None]).sum(axis=(2, 3), dtype=jnp.int32)  # [cap, C]
+            fbits = pack_bits(fire.reshape(cap, Ly * Lx))  # [cap, W]
+            both = mbits[bt, kt] & fbits[:, None, :]  # [cap, C, W]
+            hit = jax.lax.population_count(both).astype(jnp.int32).sum(axis=2, dtype=jnp.int32)  # [cap, C]
             area_t = fire.sum(axis=(1, 2), dtype=jnp.int32)
             inter = inter.at[ut].add(hit)
             inter_in = inter_in.at[ut].add(hit * inx_i[bt])
