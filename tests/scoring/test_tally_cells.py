@@ -75,6 +75,9 @@ def test_a_pixel_less_than_one_float32_step_above_T_fires():
     acts = np.array([one, np.nextafter(one, np.float32(2))], np.float32).reshape(1, 1, 2, 1)
     v = ref.upsample(acts[0, :, :, 0], 4)[0]
     assert v[1] == 1.0 + 2.0**-25 and np.float32(v[1]) == one  # the case is real
+    import reference as plain_float64  # the other reference: plain float64 bilinear, its own operation order
+
+    assert plain_float64.upsample(acts[0, :, :, 0], 4)[0, 1] > 1.0
     masks = np.zeros((1, 2, 4, 4), bool)
     masks[0, 0, :, 1] = True  # exactly the column of the pixel in question
     masks[0, 1, :, 0] = True  # the column at exactly T (never fires)
