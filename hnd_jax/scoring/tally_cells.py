@@ -22,10 +22,12 @@ TF32-capable GPUs do not round the inputs to bfloat16 or TF32).
 **Static shapes.** The number of mixed (image, cell, unit) triples depends on the data. The kernel
 lists them with ``jnp.nonzero(..., size=B*cells*U)`` (static) and evaluates them in a
 ``lax.while_loop`` over chunks of a fixed ``capacity`` (pixels ``capacity x ly x lx``, mask bits
-``capacity x C x ceil(ly*lx/32)`` words: the masks are laid out per cell and bit-packed once per
-batch, and a mixed cell's intersections are popcounts of its fire bits AND the mask bits): the loop runs ``ceil(mixed / capacity)`` times, so a batch with more
-mixed cells than the capacity is still exact, takes longer, and never recompiles. The capacity is
-sized from a per-platform memory budget (:data:`CELL_CHUNK_ELEMENTS`).
+``capacity x C x ceil(ly*lx/32)`` words): the loop runs ``ceil(mixed / capacity)`` times, so a
+batch with more mixed cells than the capacity is still exact, takes longer, and never recompiles.
+The capacity is sized from a per-platform memory budget (:data:`CELL_CHUNK_ELEMENTS`). The masks
+are laid out per cell and bit-packed once per batch (``[B, cells, C, words]`` uint32): a full
+cell's mask counts and a mixed cell's intersections are popcounts (of the mask bits, and of the
+cell's fire bits AND the mask bits).
 
 **TPUs.** The mixed-cell evaluation is the only float64 work (DESIGN §2b). A TPU has no float64
 unit: under ``jax_enable_x64`` XLA emulates it with float32 pairs, which is not IEEE binary64 (see
