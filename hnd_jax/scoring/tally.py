@@ -242,13 +242,14 @@ def auto_method(platform: str) -> str:
     2-9 from other jobs; medians of the batches after the compiling one; counts identical across the
     three kernels in every run):
 
-    * "wide" (256 units, 7x7 maps, S=224, 38 concepts, 3 batches of 16): runs 1.0 ms/image,
-      cells 16.8 ms/image, dense 225 ms/image (dense / cells = 13.4x in time; pixel evaluations
-      12.8 M/image dense vs 0.24 M cells: 232 mixed cells of at most 32x32 pixels, 54x fewer);
+    * "wide" (256 units, 7x7 maps, S=224, 38 concepts, 3 batches of 16): runs 1.6 ms/image,
+      cells 13.5 ms/image, dense 340 ms/image (dense / cells = 25x in time; an earlier run under
+      heavier load gave 13x); pixel evaluations 12.8 M/image dense vs 0.24 M cells (232 mixed
+      cells of at most 32x32 pixels per image: 54x fewer);
     * "cpu-medium" (512 units, 4x4 maps, S=128, 256 images in batches of 64): runs 1.6 ms/image,
       cells 10.9 ms/image, dense 637 ms/image (58x; 57x fewer pixel evaluations).
 
-    On CPUs the run-length kernel wins by about 7-16x: it resolves a firing row segment with a
+    On CPUs the run-length kernel wins by about 7-8x: it resolves a firing row segment with a
     binary search and counts masks as runs in closed form, while the cells kernel evaluates every
     pixel of a mixed cell and gathers ``C`` mask patches for it. On accelerators the run-length
     kernel cannot run (it is host NumPy, serial in the batch), and the dense kernel evaluates every
