@@ -251,7 +251,7 @@ def auto_method(platform: str) -> str:
 
     On CPUs the run-length kernel wins by about 7-8x: it resolves a firing row segment with a
     binary search and counts masks as runs in closed form, while the cells kernel evaluates every
-    pixel of a mixed cell and gathers ``C`` mask patches for it. On accelerators the run-length
+    pixel of a mixed cell and ANDs its fire bits with ``C`` masks. On accelerators the run-length
     kernel cannot run (it is host NumPy, serial in the batch), and the dense kernel evaluates every
     pixel of every unit in float64 (GPUs run float64 at a fraction of their float32 rate, TPUs only
     emulate it): the cells kernel does the same float64 work on about 2% of the pixels, in static
