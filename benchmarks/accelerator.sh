@@ -17,8 +17,9 @@ step() {  # step SECONDS NAME COMMAND...
   echo "=== $name exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 }
 step 60 environment python3 -c "import jax, flax, optax, numpy, torch; print('jax', jax.__version__, 'flax', flax.__version__, 'torch', torch.__version__); print(jax.devices())"
-step 90 equality python3 benchmarks/check_accelerator.py --images 512 --units 512 --map 7 --size 224
-step 140 scoring python3 benchmarks/bench_scoring.py --config gpu-large --images "${HND_GPU_LARGE_IMAGES:-3072}" --baseline-images 4
+step 150 equality python3 benchmarks/check_accelerator.py --images 512 --units 512 --map 7 --size 224 --methods cells,dense
+step 120 kernels python3 benchmarks/bench_scoring.py --compare-kernels --config gpu-large --images "${HND_KERNEL_IMAGES:-1024}" --kernels cells,dense
+step 140 scoring python3 benchmarks/bench_scoring.py --config gpu-large --method cells --images "${HND_GPU_LARGE_IMAGES:-3072}" --baseline-images 4
 step 90 models python3 benchmarks/bench_models.py
 step 150 dissect python3 benchmarks/bench_dissect.py --batch-size 64
 cp benchmarks/results/*.json "$LOG_DIR"/ 2>/dev/null || true

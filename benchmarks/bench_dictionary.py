@@ -1,4 +1,4 @@
-"""Face Dictionary read speed: PNG (published layout) vs prepared (tfds array_record), at S=128.
+"""Face Dictionary read speed: PNG (published layout) vs prepared (memory-mapped arrays, format 2), at S=128.
 
 Writes a synthetic dictionary in the published layout (H2's generator), prepares it, then reads
 every local image with masks through each path, each in its own subprocess so that peak RSS is

@@ -3,6 +3,13 @@
     python benchmarks/bench_scoring.py --config cpu-medium          # the 2-core CPU target
     python benchmarks/bench_scoring.py --config gpu-large           # on a lent accelerator
     python benchmarks/bench_scoring.py --quick                      # smoke test, seconds
+    python benchmarks/bench_scoring.py --compare-kernels            # cells vs dense vs runs, "wide" shape
+    python benchmarks/bench_scoring.py --compare-kernels --kernels cells,dense --config wide
+
+``--compare-kernels`` runs pass 1 once, then every kernel of ``--kernels`` on the same batches
+(default config "wide": 256 units, 7x7 maps, S=224, 38 concepts, 3 batches of 16): per-batch time
+after the first (compiling) batch, counts checked identical across kernels, and pixel evaluations
+per image (dense: U*S*S; cells: mixed cells x cell pixels; runs: not per pixel, left out).
 
 Data are synthetic but shaped like the Face Dictionary: images split over the three local
 families of the default taxonomy (38 concepts), parts images label all 8 parts, attribute and
@@ -58,6 +65,7 @@ class Config:
 
 CONFIGS = {
     "quick": Config("quick", images=96, units=32, map_size=4, image_size=32, batch=32),
+    "wide": Config("wide", images=48, units=256, map_size=7, image_size=224, batch=16),
     "cpu-medium": Config("cpu-medium", images=2500, units=512, map_size=4, image_size=128, batch=64),
     "gpu-large": Config("gpu-large", images=25000, units=2048, map_size=7, image_size=224, batch=128),
 }
@@ -195,6 +203,60 @@ def run_baseline(cfg: Config, taxonomy, thresholds, n_images: int):
             "subset": (acts, masks, lab, fam)}
 
 
+def compare_kernels(cfg: Config, taxonomy, mesh, kernels: list[str]) -> dict:
+    """Every kernel of ``kernels`` on the same batches and thresholds: timings, evaluations, agreement."""
+    U, h, S = cfg.units, cfg.map_size, cfg.image_size
+    stats = UnitStats(U, cfg.images, (h, h), cfg.quantile, mesh=mesh)
+    ndev = int(mesh.devices.size)
+    pad_to = -(-cfg.batch // ndev) * ndev
+    state = stats.init()
+    data = []
+    for start, stop in batches(cfg):
+        acts, masks, lab, fam = batch_data(cfg, taxonomy, start, stop)
+        padded, valid = _pad_all((acts, masks, lab, fam), pad_to)
+        state = stats.update(state, Batch(padded[0], valid, index=np.arange(start, start + pad_to, dtype=np.int32)))
+        data.append((padded, valid))
+    thresholds = stats.finalize(state)["thresholds"]
+    out: dict = {"kernels": {}}
+    reference = None
+    for kind in kernels:
+        tally = IoUTally(U, taxonomy.concept_family_index, S, (h, h), thresholds, "family", mesh=mesh, method=kind)
+        tstate = tally.init()
+        times = []
+        for padded, valid in data:
+            t0 = time.perf_counter()
+            tstate = tally.update(tstate, Batch(padded[0], valid, masks=padded[1], labelled=padded[2], family=padded[3]))
+            times.append(time.perf_counter() - t0)
+        counts = tally.finalize(tstate)
+        steady = times[1:] or times
+        row = {
+            "first_batch_s_incl_compile": times[0],
+            "per_batch_s": float(np.median(steady)),
+            "per_image_s": float(np.median(steady)) / cfg.batch,
+            "batches_timed": len(steady),
+        }
+        if kind == "dense":
+            row["pixel_evaluations_per_image"] = float(U * S * S)
+        elif kind == "cells":
+            row["mixed_cells_per_image"] = tally.mixed_cells / cfg.images
+            row["cell_pixels"] = tally.cell_pixels
+            row["cells_per_map"] = tally.num_cells
+            row["capacity"] = tally.capacity
+            row["pixel_evaluations_per_image"] = tally.mixed_cells * tally.cell_pixels / cfg.images
+        if reference is None:
+            reference = (kind, counts)
+        else:
+            same = all(np.array_equal(counts[k], reference[1][k]) for k in ("intersection", "union"))
+            row[f"counts_identical_to_{reference[0]}"] = same
+        out["kernels"][kind] = row
+    ks = out["kernels"]
+    if "cells" in ks and "dense" in ks:
+        out["dense_over_cells_time"] = ks["dense"]["per_batch_s"] / ks["cells"]["per_batch_s"]
+        out["dense_over_cells_pixel_evaluations"] = ks["dense"]["pixel_evaluations_per_image"] / max(
+            1.0, ks["cells"]["pixel_evaluations_per_image"])
+    return out
+
+
 # ---------------------------------------------------------------------------------------- report
 def device_peak_tflops(kind: str, override: float | None) -> float | None:
     if override:
@@ -216,7 +278,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", choices=sorted(CONFIGS), default="cpu-medium")
     ap.add_argument("--quick", action="store_true", help="tiny smoke configuration (same as --config quick)")
-    ap.add_argument("--method", choices=("auto", "dense", "runs"), default="auto")
+    ap.add_argument("--method", choices=("auto", "cells", "dense", "runs"), default="auto")
+    ap.add_argument("--compare-kernels", action="store_true", help="time --kernels on the same batches (default config 'wide')")
+    ap.add_argument("--kernels", default="cells,dense,runs", help="comma-separated kernels for --compare-kernels")
     ap.add_argument("--batch", type=int, default=None, help="images per batch (default: the config's)")
     ap.add_argument("--images", type=int, default=None, help="override N (e.g. a shorter run)")
     ap.add_argument("--baseline-images", type=int, default=24, help="images the naive baseline runs on (0: skip)")
@@ -224,6 +288,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = ap.parse_args(argv)
 
+    if args.compare_kernels and args.config == "cpu-medium" and not args.quick and "--config" not in (argv or sys.argv):
+        args.config = "wide"
     cfg = CONFIGS["quick" if args.quick else args.config]
     if args.batch or args.images:
         cfg = Config(cfg.name, args.images or cfg.images, cfg.units, cfg.map_size, cfg.image_size, args.batch or cfg.batch)
@@ -233,6 +299,17 @@ def main(argv=None) -> int:
     dev = jax.devices()[0]
     kind = getattr(dev, "device_kind", dev.platform)
     load_before = os.getloadavg()
+    if args.compare_kernels:
+        res = compare_kernels(cfg, taxonomy, mesh, [k for k in args.kernels.split(",") if k])
+        res.update({"config": asdict(cfg), "concepts": C, "device_kind": kind, "platform": dev.platform,
+                    "devices": int(mesh.devices.size), "host": platform.node(), "cpu_count": os.cpu_count(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
+        print(json.dumps(res, indent=2, default=float))
+        out = args.out or ROOT / "benchmarks" / "results" / f"kernels_{cfg.name}_{dev.platform}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+        print(f"saved {out}")
+        return 0
 
     lib = run_library(cfg, taxonomy, mesh, args.method)
     rss_lib_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

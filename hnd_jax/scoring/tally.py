@@ -15,20 +15,20 @@ Same streaming protocol as every accumulator (``init / update / merge / finalize
     for batch: state = tally.update(state, batch)   # a Batch with masks, labelled, family
     counts = tally.finalize(state)          # {"intersection": int64 [U, C], "union": int64 [U, C]}
 
-Two kernels compute the same bits (the tests check them against each other and against a plain
-NumPy reference):
+Three kernels compute the same bits (the tests check them against each other and against a plain
+NumPy reference); every one decides a pixel by the float64 value of the shared formula of
+:mod:`hnd_jax.scoring.upsample` compared with ``float64(T_u)``:
 
+* ``method="cells"`` (:mod:`hnd_jax.scoring.tally_cells`, :class:`~hnd_jax.scoring.tally_cells.CellTally`):
+  DESIGN.md §2b, jitted and sharded; cells of the bilinear grid whose four raw corners are all
+  above (below) ``T_u`` count without evaluating a pixel; only mixed cells are evaluated in float64.
 * ``method="dense"`` (:mod:`hnd_jax.scoring.tally_dense`): jitted, sharded over the mesh's ``data``
-  axis, binary maps times masks as matrix products. For accelerators.
+  axis, every pixel of every unit upsampled in float64, binary maps times masks as matrix products.
 * ``method="runs"`` (:mod:`hnd_jax.scoring.tally_runs`): masks as row runs, exact closed-form counts
-  on the host in NumPy, doing far less work. For CPUs (it does not use the mesh).
-* ``method="auto"``: ``runs`` when the mesh's devices are CPUs, else ``dense``. Measured with
-  benchmarks/bench_scoring.py on the shared 2-core CPU ("cpu-medium": 4x4 maps, S=128, U=512):
-  the run-length tally takes about 2 ms per image, the dense one about 340 ms per image (it
-  does S*S*U*C multiply-adds per image; the run-length one only touches the ~5% of maps that
-  reach their threshold), and the gap grows with S and U, so there is no crossover on CPUs. On
-  accelerators the dense kernel is the one with the FLOPs and bandwidth to spare (not measured
-  here: no accelerator was available to this work).
+  on the host in NumPy (it does not use the mesh).
+* ``method="auto"``: :func:`auto_method` of the mesh's platform (the choice and its measurements
+  are documented there). :func:`tally_factory_for` gives the same choice as a ``tally_factory``
+  for :class:`hnd_jax.scoring.engine.LayerScorer` (what ``--tally auto|cells|runs|dense`` selects).
 
 Counts are exact integers: the kernels produce per-batch int32 partials (a batch's counts are at
 most ``B * S * S``, which must stay below ``2**31``: checked) and the state accumulates them in
@@ -38,7 +38,7 @@ dict of NumPy int64 arrays (orbax saves it as it is).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -54,7 +54,7 @@ from hnd_jax.scoring.upsample import TINY, flush_np
 from hnd_jax.sharding import make_data_mesh
 
 State = dict[str, Any]
-METHODS = ("auto", "dense", "runs")
+METHODS = ("auto", "cells", "runs", "dense")
 #: Largest analysis size: a per-image count must be exact in float32 accumulation (S*S < 2**24).
 MAX_IMAGE_SIZE = 4096
 
@@ -65,7 +65,9 @@ class IoUTally:
     num_units: U; concept_family: int32 [C], the local family of every concept (compared with the
     per-image ``family`` in 'family' mode); image_size: S; map_hw: (h, w) of the raw maps;
     thresholds: float32 [U]; mode: 'family' | 'labeled' | 'official'; mesh: a ``data`` mesh (default
-    one device); method: 'auto' | 'dense' | 'runs'.
+    one device); method: 'auto' | 'cells' | 'runs' | 'dense'; capacity: mixed cells per chunk of the
+    'cells' kernel (default from the platform's memory budget; ignored by the others).
+    Raises HndError for an unknown mode or method, or an image size past ``MAX_IMAGE_SIZE``.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class IoUTally:
         mode: str,
         mesh: Mesh | None = None,
         method: str = "auto",
+        capacity: int | None = None,
     ):
         if mode not in IOU_MODES:
             raise HndError(f"iou mode {mode!r}: expected one of {', '.join(IOU_MODES)}")
@@ -99,8 +102,20 @@ class IoUTally:
         self.mode = mode
         self.mesh = mesh if mesh is not None else make_data_mesh(1)
         self.platform = dense_platform(self.mesh)
-        self.method = ("runs" if self.platform == "cpu" else "dense") if method == "auto" else method
+        self.method = auto_method(self.platform) if method == "auto" else method
         self._dense_kernels: dict[int, Any] = {}
+        self.mixed_cells = 0  # 'cells' only: mixed (image, cell, unit) triples evaluated so far
+        if self.method == "cells":
+            from hnd_jax.scoring.tally_cells import axis_cells, cell_capacity
+
+            cy, cx = axis_cells(self.map_hw[0], self.image_size), axis_cells(self.map_hw[1], self.image_size)
+            self.num_cells = cy.count * cx.count
+            self.cell_pixels = cy.longest * cx.longest
+            if capacity is not None and int(capacity) < 1:
+                raise HndError(f"tally capacity {capacity}: expected at least 1")
+            self.capacity = int(capacity) if capacity is not None else cell_capacity(
+                self.num_concepts, self.cell_pixels, self.platform
+            )
 
     # ------------------------------------------------------------------ protocol
     def init(self) -> State:
@@ -120,6 +135,8 @@ class IoUTally:
             batch.activations, batch.masks, batch.labelled, batch.family, batch.valid)
         if self.method == "runs":
             inter, union = self._update_runs(acts, masks, labelled, family, valid)
+        elif self.method == "cells":
+            inter, union = self._update_cells(acts, masks, labelled, family, valid)
         else:
             inter, union = self._update_dense(acts, masks, labelled, family, valid)
         return {
@@ -202,6 +219,66 @@ class IoUTally:
                 self._dense_kernels[B] = kernel
             inter, union = kernel(acts, masks, inx, valid, self.thresholds)
             return np.asarray(inter), np.asarray(union)
+
+
+    def _update_cells(self, acts, masks, labelled, family, valid):
+        from hnd_jax.scoring.tally_cells import build_cell_kernel
+
+        B = acts.shape[0]
+        ndev = int(self.mesh.devices.size)
+        if B % ndev:
+            raise ValueError(f"batch of {B} is not a multiple of the {ndev} devices (pad it)")
+        inx = self.in_union(labelled, family)
+        with jax.enable_x64(True):
+            kernel = build_cell_kernel(
+                self.mesh, B, self.map_hw, self.num_units, self.num_concepts, self.image_size,
+                self.mode == "official", self.capacity,
+            )
+            inter, union, mixed = kernel(acts, masks, inx, valid, self.thresholds)
+            self.mixed_cells += int(mixed)
+            return np.asarray(inter), np.asarray(union)
+
+
+def auto_method(platform: str) -> str:
+    """The kernel ``auto`` picks on ``platform`` ('cpu', 'gpu', 'tpu', ...): 'runs' on CPUs, else 'cells'.
+
+    Measured with ``benchmarks/bench_scoring.py --compare-kernels`` on the shared 2-core CPU (load
+    2-9 from other jobs; medians of the batches after the compiling one; counts identical across the
+    three kernels in every run):
+
+    * "wide" (256 units, 7x7 maps, S=224, 38 concepts, 3 batches of 16): runs 1.6 ms/image,
+      cells 13.5 ms/image, dense 340 ms/image (dense / cells = 25x in time; an earlier run under
+      heavier load gave 13x); pixel evaluations 12.8 M/image dense vs 0.24 M cells (232 mixed
+      cells of at most 32x32 pixels per image: 54x fewer);
+    * "cpu-medium" (512 units, 4x4 maps, S=128, 256 images in batches of 64): runs 1.6 ms/image,
+      cells 10.9 ms/image, dense 637 ms/image (58x; 57x fewer pixel evaluations).
+
+    On CPUs the run-length kernel wins by about 7-8x: it resolves a firing row segment with a
+    binary search and counts masks as runs in closed form, while the cells kernel evaluates every
+    pixel of a mixed cell and ANDs its fire bits with ``C`` masks. On accelerators the run-length
+    kernel cannot run (it is host NumPy, serial in the batch), and the dense kernel evaluates every
+    pixel of every unit in float64 (GPUs run float64 at a fraction of their float32 rate, TPUs only
+    emulate it): the cells kernel does the same float64 work on about 2% of the pixels, in static
+    shapes, so it is the accelerator choice. Its GPU timing against dense is measured by
+    ``benchmarks/accelerator.sh`` (not measured in this work: no accelerator was available).
+    """
+    return "runs" if platform == "cpu" else "cells"
+
+
+def tally_factory_for(kind: str) -> Callable[..., IoUTally]:
+    """A ``tally_factory`` (the signature of :class:`IoUTally` without ``method``) for one kernel.
+
+    kind: 'auto' | 'cells' | 'runs' | 'dense' (``--tally``); 'auto' resolves per mesh platform with
+    :func:`auto_method` when the tally is built. Raises HndError for any other kind.
+    """
+    if kind not in METHODS:
+        raise HndError(f"--tally {kind!r}: expected one of {', '.join(METHODS)}")
+
+    def factory(num_units, concept_family, image_size, map_hw, thresholds, mode, mesh=None, **kwargs):
+        return IoUTally(num_units, concept_family, image_size, map_hw, thresholds, mode, mesh=mesh, method=kind, **kwargs)
+
+    factory.kind = kind  # type: ignore[attr-defined]
+    return factory
 
 
 def _area_terms(area_b: np.ndarray, area_m: np.ndarray, in_union: np.ndarray, official: bool) -> np.ndarray:

@@ -22,8 +22,12 @@ pixels at once gives an ``[U x K] x [K x 2C]`` product with U in the thousands.
 The host adds these partials into int64 totals, so counts stay exact for any number of images as
 long as one batch's counts fit int32 (``B * S * S < 2**31``, checked by the tally).
 
-The upsampling uses the float64 formula of :mod:`hnd_jax.scoring.upsample`, so the kernel is
-traced and run under ``jax.enable_x64(True)``; every array it returns has an explicit 32-bit dtype.
+The upsampling uses the float64 formula of :mod:`hnd_jax.scoring.upsample` and compares its float64
+value with ``float64(T_u)`` (no final float32 rounding), so the kernel is traced and run under
+``jax.enable_x64(True)``; every array it returns has an explicit 32-bit dtype. It evaluates every
+pixel of every unit in float64, which GPUs run at a fraction of their float32 rate and TPUs only
+emulate (see ``upsample.py``): on accelerators the cell-sparse kernel (``tally_cells.py``) is the
+one to use.
 """
 
 from __future__ import annotations
@@ -103,8 +107,8 @@ def build_dense_kernel(
 
         def chunk(xs):
             a_c, q_c, v_c, inx_c, area_m_c = xs
-            v = upsample_nhwc_jax(a_c, size)  # [bc, S, S, U] float32
-            fire = (v > thresholds) & v_c[:, None, None, None]
+            v = upsample_nhwc_jax(a_c, size)  # [bc, S, S, U] float64: decided before any float32 rounding
+            fire = (v > thresholds.astype(jnp.float64)) & v_c[:, None, None, None]
             fire = fire.reshape(bc, pixels, U)
             area_b = fire.sum(axis=1, dtype=jnp.int32)  # [bc, U]
             prod = jnp.einsum(

@@ -12,8 +12,8 @@ less work and stays exact, using three facts about the shared formula of
    both ``<= T_u`` (or both ``> T_u``) is entirely out (or in). Since ``T_u`` is a tail quantile,
    at most ``q * h * w`` of the maps (8% for 4x4 maps, q = 0.005) are *active* at all.
 2. **Monotonicity.** Along an output row between two column centres the value is
-   ``float32(w0(x)*a + w1(x)*b)`` with ``w1`` increasing in ``x``; the exact value is linear in
-   ``w1`` and rounding is monotone, so the pixels above threshold form one prefix or suffix of the
+   ``float64(w0(x)*a + w1(x)*b)`` (compared with ``float64(T_u)``, never rounded to float32) with
+   ``w1`` increasing in ``x``; the exact value is linear in ``w1`` and rounding is monotone, so the pixels above threshold form one prefix or suffix of the
    segment. A vectorised binary search with the exact formula finds its end in
    ``ceil(log2(segment length + 1))`` evaluations: boundary pixels are decided by the same float
    formula as the dense path, never by an analytic estimate.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hnd_jax.scoring.runs import MaskRuns
-from hnd_jax.scoring.upsample import AxisWeights, axis_weights, flush_np, upsample_rows_np
+from hnd_jax.scoring.upsample import AxisWeights, axis_weights, flush64_np, upsample_rows_np
 
 #: Active maps are processed in chunks so that the per-(map, row, segment) arrays stay near this size.
 CHUNK_ELEMENTS = 1 << 22
@@ -95,7 +95,7 @@ def _above_intervals(rows: np.ndarray, thresholds: np.ndarray, seg: RowSegments,
     partial = (np.maximum(a, b) > t) & ~whole
     idx = np.nonzero(partial)
     if idx[0].size:
-        pa, pb_, pt = a[idx], b[idx], thresholds[idx[0]]
+        pa, pb_, pt64 = a[idx], b[idx], thresholds[idx[0]].astype(np.float64)
         pa64, pb64 = pa.astype(np.float64), pb_.astype(np.float64)
         s_lo, s_hi = xs[idx].astype(np.int64), xe[idx].astype(np.int64)
         decreasing = pb_ < pa
@@ -106,8 +106,8 @@ def _above_intervals(rows: np.ndarray, thresholds: np.ndarray, seg: RowSegments,
             open_ = left < right
             mid = (left + right) // 2
             col = np.minimum(mid, ax.size - 1)
-            v = flush_np((ax.w0[col] * pa64 + ax.w1[col] * pb64).astype(np.float32))  # lerp_np, inlined
-            pred = (v > pt) ^ decreasing
+            v = flush64_np(ax.w0[col] * pa64 + ax.w1[col] * pb64)  # lerp64_np, inlined: decided in float64
+            pred = (v > pt64) ^ decreasing
             right = np.where(open_ & pred, mid, right)
             left = np.where(open_ & ~pred, mid + 1, left)
         k = left.astype(np.int32)

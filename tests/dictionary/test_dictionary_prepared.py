@@ -1,4 +1,4 @@
-"""The prepared (tfds array_record) format: same batches as the PNG path, clear errors, atomic writes."""
+"""The prepared format (memory-mapped arrays): same batches as the PNG path, clear errors, atomic writes."""
 
 from __future__ import annotations
 
@@ -99,13 +99,54 @@ def test_size_resample_and_taxonomy_mismatch_are_clear_errors(prep):
         open_dictionary(prep, S, index_files={"parts": "P.csv"})
 
 
-def test_readable_through_grain_without_tensorflow(prep):
+def test_readable_through_grain_without_tensorflow(pristine_fixture, prep):
     import grain
-    import tensorflow_datasets as tfds
 
-    source = tfds.builder_from_directory(str(prep / "tfds")).as_data_source(split="local")
-    ds = grain.MapDataset.source(source).map(lambda r: (int(r["index"]), r["image"].shape))
-    assert [ds[i] for i in range(len(ds))] == [(i, (S, S, 3)) for i in range(len(source))]
+    d = open_dictionary(prep, S)
+    source = d.local_source()
+    ds = grain.MapDataset.source(source).map(lambda r: (int(r["index"]), r["image"].shape, r["masks"].shape[0]))
+    k = d.labelled.sum(axis=1)
+    assert [ds[i] for i in range(len(ds))] == [(i, (S, S, 3), int(k[i])) for i in range(len(source))]
+    png = open_dictionary(pristine_fixture.root, S).get_local([3])
+    rec = source[3]
+    np.testing.assert_array_equal(rec["image"], png.images[0])
+    np.testing.assert_array_equal(rec["masks"], png.masks[0][png.labelled[0]])
+
+
+def test_old_format_and_damaged_arrays_are_refused_in_one_line(prep, tmp_path):
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(prep, old)
+    meta = json.loads((old / "hnd_prepared.json").read_text())
+    meta["format_version"] = 1
+    (old / "hnd_prepared.json").write_text(json.dumps(meta))
+    with pytest.raises(HndError, match=r"format version 1 is not supported.*run 'hnd dictionary prepare' again") as e:
+        open_dictionary(old, S)
+    assert "\n" not in str(e.value)
+    cut = tmp_path / "cut"
+    shutil.copytree(prep, cut)
+    path = cut / "arrays" / "local_images.npy"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(HndError, match="local_images.npy"):
+        open_dictionary(cut, S)
+    (cut / "arrays" / "local_images.npy").unlink()
+    with pytest.raises(HndError, match="local_images.npy: missing"):
+        open_dictionary(cut, S)
+
+
+def test_bulk_reads_equal_record_reads(prep):
+    """get_local's bulk path (contiguous and scattered indices) equals the one-record path."""
+    d = open_dictionary(prep, S)
+    for idx in ([0, 1, 2, 3], [8, 2, 2, 0], [5], []):
+        batch = d.get_local(np.array(idx, np.int64))
+        assert batch.images.shape == (len(idx), S, S, 3) and batch.masks.shape[0] == len(idx)
+        for row, i in enumerate(idx):
+            image, masks = d._load_local(i, True)
+            np.testing.assert_array_equal(batch.images[row], image)
+            np.testing.assert_array_equal(batch.masks[row][d.labelled[i]], masks)
+            assert not batch.masks[row][~d.labelled[i]].any()
 
 
 def test_check_on_prepared_matches_root(pristine_fixture, prep):

@@ -3,8 +3,10 @@
 Written from the spec, independent of ``hnd_jax.scoring``: explicit loops, obvious and slow. The
 bilinear upsampling follows the half-pixel-centre formula with edge clamping, pixel by pixel, and
 evaluates each interpolation with the engine's documented float rule (two float64 products of
-weights on a 2**-24 grid with float32 values, one float64 sum, then float32; rows first, then
-columns; float32 subnormals count as zero), so that boundary pixels are decided with the same bits.
+weights on a 2**-24 grid with float32 values, one float64 sum; rows first, rounded to float32,
+then columns, kept in float64 and compared with float64(T) (DESIGN.md §2: never decided after a
+final float32 rounding); float32 subnormals count as zero, and so do float64 values below the
+smallest normal float32), so that boundary pixels are decided with the same bits.
 """
 
 from __future__ import annotations
@@ -33,22 +35,29 @@ def flush(v) -> np.float32:
 
 
 def interpolate(a: float, b: float, w0: float, w1: float) -> np.float32:
+    """Row stage: rounded to float32."""
     return flush(np.float64(w0) * np.float64(flush(a)) + np.float64(w1) * np.float64(flush(b)))
 
 
+def interpolate64(a: float, b: float, w0: float, w1: float) -> np.float64:
+    """Column (final) stage: the float64 value itself, the one compared with the threshold."""
+    v = np.float64(w0) * np.float64(flush(a)) + np.float64(w1) * np.float64(flush(b))
+    return np.float64(0.0) if abs(v) < np.float64(np.finfo(np.float32).tiny) else v
+
+
 def upsample(a: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear ``h x w -> size x size`` of one map, pixel by pixel (rows first, then columns)."""
+    """Bilinear ``h x w -> size x size`` of one map, pixel by pixel (rows first, then columns): float64."""
     h, w = a.shape
     rows = np.empty((size, w), np.float32)
     for y in range(size):
         i0, i1, w0, w1 = source_position(y, h, size)
         for j in range(w):
             rows[y, j] = interpolate(a[i0, j], a[i1, j], w0, w1)
-    out = np.empty((size, size), np.float32)
+    out = np.empty((size, size), np.float64)
     for x in range(size):
         j0, j1, w0, w1 = source_position(x, w, size)
         for y in range(size):
-            out[y, x] = interpolate(rows[y, j0], rows[y, j1], w0, w1)
+            out[y, x] = interpolate64(rows[y, j0], rows[y, j1], w0, w1)
     return out
 
 
@@ -62,7 +71,7 @@ def tally(acts_nhwc, masks, labelled, family, concept_family, thresholds, size, 
         if not valid[x]:
             continue
         for u in range(U):
-            b = upsample(acts_nhwc[x, :, :, u], size) > flush(thresholds[u])
+            b = upsample(acts_nhwc[x, :, :, u], size) > np.float64(flush(thresholds[u]))
             for c in range(C):
                 m = masks[x, c].astype(bool)
                 inter[u, c] += int(np.logical_and(b, m).sum())

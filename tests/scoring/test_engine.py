@@ -171,6 +171,7 @@ def test_significance_keys_shapes_and_subsets():
 def test_config_rejects_bad_significance_settings(field, value):
     from hnd_jax.errors import HndError
 
-    with pytest.raises(HndError, match=f"--{field}"):
+    flag = {"seed": "permutation-seed"}.get(field, field)  # --seed is the random-init seed on the CLI
+    with pytest.raises(HndError, match=f"--{flag}"):
         ScoringConfig(image_size=8, **{field: value})
     assert ScoringConfig(image_size=8).to_dict()["permutations"] == 1000

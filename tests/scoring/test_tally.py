@@ -1,4 +1,4 @@
-"""IoUTally: dense kernel == run-length kernel == per-pixel NumPy reference, bit for bit.
+"""IoUTally: cell-sparse == dense == run-length kernel == per-pixel NumPy reference, bit for bit.
 
 Random and adversarial data (ties at the threshold, constant units, units that never fire,
 thresholds +-inf, empty/full/border/1-pixel masks, h = w = 1, h = S, non-divisible sizes), the three
@@ -18,6 +18,7 @@ from hnd_jax.scoring.tally import IoUTally
 from hnd_jax.sharding import make_data_mesh
 
 MODES = ("family", "labeled", "official")
+KERNELS = ("runs", "dense", "cells")
 
 
 def one_device():
@@ -43,7 +44,7 @@ def assert_all_paths_agree(data, modes=MODES):
     for mode in modes:
         want_i, want_u = ref.tally(acts, masks, lab, fam, cf, T, S, mode, valid)
         assert (want_i <= want_u).all()
-        for method in ("runs", "dense"):
+        for method in KERNELS:
             got = run(method, data, mode, mesh=one_device())
             assert got["intersection"].dtype == np.int64 and got["union"].dtype == np.int64
             np.testing.assert_array_equal(got["intersection"], want_i, err_msg=f"{method} {mode} intersection")
@@ -188,13 +189,13 @@ def test_official_mode_hand_computed():
     data = (acts, masks, lab, np.zeros(3, np.int32), np.zeros(2, np.int32), np.array([0.5], np.float32), 2, np.ones(3, bool))
     expected_union = {"official": [[2, 3]], "labeled": [[3, 4]], "family": [[5, 5]]}
     for mode in MODES:
-        for method in ("runs", "dense"):
+        for method in KERNELS:
             got = run(method, data, mode)
             np.testing.assert_array_equal(got["intersection"], [[1, 1]])
             np.testing.assert_array_equal(got["union"], expected_union[mode], err_msg=f"{method} {mode}")
 
 
-@pytest.mark.parametrize("method", ["runs", "dense"])
+@pytest.mark.parametrize("method", KERNELS)
 def test_padding_rows_never_count(method):
     data = random_data(20, N=8)
     acts, masks, lab, fam, cf, T, S, valid = data
@@ -219,12 +220,16 @@ def test_one_and_eight_devices_bit_for_bit():
         one = run("dense", data, mode, mesh=one_device(), batches=[slice(0, 8), slice(8, 16)])
         eight = run("dense", data, mode, mesh=all_devices(), batches=[slice(0, 8), slice(8, 16)])
         runs = run("runs", data, mode, mesh=all_devices())
+        cells_one = run("cells", data, mode, mesh=one_device(), batches=[slice(0, 8), slice(8, 16)])
+        cells_eight = run("cells", data, mode, mesh=all_devices(), batches=[slice(0, 8), slice(8, 16)])
         for k in ("intersection", "union"):
             np.testing.assert_array_equal(one[k], eight[k])
             np.testing.assert_array_equal(one[k], runs[k])
+            np.testing.assert_array_equal(cells_one[k], runs[k])
+            np.testing.assert_array_equal(cells_eight[k], runs[k])
 
 
-@pytest.mark.parametrize("method", ["runs", "dense"])
+@pytest.mark.parametrize("method", KERNELS)
 def test_merge_of_two_halves_equals_one_pass(method):
     data = random_data(40, N=8)
     acts, masks, lab, fam, cf, T, S, valid = data

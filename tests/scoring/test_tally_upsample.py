@@ -28,7 +28,7 @@ def test_xla_formula_is_bit_identical_to_numpy(h, w, S):
     with jax.enable_x64(True):
         got = np.asarray(jax.jit(lambda a: upsample_nhwc_jax(a, S))(jnp.asarray(acts)))
     want = np.moveaxis(upsample_np(np.moveaxis(acts, 3, 1), S), 1, 3)
-    assert got.dtype == np.float32
+    assert got.dtype == np.float64  # the decision value: never rounded to float32
     np.testing.assert_array_equal(got, want)
 
 
