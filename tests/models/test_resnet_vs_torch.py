@@ -1,4 +1,4 @@
-"""ResNet-18/34/50/101 and the HND heads against a torchvision-layout PyTorch twin.
+"""ResNet-18/34/50/101/152 and the HND heads against a torchvision-layout PyTorch twin.
 
 Torch weights are random (PyTorch's default init) with randomised BatchNorm statistics, copied with
 ``load_torch_state_dict``; outputs and several dissectable layers must agree within 1e-4 relative
@@ -66,7 +66,7 @@ def test_embedding_head():
     _check("resnet18", "embedding", 5, 64, 2, ["layer4.1.conv2", "layer4", "fc"], seed=2)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
 def test_structure_matches_torchvision(arch):
     """Same tensors (names, shapes, order) and same shape for every dissectable layer, no compile."""
     torch.manual_seed(0)
