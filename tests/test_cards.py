@@ -164,9 +164,17 @@ def test_card_by_path_and_models_dir_override(tmp_path, monkeypatch):
     copy = tmp_path / "smile.toml"
     shutil.copyfile(src, copy)
     assert load_card(str(copy)).name == "smile"
+    copy.write_text(copy.read_text().replace("input_size = 200", "input_size = 96"))
+    (tmp_path / "mine.toml").write_text((cards_dir() / "demo_cnn.toml").read_text().replace('"demo_cnn"', '"mine"', 1))
     monkeypatch.setenv("HND_MODELS_DIR", str(tmp_path))
-    assert [c.name for c in list_cards()] == ["smile"]
-    with pytest.raises(HndError, match="unknown model 'age'"):
+    names = [c.name for c in list_cards()]
+    assert "mine" in names and "age" in names and names.count("smile") == 1  # the user's folder adds to the built-ins
+    assert load_card("smile").input_size == 96 and load_card("smile").path == copy.resolve()  # and shadows them
+    assert load_card("age").architecture == "resnet50"
+    with pytest.raises(HndError, match="unknown model 'agee'.*did you mean age"):
+        load_card("agee")
+    monkeypatch.setenv("HND_MODELS_DIR", str(tmp_path / "nope"))
+    with pytest.raises(HndError, match="HND_MODELS_DIR.*not a folder"):
         load_card("age")
 
 
