@@ -242,3 +242,34 @@ def test_name_must_match_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HND_MODELS_DIR", str(tmp_path))
     with pytest.raises(HndError, match="must equal the file name stem"):
         load_card("other")
+
+
+STANDARD_CARDS = {  # issue 13: named like the library the weights come from; head size from the file
+    **{f"resnet{d}": ("resnet", 224) for d in (18, 34, 50, 101, 152)},
+    **{f"iresnet{d}": ("iresnet", 112) for d in (18, 34, 50, 100)},
+    **{f"vit_{s}_patch16_224": ("vit", 224) for s in ("tiny", "small", "base")},
+    "clip_vit_b16": ("clip", 224),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STANDARD_CARDS))
+def test_standard_architecture_cards(name):
+    family, size = STANDARD_CARDS[name]
+    card = load_card(name)
+    assert card.architecture == name and card.input_size == size and card.num_outputs is None
+    pre = card.preprocessing
+    if family == "resnet":
+        assert pre.mean == (0.485, 0.456, 0.406) and pre.std == (0.229, 0.224, 0.225) and pre.divide_by == 255.0
+    elif family in ("iresnet", "vit"):  # (x - 127.5) / 127.5
+        assert pre.divide_by == 1.0 and pre.mean == (127.5,) * 3 and pre.std == (127.5,) * 3
+    else:
+        assert pre.mean == (0.48145466, 0.4578275, 0.40821073)
+    if family in ("vit", "clip"):
+        assert "AFTER" in card.notes  # the MLP hidden units are taken after the activation
+
+
+def test_clip_card_keeps_only_the_image_tower():
+    rules = load_card("clip_vit_b16").weights
+    mapped = rules.map_keys({"visual.conv1.weight": 1, "visual.transformer.resblocks.0.ln_1.weight": 2,
+                             "positional_embedding": 3, "transformer.resblocks.0.ln_1.weight": 4, "logit_scale": 5})
+    assert mapped == {"conv1.weight": 1, "transformer.resblocks.0.ln_1.weight": 2}

@@ -172,3 +172,20 @@ def test_wrong_input_size_is_one_line_error():
 
     with pytest.raises(HndError, match="built for 224x224"):
         list_layers(build_model("vit_tiny_patch16_224"), 112)
+
+
+def test_extract_writes_token_maps_as_nchw(tmp_path):
+    """`hnd extract` of a ViT layer: [N, C, gh, gw], the NCHW transpose of the captured map."""
+    from hnd_jax.convert.checkpoint import load_model
+    from hnd_jax.convert.extract import run_extract
+
+    x = np.random.default_rng(5).normal(size=(2, 224, 224, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = run_extract("vit_tiny_patch16_224", None, ["blocks.0.mlp.fc1"], out=tmp_path / "a.npz",
+                      inputs=tmp_path / "x.npy", random_init=True)
+    with np.load(out) as z:
+        got = z["blocks.0.mlp.fc1"]
+    assert got.shape == (2, 768, 14, 14)
+    model, _ = load_model("vit_tiny_patch16_224", None, random_init=True)
+    _, acts = forward_with_layers(model, x, ["blocks.0.mlp.fc1"])
+    np.testing.assert_allclose(got, np.asarray(acts["blocks.0.mlp.fc1"]).transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
