@@ -1,8 +1,9 @@
 """Write a new, editable model card for any architecture of the registry (``hnd card new``).
 
 The text is a complete card in the format of :mod:`hnd_jax.cards`, with comments telling the user
-what to fill in; it is checked by parsing it back (:func:`hnd_jax.cards.load_card`) before it is
-written, so a card written here always loads.
+what to fill in; before it is written it is parsed back (:func:`hnd_jax.cards.load_card`) and its
+model is traced at the input size with its default layers (:func:`check_card_runs`), so a card
+written here always loads and runs.
 
 Preprocessing presets (``--preprocess``): how uint8 pixels become the model's input, per the
 library the weights come from.
@@ -30,7 +31,7 @@ from typing import NamedTuple, Sequence
 
 from hnd_jax.errors import HndError
 
-__all__ = ["PRESETS", "Preset", "card_text", "write_card"]
+__all__ = ["PRESETS", "Preset", "card_text", "check_card_runs", "write_card"]
 
 
 class Preset(NamedTuple):
@@ -145,8 +146,31 @@ def card_text(
     return "\n".join(lines)
 
 
+def check_card_runs(card) -> None:
+    """HndError unless the card's model runs at its input size and has its default layers.
+
+    Shapes only (``nnx.eval_shape`` / ``jax.eval_shape``): nothing is allocated or computed, so a
+    ViT-B or IResNet-100 is checked in a second or two.
+    """
+    from flax import nnx
+
+    from hnd_jax.convert.checkpoint import build_from_card
+    from hnd_jax.models.capture import list_layers, module_names
+
+    model = nnx.eval_shape(lambda: build_from_card(card))
+    dissectable = {info.name for info in list_layers(model, card.input_size)}
+    for layer in card.default_layers:
+        if layer not in dissectable:
+            kind = "not a conv-like map" if layer in set(module_names(model)) else "not a layer"
+            raise HndError(f"--layer {layer}: {kind} of {card.architecture} at {card.input_size} px "
+                           f"(list them with `hnd layers --model CARD.toml`)")
+
+
 def write_card(out: str | Path, text: str, *, force: bool = False) -> Path:
-    """Check ``text`` parses as a card named like ``out``'s stem, then write it (refuses to overwrite)."""
+    """Check ``text`` is a card whose model runs (:func:`check_card_runs`), then write it.
+
+    Refuses to overwrite an existing file unless ``force``.
+    """
     from hnd_jax.cards import load_card
 
     out = Path(out)
@@ -157,7 +181,7 @@ def write_card(out: str | Path, text: str, *, force: bool = False) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / out.name
         probe.write_text(text, encoding="utf-8")
-        load_card(probe)  # raises HndError if the template and the parser ever disagree
+        check_card_runs(load_card(probe))  # HndError if the template and the parser ever disagree too
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out

@@ -73,6 +73,9 @@ def test_vit_at_another_size_records_it(tmp_path):
     (["--arch", "resnet18", "--preprocess", "imagenett"], "--preprocess 'imagenett'"),
     (["--arch", "resnet18", "--input-size", "8"], "--input-size 8"),
     (["--arch", "resnet18", "--resize", "cubic"], "preprocessing.resize"),
+    (["--arch", "iresnet50", "--input-size", "128"], "built for 112x112"),
+    (["--arch", "resnet18", "--layer", "layer4.2"], "--layer layer4.2: not a layer"),
+    (["--arch", "resnet18", "--layer", "fc"], "--layer fc: not a conv-like map"),
 ])
 def test_bad_requests_are_one_line_errors(tmp_path, argv, fragment):
     out = tmp_path / "x.toml"

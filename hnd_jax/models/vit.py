@@ -46,7 +46,9 @@ import numpy as np
 from flax import nnx
 
 from hnd_jax.errors import HndError
-from hnd_jax.models.layers import Sequential, check_image_batch, conv2d, linear, ones_init, zeros_init
+from hnd_jax.models.layers import (
+    Sequential, check_image_batch, conv2d, linear, ones_init, torch_default_kernel_init, zeros_init,
+)
 
 ViTConfig = tuple[int, int, int]  # (width D, depth, heads)
 
@@ -98,8 +100,6 @@ class LinearAct(nnx.Linear):
     """
 
     def __init__(self, in_features: int, out_features: int, *, quick: bool, rngs: nnx.Rngs):
-        from hnd_jax.models.layers import torch_default_kernel_init
-
         super().__init__(in_features, out_features, kernel_init=torch_default_kernel_init, bias_init=zeros_init,
                          rngs=rngs)
         self.quick = bool(quick)
@@ -229,8 +229,6 @@ class MultiheadAttention(nnx.Module):
     TORCH_PARAMS = ("in_proj_weight", "in_proj_bias")
 
     def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs):
-        from hnd_jax.models.layers import torch_default_kernel_init
-
         self.heads = int(heads)
         # Stored in PyTorch's [3D, D] layout (applied as x @ W.T), so the mapper copies it as is.
         self.in_proj_weight = nnx.Param(torch_default_kernel_init(rngs.params(), (3 * dim, dim)))
