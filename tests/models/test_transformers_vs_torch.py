@@ -127,12 +127,14 @@ def test_timm_vit_names_and_shapes(arch):
     assert set(layers) <= torch_names
 
 
-def test_clip_vit_matches_openai_layout():
+@pytest.mark.parametrize("quick_gelu", [True, False])  # OpenAI/FaRL weights; open_clip's own (nn.GELU)
+def test_clip_vit_matches_openai_layout(quick_gelu):
     torch.manual_seed(2)
-    tmodel = TorchClipVisionTransformer(input_resolution=64, width=96, layers=2, heads=4, output_dim=32).eval()
+    tmodel = TorchClipVisionTransformer(input_resolution=64, width=96, layers=2, heads=4, output_dim=32,
+                                        quick_gelu=quick_gelu).eval()
     _randomize(tmodel, 2)
     state = numpy_state_dict(tmodel)
-    model = ClipVisionTransformer(96, 2, 4, output_dim=32, image_size=64, rngs=nnx.Rngs(0))
+    model = ClipVisionTransformer(96, 2, 4, output_dim=32, image_size=64, quick_gelu=quick_gelu, rngs=nnx.Rngs(0))
     load_torch_state_dict(model, state)
     x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
     pairs = {
