@@ -12,9 +12,9 @@ Random initialisation (``random_init=True``; ``hnd dissect --random-init --seed 
 architecture is built with ``nnx.Rngs(seed)`` and no weights are loaded, not even weights shipped
 inside a package. The untrained network is the standard control of dissection studies (Bau et al.,
 Network Dissection, CVPR 2017, dissect randomly initialised networks beside trained ones): what a
-unit "detects" by architecture alone. The same
-seed gives bit-identical parameters (every initialiser is drawn from the seed's keys), so a control
-run is reproducible; the identity records ``{"kind": "random init", "seed": S}``.
+unit "detects" by architecture alone. The same seed gives bit-identical parameters (every
+initialiser draws from the seed's keys), so a control run is reproducible; the identity records
+``{"kind": "random init", "seed": S}``.
 """
 
 from __future__ import annotations
