@@ -84,12 +84,12 @@ def test_structure_matches_torchvision(arch):
     assert names == torch_names
 
 
-@pytest.mark.parametrize("arch", ["resnet34", "resnet101"])
+@pytest.mark.parametrize("arch", ["resnet34", "resnet101", "resnet152"])
 def test_other_depths_numerically(arch):
-    if arch == "resnet101" and os.environ.get("HND_SLOW_TESTS") != "1":
-        pytest.skip("set HND_SLOW_TESTS=1: ResNet-101 is ResNet-50's Bottleneck 33 times (its names and "
-                    "shapes are checked above) and its XLA compile alone takes 15-40 s on a 2-core CPU")
-    last = {"resnet34": "layer4.2.conv1", "resnet101": "layer3.22.conv3"}[arch]
+    if arch in ("resnet101", "resnet152") and os.environ.get("HND_SLOW_TESTS") != "1":
+        pytest.skip(f"set HND_SLOW_TESTS=1: {arch} is ResNet-50's Bottleneck repeated (its names and "
+                    "shapes are checked above) and its XLA compile alone takes 15-60 s on a 2-core CPU")
+    last = {"resnet34": "layer4.2.conv1", "resnet101": "layer3.22.conv3", "resnet152": "layer3.35.conv3"}[arch]
     _check(arch, "fc", 4, 32, 1, ["layer1.0", last, "layer4"], seed=3)
 
 
