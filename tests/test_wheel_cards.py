@@ -1,4 +1,5 @@
-"""The model cards ship inside the wheel and are found by the installed package (issue 13).
+"""The model cards ship inside the wheel and are found by the installed package (issue 13); an
+editable install reads the repository's models/ folder.
 
 Builds the wheel from a copy of the project (``pip wheel --no-deps --no-build-isolation``: no
 network; setuptools from this environment), checks that every ``models/*.toml`` is in it under
@@ -91,3 +92,41 @@ def test_installed_package_finds_its_cards(wheel_and_site, tmp_path):
     done = _run_installed(site, tmp_path, "import hnd_jax.cards as c; print(c.load_card('mine').architecture, "
                           "c.load_card('resnet50').architecture)", {"HND_MODELS_DIR": str(tmp_path)})
     assert done.returncode == 0 and done.stdout.split() == ["demo_cnn", "resnet50"], done.stderr[-2000:]
+
+
+def test_editable_install_reads_the_repository_cards(tmp_path):
+    """PEP 660 editable wheel of a copy of the project: no card copy is made, the source's models/ is used.
+
+    The editable wheel is built with setuptools' backend (what ``pip install -e`` calls) and its .pth
+    is processed first in an interpreter started without site (``-S``); this environment's
+    site-packages (numpy...) come after it, so another hnd_jax install there cannot answer first.
+    """
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in PROJECT_FILES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "bundled_cards"))
+        else:
+            shutil.copyfile(path, src / name)
+    (src / "models" / "only_in_source.toml").write_text(
+        (ROOT / "models" / "demo_cnn.toml").read_text().replace('"demo_cnn"', '"only_in_source"', 1))
+    built = subprocess.run([sys.executable, "-c", "from setuptools import build_meta; import sys; "
+                            "print(build_meta.build_editable(sys.argv[1]))", str(tmp_path / "dist")],
+                           cwd=src, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    wheel = tmp_path / "dist" / built.stdout.split()[-1]
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        assert not [m for m in zf.namelist() if "bundled_cards" in m]
+        zf.extractall(site)
+    assert not (src / "hnd_jax" / "bundled_cards").exists()  # nothing copied into the source tree
+    code = ("import site, sys, sysconfig; site.addsitedir(sys.argv[1]); "
+            "site.addsitedir(sysconfig.get_paths()['purelib']); site.addsitedir(sysconfig.get_paths()['platlib']); "
+            "import hnd_jax.cards as c; print(c.builtin_cards_dir()); print(c.load_card('only_in_source').architecture)")
+    done = subprocess.run([sys.executable, "-S", "-c", code, str(site)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={k: v for k, v in os.environ.items()
+                                                       if k not in ("PYTHONPATH", "HND_MODELS_DIR")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder, arch = done.stdout.split()
+    assert Path(folder) == (src / "models").resolve() and arch == "demo_cnn"
