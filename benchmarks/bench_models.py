@@ -1,14 +1,23 @@
 """Forward throughput of the Flax model zoo against PyTorch, same weights, same machine, same run.
 
-    python benchmarks/bench_models.py             # ResNet-50 at 128 and 224 px, batch 32
-    python benchmarks/bench_models.py --quick     # smoke test: 64 px, batch 4, seconds
+    python benchmarks/bench_models.py             # ResNet-50 at 128 and 224 px, IResNet-50 at 112,
+                                                  # ViT-S/16 at 224; batch 32
+    python benchmarks/bench_models.py --quick     # smoke test: batch 4, ResNet-50 at 64 px
+    python benchmarks/bench_models.py --arch vit_small_patch16_224 --batch 8
+
+Models and their PyTorch yardsticks (random weights, identical on both sides):
+
+- ``resnet50``: torchvision-layout twin (tests/models/hnd_models_torch_refs.py), layer ``layer4.2.conv1``;
+- ``iresnet50``: arcface_torch-layout twin (same file), 112 px (fixed by its head), ``layer4.2.conv2``;
+- ``vit_small_patch16_224``: timm's own model (tests/models/timm_ref.py), 224 px, ``blocks.11``
+  (returned as a 14x14 map).
 
 For each input size it times, on identical random weights (with randomised BatchNorm statistics)
 and identical inputs:
 
 - ``flax``: the jit-compiled NNX forward (``jax.jit`` over ``nnx.merge``), whatever device JAX uses;
 - ``flax+capture``: the dissection pipeline's :class:`hnd_jax.pipeline.forward.LayerForward`
-  returning ``layer4.2.conv1`` too, fed host images (what a dissection run executes per batch,
+  returning the model's layer (above) too, fed host images (what a dissection run executes per batch,
   host-to-device copy included). (The eager ``forward_with_layers`` convenience re-splits the
   module on every call: ~10 ms of Python per ResNet-50 call, invisible on a CPU, 6x on an H200.)
 - ``torch``: the torchvision-layout PyTorch twin (tests/models/hnd_models_torch_refs.py, since
@@ -47,9 +56,23 @@ from hnd_jax.pipeline.forward import LayerForward  # noqa: E402
 from hnd_jax.sharding import make_data_mesh  # noqa: E402
 from hnd_jax.models.registry import build_model  # noqa: E402
 from hnd_jax.models.torch_mapping import load_torch_state_dict  # noqa: E402
-from hnd_models_torch_refs import numpy_state_dict, randomize_batchnorm, relative_error, torch_resnet  # noqa: E402
+from hnd_models_torch_refs import (  # noqa: E402
+    numpy_state_dict, randomize_batchnorm, relative_error, torch_iresnet, torch_resnet,
+)
 
-LAYER = "layer4.2.conv1"
+
+def _torch_vit_small():
+    from timm_ref import import_timm
+
+    return import_timm().create_model("vit_small_patch16_224", pretrained=False, num_classes=1000)
+
+
+#: arch -> (PyTorch builder, captured layer, default sizes, quick sizes)
+MODELS = {
+    "resnet50": (lambda: torch_resnet("resnet50", "fc", 1000), "layer4.2.conv1", [128, 224], [64]),
+    "iresnet50": (lambda: torch_iresnet("iresnet50"), "layer4.2.conv2", [112], [112]),
+    "vit_small_patch16_224": (_torch_vit_small, "blocks.11", [224], [224]),
+}
 
 
 def best_of(fn, reps: int) -> tuple[float, float]:
@@ -75,11 +98,13 @@ def device_peak_mib() -> float | None:
 
 
 def bench_size(arch: str, size: int, batch: int, reps: int, seed: int) -> dict:
+    make_torch, layer, _, _ = MODELS[arch]
     torch.manual_seed(seed)
-    tmodel = torch_resnet(arch, "fc", 1000).eval()
+    tmodel = make_torch().eval()
     randomize_batchnorm(tmodel, seed)
-    model = build_model(arch, num_outputs=1000)
-    load_torch_state_dict(model, numpy_state_dict(tmodel))
+    state = numpy_state_dict(tmodel)
+    model = build_model(arch, num_outputs=int(next(v for k, v in state.items() if k in ("fc.weight", "head.weight")).shape[0]))
+    load_torch_state_dict(model, state)
     x = np.random.default_rng(seed).uniform(0, 1, size=(batch, size, size, 3)).astype(np.float32)
 
     graphdef, state = nnx.split(model)
@@ -89,7 +114,7 @@ def bench_size(arch: str, size: int, batch: int, reps: int, seed: int) -> dict:
     flax_out = np.asarray(plain(state, x_dev))  # first call: compiles
     flax_compile = time.perf_counter() - t
     _, flax_s = best_of(lambda: plain(state, x_dev).block_until_ready(), reps)
-    pipeline_forward = LayerForward(model, [LAYER], make_data_mesh())
+    pipeline_forward = LayerForward(model, [layer], make_data_mesh())
     cap_warm, cap_s = best_of(lambda: jax.block_until_ready(pipeline_forward(x)), reps)
 
     x_t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -98,7 +123,7 @@ def bench_size(arch: str, size: int, batch: int, reps: int, seed: int) -> dict:
         torch_warm, torch_s = best_of(lambda: tmodel(x_t), reps)
 
     return {
-        "arch": arch, "image_size": size, "batch": batch, "reps": reps,
+        "arch": arch, "layer": layer, "image_size": size, "batch": batch, "reps": reps,
         "flax_images_per_s": batch / flax_s, "flax_first_call_s": flax_compile,
         "flax_capture_images_per_s": batch / cap_s, "flax_capture_warmup_s": cap_warm,
         "torch_images_per_s": batch / torch_s, "torch_warmup_s": torch_warm,
@@ -110,15 +135,15 @@ def bench_size(arch: str, size: int, batch: int, reps: int, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64 px, batch 4, 2 reps (smoke test)")
-    parser.add_argument("--arch", default="resnet50")
-    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default 128 224)")
+    parser.add_argument("--quick", action="store_true", help="batch 4, 2 reps, ResNet-50 at 64 px (smoke test)")
+    parser.add_argument("--arch", nargs="+", default=list(MODELS), choices=list(MODELS), help="default: all")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="input sizes (default per model: resnet50 128 224, iresnet50 112, vit 224)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 32)")
     parser.add_argument("--reps", type=int, default=None, help="timed runs per case, best kept (default 3)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/...)")
     args = parser.parse_args(argv)
     config = "quick" if args.quick else "full"
-    sizes = args.sizes or ([64] if args.quick else [128, 224])
     batch = args.batch or (4 if args.quick else 32)
     reps = args.reps or (2 if args.quick else 3)
 
@@ -128,15 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
         "jax": jax.__version__, "torch": torch.__version__, "load_average": os.getloadavg(),
     }
-    rows = [bench_size(args.arch, size, batch, reps, seed=i) for i, size in enumerate(sizes)]
+    rows = []
+    for arch in args.arch:
+        sizes = args.sizes or (MODELS[arch][3] if args.quick else MODELS[arch][2])
+        rows += [bench_size(arch, size, batch, reps, seed=i) for i, size in enumerate(sizes)]
 
-    print(f"{args.arch} forward, batch {batch}, best of {reps}; JAX on {device.platform} ({device.device_kind}), "
+    print(f"forward, batch {batch}, best of {reps}; JAX on {device.platform} ({device.device_kind}), "
           f"PyTorch CPU with {env['torch_threads']} threads; load average {env['load_average'][0]:.1f}")
-    header = f"{'size':>5} {'flax img/s':>11} {'+capture':>9} {'torch img/s':>12} {'flax/torch':>11} " \
+    header = f"{'model':<22} {'size':>5} {'flax img/s':>11} {'+capture':>9} {'torch img/s':>12} {'flax/torch':>11} " \
              f"{'compile s':>10} {'rel err':>9} {'peak RSS MiB':>13}"
     print(header)
     for r in rows:
-        print(f"{r['image_size']:>5} {r['flax_images_per_s']:>11.1f} {r['flax_capture_images_per_s']:>9.1f} "
+        print(f"{r['arch']:<22} {r['image_size']:>5} {r['flax_images_per_s']:>11.1f} {r['flax_capture_images_per_s']:>9.1f} "
               f"{r['torch_images_per_s']:>12.1f} {r['flax_over_torch']:>10.2f}x {r['flax_first_call_s']:>10.1f} "
               f"{r['max_rel_error_vs_torch']:>9.1e} {r['peak_rss_mib']:>13.0f}")
     out = args.out or ROOT / "benchmarks" / "results" / f"models_{config}_{device.platform}.json"

@@ -3,8 +3,18 @@
 A card says which architecture to build (a name from :mod:`hnd_jax.models.registry`), with which
 head and input size, how images must be preprocessed so that activations match the original
 model's, which layers to dissect by default, what the model was trained for, and where its weights
-come from. Cards are data, not code: one file per checkpoint family under the repository's
-``models/`` folder (``$HND_MODELS_DIR`` overrides it), and a path to any ``.toml`` file works too.
+come from. Cards are data, not code: one file per checkpoint family.
+
+Where cards are found by name (:func:`cards_dirs`, first match wins):
+
+1. ``$HND_MODELS_DIR``: a user's own folder(s) (several joined with ``os.pathsep``); a card there
+   shadows a built-in card of the same name;
+2. the built-in cards: the repository's top-level ``models/`` folder is their single source of
+   truth. A wheel carries a copy made at build time (``setup.py`` copies ``models/*.toml`` into
+   ``hnd_jax/bundled_cards/``), which is used when present; a source checkout or an editable
+   install reads ``models/`` itself.
+
+A path to any ``.toml`` file works too (``--model my.toml``); ``hnd card new`` writes one.
 
 Card format (all keys are checked; an unknown key is an error, so typos do not go unnoticed)::
 
@@ -55,7 +65,9 @@ __all__ = [
     "ModelCard",
     "Preprocessing",
     "WeightsSource",
+    "builtin_cards_dir",
     "cards_dir",
+    "cards_dirs",
     "list_cards",
     "load_card",
     "RESIZE_FILTERS",
@@ -168,20 +180,51 @@ class ModelCard:
 # --------------------------------------------------------------------------------------------
 
 
+#: Where a wheel keeps its copy of ``models/*.toml`` (written by setup.py's build_py; not in git).
+BUNDLED_CARDS = Path(__file__).resolve().parent / "bundled_cards"
+#: The repository's cards, the single source of truth (source checkouts and editable installs).
+REPOSITORY_CARDS = Path(__file__).resolve().parent.parent / "models"
+
+
+def builtin_cards_dir() -> Path:
+    """The built-in cards: the wheel's bundled copy when installed from one, else the repository's."""
+    if BUNDLED_CARDS.is_dir() and any(BUNDLED_CARDS.glob("*.toml")):
+        return BUNDLED_CARDS
+    return REPOSITORY_CARDS
+
+
+def cards_dirs() -> list[Path]:
+    """Folders searched for a card name, in order: ``$HND_MODELS_DIR`` entries, then the built-ins."""
+    env = os.environ.get("HND_MODELS_DIR", "")
+    user = [Path(p) for p in env.split(os.pathsep) if p]
+    for folder in user:
+        if not folder.is_dir():
+            raise HndError(f"HND_MODELS_DIR: {folder} is not a folder (it should hold .toml model cards)")
+    return user + [builtin_cards_dir()]
+
+
 def cards_dir() -> Path:
-    """The folder of model cards: ``$HND_MODELS_DIR`` or the repository's ``models/``."""
-    env = os.environ.get("HND_MODELS_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "models"
+    """The first folder searched: ``$HND_MODELS_DIR`` (its first entry) or the built-in cards."""
+    return cards_dirs()[0]
+
+
+def _card_files() -> dict[str, Path]:
+    """``{name: path}`` of every card found by name (earlier folders shadow later ones)."""
+    found: dict[str, Path] = {}
+    for folder in cards_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
 
 
 def list_cards() -> list[ModelCard]:
-    """Every card in :func:`cards_dir`, sorted by name."""
-    folder = cards_dir()
-    if not folder.is_dir():
-        raise HndError(f"{folder}: model card folder not found (set HND_MODELS_DIR to a folder of .toml cards)")
-    return [load_card(p) for p in sorted(folder.glob("*.toml"))]
+    """Every card found by name (see :func:`cards_dirs`), sorted by name."""
+    files = _card_files()
+    if not files:
+        where = ", ".join(str(d) for d in cards_dirs())
+        raise HndError(f"no model cards found in {where} (set HND_MODELS_DIR to a folder of .toml cards)")
+    return [load_card(files[name]) for name in sorted(files)]
 
 
 def load_card(name_or_path: str | Path | ModelCard) -> ModelCard:
@@ -194,16 +237,17 @@ def load_card(name_or_path: str | Path | ModelCard) -> ModelCard:
         if not path.is_file():
             raise HndError(f"{path}: model card file not found")
         return _parse_card(path, expect_stem=False)
-    folder = cards_dir()
-    path = folder / f"{text}.toml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+    files = _card_files()
+    path = files.get(text)
+    if path is None:
+        known = sorted(files)
         import difflib
 
         close = difflib.get_close_matches(text, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
+        where = ", ".join(str(d) for d in cards_dirs())
         raise HndError(
-            f"unknown model '{text}': no card {path.name} in {folder} (known: {', '.join(known) or 'none'}){hint}"
+            f"unknown model '{text}': no card {text}.toml in {where} (known: {', '.join(known) or 'none'}){hint}"
         )
     return _parse_card(path, expect_stem=True)
 

@@ -164,9 +164,17 @@ def test_card_by_path_and_models_dir_override(tmp_path, monkeypatch):
     copy = tmp_path / "smile.toml"
     shutil.copyfile(src, copy)
     assert load_card(str(copy)).name == "smile"
+    copy.write_text(copy.read_text().replace("input_size = 200", "input_size = 96"))
+    (tmp_path / "mine.toml").write_text((cards_dir() / "demo_cnn.toml").read_text().replace('"demo_cnn"', '"mine"', 1))
     monkeypatch.setenv("HND_MODELS_DIR", str(tmp_path))
-    assert [c.name for c in list_cards()] == ["smile"]
-    with pytest.raises(HndError, match="unknown model 'age'"):
+    names = [c.name for c in list_cards()]
+    assert "mine" in names and "age" in names and names.count("smile") == 1  # the user's folder adds to the built-ins
+    assert load_card("smile").input_size == 96 and load_card("smile").path == copy.resolve()  # and shadows them
+    assert load_card("age").architecture == "resnet50"
+    with pytest.raises(HndError, match="unknown model 'agee'.*did you mean age"):
+        load_card("agee")
+    monkeypatch.setenv("HND_MODELS_DIR", str(tmp_path / "nope"))
+    with pytest.raises(HndError, match="HND_MODELS_DIR.*not a folder"):
         load_card("age")
 
 
@@ -234,3 +242,34 @@ def test_name_must_match_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HND_MODELS_DIR", str(tmp_path))
     with pytest.raises(HndError, match="must equal the file name stem"):
         load_card("other")
+
+
+STANDARD_CARDS = {  # issue 13: named like the library the weights come from; head size from the file
+    **{f"resnet{d}": ("resnet", 224) for d in (18, 34, 50, 101, 152)},
+    **{f"iresnet{d}": ("iresnet", 112) for d in (18, 34, 50, 100)},
+    **{f"vit_{s}_patch16_224": ("vit", 224) for s in ("tiny", "small", "base")},
+    "clip_vit_b16": ("clip", 224),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STANDARD_CARDS))
+def test_standard_architecture_cards(name):
+    family, size = STANDARD_CARDS[name]
+    card = load_card(name)
+    assert card.architecture == name and card.input_size == size and card.num_outputs is None
+    pre = card.preprocessing
+    if family == "resnet":
+        assert pre.mean == (0.485, 0.456, 0.406) and pre.std == (0.229, 0.224, 0.225) and pre.divide_by == 255.0
+    elif family in ("iresnet", "vit"):  # (x - 127.5) / 127.5
+        assert pre.divide_by == 1.0 and pre.mean == (127.5,) * 3 and pre.std == (127.5,) * 3
+    else:
+        assert pre.mean == (0.48145466, 0.4578275, 0.40821073)
+    if family in ("vit", "clip"):
+        assert "AFTER" in card.notes  # the MLP hidden units are taken after the activation
+
+
+def test_clip_card_keeps_only_the_image_tower():
+    rules = load_card("clip_vit_b16").weights
+    mapped = rules.map_keys({"visual.conv1.weight": 1, "visual.transformer.resblocks.0.ln_1.weight": 2,
+                             "positional_embedding": 3, "transformer.resblocks.0.ln_1.weight": 4, "logit_scale": 5})
+    assert mapped == {"conv1.weight": 1, "transformer.resblocks.0.ln_1.weight": 2}

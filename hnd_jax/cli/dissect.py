@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                    help="layer to dissect (repeatable; default with --model: the card's default layers)")
     p.add_argument("--weights", metavar="W",
                    help="checkpoint: original .pt/.pth/.bin/.safetensors/.npz or a folder written by hnd convert")
+    p.add_argument("--random-init", action="store_true",
+                   help="dissect the card's architecture with random parameters (the untrained control); no --weights")
+    p.add_argument("--seed", type=int, default=0, metavar="K", help="seed of --random-init's parameters")
     add_config_options(p, ScoringConfig, SCORING_OPTIONS)
     add_config_options(p, RunConfig, RUN_OPTIONS)
     p.add_argument("--no-progress", dest="progress", action="store_const", const="none",
@@ -64,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.activations:
         if not args.layer or len(args.layer) != 1:
             raise HndError("--activations needs exactly one --layer NAME (the name used for OUT/<layer>/)")
+        if args.random_init:
+            raise HndError("--random-init goes with --model (an activations file has no parameters)")
         if args.image_size is None:
             raise HndError("--activations needs --image-size S (the analysis size the masks are resized to)")
         from hnd_jax.pipeline.dissect import dissect_activations
@@ -76,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from hnd_jax.pipeline.dissect import dissect_model
 
     dissect_model(args.model, weights=args.weights, layers=args.layer, dictionary=args.dictionary, out=args.out,
-                  scoring=scoring, run=run_config, taxonomy=args.taxonomy)
+                  scoring=scoring, run=run_config, taxonomy=args.taxonomy, random_init=args.random_init,
+                  seed=args.seed)
     return _report(args)
 
 

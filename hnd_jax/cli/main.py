@@ -18,7 +18,7 @@ from typing import Sequence
 from hnd_jax import __version__
 from hnd_jax.errors import HndError
 
-SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "convert", "extract", "report", "compare")
+SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ __all__ = [
     "save_model",
     "load_model",
     "load_weights_into",
+    "with_head_size",
     "is_converted_dir",
     "read_manifest",
     "weights_identity",
@@ -151,11 +152,30 @@ def build_from_card(card: ModelCard, *, seed: int = 0) -> nnx.Module:
     return build_model(card.architecture, rngs=nnx.Rngs(seed), **card.build_kwargs())
 
 
-def load_weights_into(model: nnx.Module, card: ModelCard, weights_file: str | Path) -> None:
-    """Read an original weights file, map its key names per the card, load strictly into ``model``."""
+def with_head_size(card: ModelCard, num_outputs: int | None) -> ModelCard:
+    """``card`` with ``num_outputs`` filled in when the card leaves it out (a built-in ``resnet50``
+    card loading a fine-tuned head); a card that states it is returned unchanged (a mismatch then
+    fails the strict load with the shapes named)."""
+    if card.num_outputs is not None or num_outputs is None:
+        return card
+    import dataclasses
+
+    return dataclasses.replace(card, num_outputs=int(num_outputs))
+
+
+def _mapped_state(card: ModelCard, weights_file: str | Path) -> dict[str, Any]:
+    return card.weights.map_keys(read_state_dict(weights_file))
+
+
+def load_weights_into(model: nnx.Module, card: ModelCard, weights_file: str | Path,
+                      state: dict[str, Any] | None = None) -> None:
+    """Read an original weights file, map its key names per the card, load strictly into ``model``.
+
+    ``state``: the file's already-read, already-mapped state dict (read once by :func:`load_model`).
+    """
     from hnd_jax.models.torch_mapping import load_torch_state_dict
 
-    state = card.weights.map_keys(read_state_dict(weights_file))
+    state = _mapped_state(card, weights_file) if state is None else state
     try:
         load_torch_state_dict(model, state, strict=True)
     except HndError as exc:
@@ -261,6 +281,9 @@ def load_model(
     """Build a card's model and fill it with weights; returns ``(model, card)``.
 
     ``weights``: an original file (``.pt/.pth/.bin/.safetensors/.npz``), a converted folder, or None.
+    A card without ``num_outputs`` gets the head size the file stores (``fc.weight`` of a
+    fine-tuned torchvision ResNet; :func:`hnd_jax.models.registry.infer_num_outputs`), and the
+    returned card says it; a converted folder records it in its manifest.
     With None, a card whose weights ship inside an installed package (MTCNN) loads them from there;
     otherwise ``random_init=True`` keeps the random initialisation (demo/tests) and anything else is
     an HndError telling where to get the weights. ``card_or_name`` may be None when ``weights`` is a
@@ -276,6 +299,7 @@ def load_model(
         card = load_card(card_or_name)
     if folder is not None:
         manifest = read_manifest(folder)
+        card = with_head_size(card, manifest.get("num_outputs"))  # as read from the original file's head
         _check_folder_matches(folder, manifest, card)
         model = build_from_card(card, seed=seed)
         _restore_into(model, folder)
@@ -286,9 +310,15 @@ def load_model(
             raise HndError(card.missing_weights_message())  # before building: big models take seconds
     elif not Path(weights).is_file():
         raise HndError(f"{weights}: weights file not found")
+    state = None
+    if weights is not None:
+        from hnd_jax.models.registry import infer_num_outputs
+
+        state = _mapped_state(card, weights)
+        card = with_head_size(card, infer_num_outputs(card.architecture, card.head, state))
     model = build_from_card(card, seed=seed)
     if weights is not None:
-        load_weights_into(model, card, weights)
+        load_weights_into(model, card, weights, state)
     return model, card
 
 

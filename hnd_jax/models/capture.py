@@ -15,6 +15,14 @@ Names are module paths joined by dots, exactly what PyTorch's ``named_modules()`
 in one forward (torchvision's per-block ``relu``) yields the output of its last call, what a forward
 hook that stores its output would keep.
 
+Token models (vision transformers): a model that defines ``token_grid(height, width) -> (prefix,
+gh, gw)`` (see :mod:`hnd_jax.models.vit`) has its token activations ``[N, tokens, C]`` returned as
+maps over the patch grid, ``[N, gh, gw, C]`` (NHWC, like every conv activation here): the first
+``prefix`` tokens (class token, register tokens) are dropped and patch tokens are read in row-major
+order (token ``prefix + i * gw + j`` is grid cell ``(i, j)``). A token output without prefix
+(``[N, gh*gw, C]``, e.g. timm's ``patch_embed``) is mapped the same way. Anything else (pooled
+vectors, logits) is returned as the module outputs it and is not dissectable.
+
 ``nnx.capture`` instruments module classes while it runs, so do not trace two captures of the same
 classes concurrently from several Python threads.
 """
@@ -73,14 +81,36 @@ def _check_layers(model: nnx.Module, layers: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def tokens_to_map(value: Any, prefix: int, gh: int, gw: int) -> Any:
+    """``[N, prefix + gh*gw, C]`` (or ``[N, gh*gw, C]``) token activations -> ``[N, gh, gw, C]``.
+
+    Prefix tokens (class/register) are dropped; patch tokens are row-major over the patch grid.
+    Any other value (not 3-D, or another token count) is returned unchanged.
+    """
+    shape = getattr(value, "shape", None)
+    if shape is None or len(shape) != 3:
+        return value
+    n = gh * gw
+    if shape[1] == prefix + n:
+        value = value[:, prefix:, :]
+    elif shape[1] != n:
+        return value
+    return value.reshape(shape[0], gh, gw, shape[2])
+
+
 def _captured_outputs(model: nnx.Module, x: jax.Array) -> tuple[Any, dict[str, Any]]:
-    """Run the forward under nnx.capture; {dotted module path: last __call__ output}."""
+    """Run the forward under nnx.capture; {dotted module path: last __call__ output}.
+
+    Token activations of a model with ``token_grid`` come back as NHWC maps (module docstring).
+    """
     out, intermediates = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+    grid = model.token_grid(int(x.shape[1]), int(x.shape[2])) if hasattr(model, "token_grid") else None
     outputs: dict[str, Any] = {}
     for path, variable in nnx.to_flat_state(intermediates):
         if path and path[-1] == _CALL and len(path) > 1:
             values = variable.get_value()
-            outputs[".".join(str(p) for p in path[:-1])] = values[-1]
+            value = values[-1]
+            outputs[".".join(str(p) for p in path[:-1])] = value if grid is None else tokens_to_map(value, *grid)
     return out, outputs
 
 
@@ -100,8 +130,9 @@ def _forward_jit(graphdef: nnx.GraphDef, state: nnx.State, x: jax.Array, names: 
 def forward_with_layers(model: nnx.Module, x: jax.Array, layers: Sequence[str]) -> tuple[Any, dict[str, jax.Array]]:
     """Run ``model(x)`` once; return ``(output, {layer name: activation})``.
 
-    ``x`` is an NHWC float batch; conv activations come back NHWC ([N, H, W, C]), others as the
-    module returns them. Works eagerly and inside an outer ``jax.jit`` (the pipeline's sharded
+    ``x`` is an NHWC float batch; conv activations come back NHWC ([N, H, W, C]), transformer
+    token activations as NHWC maps over the patch grid (module docstring), others as the module
+    returns them. Works eagerly and inside an outer ``jax.jit`` (the pipeline's sharded
     forward). Unknown names raise HndError with the closest matches. Inference only: BatchNorm
     statistics are not updated.
     """

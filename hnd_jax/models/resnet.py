@@ -1,4 +1,4 @@
-"""ResNet-18/34/50/101 in torchvision's layout and module names, with the heads of HND's face models.
+"""ResNet-18/34/50/101/152 in torchvision's layout and module names, with the heads of HND's face models.
 
 Module tree (what ``named_modules()`` shows in torchvision, and our layer names)::
 
@@ -75,7 +75,7 @@ class BasicBlock(nnx.Module):
 
 
 class Bottleneck(nnx.Module):
-    """torchvision ``Bottleneck`` (ResNet-50/101): 1x1, 3x3 (strided), 1x1 x4 and the shortcut."""
+    """torchvision ``Bottleneck`` (ResNet-50/101/152): 1x1, 3x3 (strided), 1x1 x4 and the shortcut."""
 
     expansion = 4
 
@@ -204,6 +204,7 @@ RESNET_DEPTHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, i
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
     "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
 
 
@@ -215,6 +216,6 @@ def build_resnet(
     image_size: int | None = None,
     rngs: nnx.Rngs,
 ) -> ResNet:
-    """``resnet18|34|50|101`` with the chosen head (see the module docstring)."""
+    """``resnet18|34|50|101|152`` with the chosen head (see the module docstring)."""
     block, counts = RESNET_DEPTHS[arch]
     return ResNet(block, counts, head=head, num_outputs=num_outputs, image_size=image_size, name=arch, rngs=rngs)

@@ -13,7 +13,16 @@ NNX module         PyTorch tensors                          conversion
 ``nnx.BatchNorm``  ``weight bias running_mean running_var`` scale, bias, mean, var;
                    (``num_batches_tracked`` ignored)
 ``PReLU``          ``weight`` [C]                           as is
+``nnx.LayerNorm``  ``weight bias``                          scale, bias
+any module         names in its ``TORCH_PARAMS``            as is (PyTorch layout kept: ViT
+                                                            ``cls_token``/``pos_embed``, CLIP
+                                                            ``class_embedding``, ``proj``,
+                                                            ``attn.in_proj_weight``)
 =================  ======================================  ==========================================
+
+A module may carry its own ``nnx.Param`` attributes that PyTorch stores as bare ``nn.Parameter``s:
+it lists their attribute names in a class attribute ``TORCH_PARAMS`` and stores them in PyTorch's
+shape, so they map one to one. The root module's are named without a prefix (``cls_token``).
 
 Flatten permutation: PyTorch flattens an NCHW map in C,H,W order (or W,H,C after MTCNN's
 ``permute(0,3,2,1)``); we flatten NHWC in H,W,C order, so the Linear's input features are
@@ -88,9 +97,12 @@ def _module_slots(name: str, module: nnx.Module) -> list[_Slot]:
         # PyTorch shape = our shape with axes reordered (``axes``); computed, never materialised.
         shape = tuple(variable.get_value().shape)
         torch_shape = shape if axes is None else tuple(shape[a] for a in axes)
-        return _Slot(f"{name}.{param}", variable, torch_shape, to_flax, to_torch)
+        return _Slot(f"{name}.{param}" if name else param, variable, torch_shape, to_flax, to_torch)
 
     slots: list[_Slot] = []
+    own_torch = tuple(getattr(type(module), "TORCH_PARAMS", ()))
+    for param in own_torch:
+        slots.append(slot(param, getattr(module, param)))
     if isinstance(module, nnx.Conv):
         slots.append(slot("weight", module.kernel, lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1),
                           axes=(3, 2, 0, 1)))
@@ -108,8 +120,12 @@ def _module_slots(name: str, module: nnx.Module) -> list[_Slot]:
                 slots.append(slot(param, variable))
     elif isinstance(module, PReLU):
         slots.append(slot("weight", module.weight))
+    elif isinstance(module, nnx.LayerNorm):
+        for param, variable in (("weight", module.scale), ("bias", module.bias)):
+            if variable is not None:
+                slots.append(slot(param, variable))
     else:
-        own = [k for k, v in vars(module).items() if isinstance(v, nnx.Variable)]
+        own = [k for k, v in vars(module).items() if isinstance(v, nnx.Variable) and k not in own_torch]
         if own:
             raise TypeError(f"{type(module).__name__} at {name!r} has variables {own} but no PyTorch mapping")
     return slots
@@ -117,7 +133,7 @@ def _module_slots(name: str, module: nnx.Module) -> list[_Slot]:
 
 def torch_slots(model: nnx.Module) -> list[_Slot]:
     """Every PyTorch tensor the model expects, in ``named_modules()`` order."""
-    slots: list[_Slot] = []
+    slots: list[_Slot] = list(_module_slots("", model)) if getattr(type(model), "TORCH_PARAMS", ()) else []
     for name in module_names(model):
         module = _get_module(model, name)
         slots.extend(_module_slots(name, module))

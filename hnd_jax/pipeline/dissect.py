@@ -81,6 +81,7 @@ def dissect_model(
     mesh: Mesh | None = None,
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
     random_init: bool = False,
+    seed: int = 0,
     capture: Any = None,
     tally_factory: Callable[..., Any] | None = None,
 ) -> Path:
@@ -93,7 +94,8 @@ def dissect_model(
     layers:     dotted layer paths; default: the card's ``default_layers``.
     scoring:    a :class:`ScoringConfig` or its fields; ``image_size`` defaults to the model's input size.
     run:        a :class:`RunConfig` or its fields (batch size, cache budget, checkpoints, devices, progress).
-    random_init: allow a card without weights (tests, demos, the untrained control).
+    random_init / seed: dissect the card's architecture with random parameters drawn from ``seed``
+                (the untrained control of dissection studies; deterministic per seed).
     capture / tally_factory: injection points (a custom layer capture for exotic modules; a reference tally in tests).
 
     Raises HndError for every problem a user can cause (unknown layer, bad settings, a checkpoint of
@@ -103,7 +105,8 @@ def dissect_model(
     from hnd_jax.pipeline.source_model import ModelActivations
 
     run_cfg = coerce(RunConfig, run)
-    source_model = resolve_model(model, weights, card=card, preprocess=preprocess, random_init=random_init)
+    source_model = resolve_model(model, weights, card=card, preprocess=preprocess, random_init=random_init,
+                                 seed=seed)
     given = scoring.to_dict() if isinstance(scoring, ScoringConfig) else dict(scoring or {})
     if given.get("image_size") is None:
         if source_model.input_size is None:

@@ -7,6 +7,14 @@ preprocessing then defaults to scaling uint8 pixels to [0, 1].
 
 The model identity recorded in ``dissection.json`` and in resume fingerprints always includes a
 sha256 of the parameter values actually used, so a different checkpoint can never resume a run.
+
+Random initialisation (``random_init=True``; ``hnd dissect --random-init --seed S``): the card's
+architecture is built with ``nnx.Rngs(seed)`` and no weights are loaded, not even weights shipped
+inside a package. The untrained network is the standard control of dissection studies (Bau et al.,
+Network Dissection, CVPR 2017, dissect randomly initialised networks beside trained ones): what a
+unit "detects" by architecture alone. The same seed gives bit-identical parameters (every
+initialiser draws from the seed's keys), so a control run is reproducible; the identity records
+``{"kind": "random init", "seed": S}``.
 """
 
 from __future__ import annotations
@@ -49,6 +57,19 @@ def scale_to_unit(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, np.float32) / np.float32(255.0)
 
 
+def random_model(card_name: Any, seed: int = 0) -> tuple[nnx.Module, Any]:
+    """``(model, card)``: the card's architecture with parameters drawn from ``nnx.Rngs(seed)``.
+
+    Deterministic: the same card and seed give the same parameters, bit for bit, on any machine
+    (initialisers draw with NumPy from the seed's JAX keys; see hnd_jax.models.layers).
+    """
+    from hnd_jax.cards import load_card
+    from hnd_jax.convert.checkpoint import build_from_card
+
+    card = load_card(card_name)
+    return build_from_card(card, seed=int(seed)), card
+
+
 def resolve_model(
     model: str | nnx.Module,
     weights: str | None = None,
@@ -56,9 +77,22 @@ def resolve_model(
     card: Any = None,
     preprocess: Preprocess | None = None,
     random_init: bool = False,
+    seed: int = 0,
 ) -> ModelSource:
-    """Load or wrap ``model`` (see the module docstring)."""
+    """Load or wrap ``model`` (see the module docstring).
+
+    model:       a card name or ``.toml`` path, or an ``nnx.Module`` (used as it is).
+    weights:     original weights file or converted folder for a card (None: packaged weights, if any).
+    random_init: build the card's architecture with random parameters drawn from ``seed`` and load
+                 no weights; HndError when ``weights`` is also given.
+    seed:        the random-init seed (a non-negative integer); ignored without ``random_init``.
+    """
     from hnd_jax.preprocess import preprocess_uint8
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HndError(f"--seed {seed!r}: expected a non-negative integer")
+    if random_init and weights is not None:
+        raise HndError(f"--random-init dissects an untrained network: do not also pass --weights ({weights})")
 
     if isinstance(model, nnx.Module):
         if card is not None:
@@ -71,6 +105,14 @@ def resolve_model(
             "class": f"{type(module).__module__}.{type(module).__qualname__}",
             "card": getattr(card, "name", None),
             "weights": {"kind": "in-memory parameters"},
+        }
+    elif isinstance(model, str) and random_init:
+        module, card = random_model(model, seed)
+        identity = {
+            "kind": "card",
+            "card": card.name,
+            "architecture": card.architecture,
+            "weights": {"kind": "random init", "seed": int(seed)},
         }
     elif isinstance(model, str):
         from hnd_jax.convert.checkpoint import load_model, weights_identity

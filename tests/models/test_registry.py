@@ -11,10 +11,15 @@ from hnd_jax.models.demo_cnn import DemoCNN
 from hnd_jax.models.inception_resnet_v1 import InceptionResnetV1
 from hnd_jax.models.mtcnn import ONet, PNet, RNet
 from hnd_jax.models.registry import ARCHITECTURES, build_model, get_architecture
+from hnd_jax.models.iresnet import IResNet
 from hnd_jax.models.resnet import ResNet
+from hnd_jax.models.vit import ClipVisionTransformer, VisionTransformer
 
 EXPECTED = {
-    "resnet18": ResNet, "resnet34": ResNet, "resnet50": ResNet, "resnet101": ResNet,
+    "resnet18": ResNet, "resnet34": ResNet, "resnet50": ResNet, "resnet101": ResNet, "resnet152": ResNet,
+    "iresnet18": IResNet, "iresnet34": IResNet, "iresnet50": IResNet, "iresnet100": IResNet,
+    "vit_tiny_patch16_224": VisionTransformer, "vit_small_patch16_224": VisionTransformer,
+    "vit_base_patch16_224": VisionTransformer, "clip_vit_b16": ClipVisionTransformer,
     "inception_resnet_v1": InceptionResnetV1, "mtcnn_pnet": PNet, "mtcnn_rnet": RNet, "mtcnn_onet": ONet,
     "demo_cnn": DemoCNN,
 }
@@ -70,3 +75,27 @@ def test_rngs_make_builds_reproducible():
     b = build_model("demo_cnn", rngs=nnx.Rngs(5)).conv2.kernel.get_value()
     c = build_model("demo_cnn", rngs=nnx.Rngs(6)).conv2.kernel.get_value()
     assert (a == b).all() and not (a == c).all()
+
+
+def test_infer_num_outputs_reads_the_head_of_a_state_dict():
+    import numpy as np
+
+    from hnd_jax.models.registry import infer_num_outputs
+
+    state = {"fc.weight": np.zeros((7, 2048), np.float32), "fc.bias": np.zeros(7, np.float32)}
+    assert infer_num_outputs("resnet50", None, state) == 7
+    assert infer_num_outputs("resnet50", "mlp", state) is None  # the MLP head's size is not fc.weight's
+    assert infer_num_outputs("vit_small_patch16_224", None, {"head.weight": np.zeros((3, 384))}) == 3
+    assert infer_num_outputs("clip_vit_b16", None, {"proj": np.zeros((768, 256))}) == 256
+    assert infer_num_outputs("iresnet50", None, {"fc.weight": np.zeros((128, 25088))}) == 128
+    assert infer_num_outputs("resnet50", None, {"conv1.weight": np.zeros((64, 3, 7, 7))}) is None
+    assert infer_num_outputs("mtcnn_onet", None, state) is None
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_architecture_names_a_default_layer_it_has(arch):
+    spec = ARCHITECTURES[arch]
+    model = nnx.eval_shape(lambda: build_model(arch))
+    from hnd_jax.models.capture import module_names
+
+    assert spec.default_layer in module_names(model)

@@ -1,4 +1,4 @@
-"""ResNet-18/34/50/101 and the HND heads against a torchvision-layout PyTorch twin.
+"""ResNet-18/34/50/101/152 and the HND heads against a torchvision-layout PyTorch twin.
 
 Torch weights are random (PyTorch's default init) with randomised BatchNorm statistics, copied with
 ``load_torch_state_dict``; outputs and several dissectable layers must agree within 1e-4 relative
@@ -66,7 +66,7 @@ def test_embedding_head():
     _check("resnet18", "embedding", 5, 64, 2, ["layer4.1.conv2", "layer4", "fc"], seed=2)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
 def test_structure_matches_torchvision(arch):
     """Same tensors (names, shapes, order) and same shape for every dissectable layer, no compile."""
     torch.manual_seed(0)
@@ -84,12 +84,12 @@ def test_structure_matches_torchvision(arch):
     assert names == torch_names
 
 
-@pytest.mark.parametrize("arch", ["resnet34", "resnet101"])
+@pytest.mark.parametrize("arch", ["resnet34", "resnet101", "resnet152"])
 def test_other_depths_numerically(arch):
-    if arch == "resnet101" and os.environ.get("HND_SLOW_TESTS") != "1":
-        pytest.skip("set HND_SLOW_TESTS=1: ResNet-101 is ResNet-50's Bottleneck 33 times (its names and "
-                    "shapes are checked above) and its XLA compile alone takes 15-40 s on a 2-core CPU")
-    last = {"resnet34": "layer4.2.conv1", "resnet101": "layer3.22.conv3"}[arch]
+    if arch in ("resnet101", "resnet152") and os.environ.get("HND_SLOW_TESTS") != "1":
+        pytest.skip(f"set HND_SLOW_TESTS=1: {arch} is ResNet-50's Bottleneck repeated (its names and "
+                    "shapes are checked above) and its XLA compile alone takes 15-60 s on a 2-core CPU")
+    last = {"resnet34": "layer4.2.conv1", "resnet101": "layer3.22.conv3", "resnet152": "layer3.35.conv3"}[arch]
     _check(arch, "fc", 4, 32, 1, ["layer1.0", last, "layer4"], seed=3)
 
 

@@ -1,0 +1,106 @@
+"""`hnd card new` (hnd_jax/cli/card.py, hnd_jax/card_template.py): the written card loads, builds the
+stated architecture with the stated sizes, and bad requests are one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from flax import nnx
+
+from hnd_jax.card_template import PRESETS, card_text
+from hnd_jax.cards import load_card
+from hnd_jax.cli import card as card_cli
+from hnd_jax.errors import HndError
+from hnd_jax.models.capture import list_layers
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser(prog="hnd")
+    card_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _build(card):
+    from hnd_jax.convert.checkpoint import build_from_card
+
+    return build_from_card(card)
+
+
+def test_round_trip_resnet_with_flattening_head(tmp_path):
+    out = tmp_path / "my_age.toml"
+    assert _run(["card", "new", "--arch", "resnet18", "--head", "mlp", "--num-outputs", "3", "--input-size", "96",
+                 "--preprocess", "imagenet", "--layer", "layer4.1.conv1", "--out", str(out)]) == 0
+    card = load_card(out)
+    assert (card.name, card.architecture, card.head, card.num_outputs, card.input_size) == \
+        ("my_age", "resnet18", "mlp", 3, 96)
+    assert card.default_layers == ("layer4.1.conv1",) and card.model_kwargs == {"image_size": 96}
+    pre = card.preprocessing
+    assert pre.mean == PRESETS["imagenet"].mean and pre.std == PRESETS["imagenet"].std and pre.resize == "bilinear"
+    model = _build(card)
+    out_shape = nnx.eval_shape(lambda: model(__import__("jax").numpy.zeros((1, 96, 96, 3)))).shape
+    assert out_shape == (1, 3)
+    assert dict(list_layers(model, 96))["layer4.1.conv1"] == (3, 3, 512)
+
+
+def test_round_trip_defaults_per_architecture(tmp_path):
+    for arch, size, layer, preset in (("iresnet50", 112, "layer4.2.conv2", "signed"),
+                                      ("vit_small_patch16_224", 224, "blocks.11", "signed"),
+                                      ("clip_vit_b16", 224, "transformer.resblocks.11", "clip")):
+        out = tmp_path / f"{arch}_mine.toml"
+        _run(["card", "new", "--arch", arch, "--out", str(out)])
+        card = load_card(out)
+        assert (card.input_size, card.default_layers, card.num_outputs) == (size, (layer,), None)
+        assert card.preprocessing.mean == PRESETS[preset].mean
+        model = nnx.eval_shape(lambda card=card: _build(card))
+        from hnd_jax.models.capture import module_names
+
+        assert layer in module_names(model)
+
+
+def test_vit_at_another_size_records_it(tmp_path):
+    out = tmp_path / "vit96.toml"
+    _run(["card", "new", "--arch", "vit_tiny_patch16_224", "--input-size", "96", "--out", str(out)])
+    card = load_card(out)
+    assert card.model_kwargs == {"image_size": 96}
+    assert dict(list_layers(_build(card), 96))["blocks.11"] == (6, 6, 192)
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--arch", "resnet5O"], "unknown architecture 'resnet5O'"),
+    (["--arch", "resnet18", "--head", "mpl"], "--head 'mpl'"),
+    (["--arch", "resnet18", "--preprocess", "imagenett"], "--preprocess 'imagenett'"),
+    (["--arch", "resnet18", "--input-size", "8"], "--input-size 8"),
+    (["--arch", "resnet18", "--resize", "cubic"], "preprocessing.resize"),
+    (["--arch", "iresnet50", "--input-size", "128"], "built for 112x112"),
+    (["--arch", "resnet18", "--layer", "layer4.2"], "--layer layer4.2: not a layer"),
+    (["--arch", "resnet18", "--layer", "fc"], "--layer fc: not a conv-like map"),
+])
+def test_bad_requests_are_one_line_errors(tmp_path, argv, fragment):
+    out = tmp_path / "x.toml"
+    with pytest.raises(HndError) as err:
+        _run(["card", "new", *argv, "--out", str(out)])
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+    assert not out.exists()
+
+
+def test_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "x.toml"
+    out.write_text("mine")
+    with pytest.raises(HndError, match="exists"):
+        _run(["card", "new", "--arch", "resnet18", "--out", str(out)])
+    assert out.read_text() == "mine"
+    _run(["card", "new", "--arch", "resnet18", "--out", str(out), "--force"])
+    assert load_card(out).architecture == "resnet18"
+
+
+def test_card_list(capsys):
+    assert _run(["card", "list"]) == 0
+    text = capsys.readouterr().out
+    assert "resnet152" in text and "iresnet100" in text and "clip_vit_b16" in text
+
+
+def test_template_names():
+    with pytest.raises(HndError, match="card name"):
+        card_text("bad name", "resnet18")
