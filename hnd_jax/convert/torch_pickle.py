@@ -148,7 +148,7 @@ TORCH_DTYPES: dict[str, np.dtype] = {
 MAX_PICKLE_BYTES = 256 << 20
 #: Deepest nesting of dicts/lists/tuples accepted (state dicts nest 1-3 levels).
 MAX_DEPTH = 100
-#: The arrays of one file may hold at most this many times its storage bytes (plus 64 MiB).
+#: The arrays of one file may hold at most this many times its storage bytes (plus 1 MiB).
 MAX_COPY_FACTOR = 4
 #: Deflate cannot expand more than about 1032:1.
 MAX_DEFLATE_RATIO = 1032
@@ -540,7 +540,7 @@ def _tensors(obj: Any, depth: int = 0) -> Iterator[_LazyTensor]:
 
 
 def _budget(storages: dict[str, "_Storage"]) -> list[int]:
-    return [MAX_COPY_FACTOR * sum(s.numel * s.dtype.itemsize for s in storages.values() if s.base is None) + (64 << 20)]
+    return [MAX_COPY_FACTOR * sum(s.numel * s.dtype.itemsize for s in storages.values() if s.base is None) + (1 << 20)]
 
 
 def _native(raw: bytes | memoryview, dtype: np.dtype, big_endian: bool) -> np.ndarray:
@@ -645,9 +645,42 @@ def _read_exact(fh: IO[bytes], n: int, what: str) -> bytes:
     return data
 
 
+class _BoundedReader:
+    """A file whose ``read(n)`` never asks for more than the file still holds.
+
+    The unpickler reads a string by calling ``read(length)`` with the length the pickle claims, and a
+    buffered file allocates that many bytes before reading: a forged length of 2 GB in a 1 kB file
+    would allocate 2 GB. Capping ``n`` keeps every read within the file's honest size.
+    """
+
+    def __init__(self, fh: IO[bytes], size: int):
+        self._fh = fh
+        self._size = size
+
+    def _left(self) -> int:
+        return max(0, self._size - self._fh.tell())
+
+    def read(self, n: int = -1) -> bytes:
+        return self._fh.read(self._left() if n is None or n < 0 else min(n, self._left()))
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf)
+        return self._fh.readinto(view[: min(len(view), self._left())])
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._fh.readline(self._left() if limit is None or limit < 0 else min(limit, self._left()))
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._fh.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
 def _load_legacy(path: Path) -> Any:
     file_size = path.stat().st_size
-    with open(path, "rb") as fh:
+    with open(path, "rb") as raw_fh:
+        fh = _BoundedReader(raw_fh, file_size)
         head = fh.read(262)
         if len(head) > 261 and head[257:262] == b"ustar":
             raise HndError(

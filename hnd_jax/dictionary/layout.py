@@ -235,7 +235,7 @@ def _read_index_rows(path: Path, family: str, problems: Problems) -> tuple[list[
             f"{path}: index file is {size} bytes, more than the {MAX_INDEX_BYTES} an index may have", kind="bad_index"))
         return None
     with open(path, "rb") as fh:
-        data = fh.read(MAX_INDEX_BYTES + 1)
+        data = fh.read(size)  # read(n) allocates n bytes up front: ask for what the file holds
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

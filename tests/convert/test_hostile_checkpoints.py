@@ -117,7 +117,7 @@ def test_many_tensors_over_one_storage_are_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr(torch_pickle, "_budget", lambda storages: [100 * 4000])  # room for 100 copies
     with pytest.raises(HndError, match="times the bytes of their storages"):
         load_torch_file(path)
-    assert budget == 4 * 4000 + (64 << 20)
+    assert budget == 4 * 4000 + (1 << 20)
 
 
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
