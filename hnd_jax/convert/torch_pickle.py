@@ -422,11 +422,26 @@ RESAVE_HINT = (
 # --------------------------------------------------------------------------------------------
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _refuse_out_of_band(self: Any) -> None:
+    raise _Corrupt("the pickle uses a bytearray or out-of-band buffer, which torch never writes")
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpickler, on purpose
     """Unpickler that resolves only :func:`_allowed_globals` and hands storages out by key.
 
     ``encoding='latin1'`` reads Python 2 pickles (old checkpoints) the way ``torch.load`` advises.
+
+    It is the pure-Python unpickler, not the C one: the C unpickler allocates the length a
+    ``BINBYTES`` opcode claims *before* reading (4 GB from a 1 kB file), the Python one reads
+    through ``file.read(n)``, which our files cap at what they hold. ``BYTEARRAY8`` (which
+    preallocates in both) and out-of-band buffers are refused; torch writes neither. A checkpoint's
+    pickle is small (metadata only: the tensor data lives elsewhere), so speed does not matter here.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+    for _opcode in (pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
+        dispatch[_opcode[0]] = _refuse_out_of_band
+    del _opcode
 
     def __init__(self, fh: IO[bytes], path: Path, storages: dict[str, _Storage] | None, legacy: bool):
         super().__init__(fh, encoding="latin1")

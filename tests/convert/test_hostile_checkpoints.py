@@ -293,3 +293,20 @@ def test_cli_convert_of_a_hostile_file_is_one_line(tmp_path, capsys):
     code = main(["convert", "--model", "demo_cnn", "--weights", str(path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "expand.pt" in err, err
+
+
+@pytest.mark.parametrize("opcode", [b"B\xff\xff\xff\x7f", b"\x8e\xff\xff\xff\xff\x00\x00\x00\x00",
+                                    b"\x96\xff\xff\xff\xff\x00\x00\x00\x00", b"X\xff\xff\xff\x7f"])
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_forged_string_lengths_do_not_allocate(tmp_path, opcode, fmt):
+    """Found by the fuzz test: BINBYTES claiming 4 GB in a 1 kB file made the C unpickler allocate 4 GB."""
+    payload = b"\x80\x02" + opcode + b"x" * 100
+    path = tmp_path / "len.pt"
+    if fmt == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("archive/data.pkl", payload)
+    else:
+        path.write_bytes(payload)  # the first of the legacy format's pickles (the magic number) is forged
+    out, peak = _peak(lambda: load_torch_file(path))
+    assert isinstance(out, HndError) and "len.pt" in str(out), out
+    assert peak < MB, peak
