@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hnd_jax.cli.common import add_taxonomy_arg
+from hnd_jax.cli.common import add_taxonomy_arg, add_untrusted_input_args
 
 
 def register(subparsers) -> None:
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not (re)write OUT/plots/")
     p.add_argument("--max-units", type=int, default=None, metavar="N", help="at most N unit cards per layer (highest IoU)")
     add_taxonomy_arg(p)
+    add_untrusted_input_args(p)
     p.set_defaults(func=run)
 
 
