@@ -28,6 +28,7 @@ Conventions (DESIGN.md §1, §2):
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -35,8 +36,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hnd_jax.errors import BadInputError, HndError
-
-from struct import error as struct_error  # noqa: E402 - PIL lets struct.error escape on bad headers
 
 #: Resample filter names accepted by ``--resample`` and model cards, mapped to PIL filters.
 RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
@@ -50,8 +49,10 @@ RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
 
 DEFAULT_RESAMPLE = "bicubic"
 
-#: Decoding failures PIL reports for unreadable, truncated or corrupt files.
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+#: Decoding failures PIL reports for unreadable, truncated or corrupt files (some plugins let
+#: struct, index and type errors escape on forged headers).
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, KeyError, TypeError,
+                  IndexError, ZeroDivisionError, struct.error)
 
 
 #: Default limit on the pixels an image header may declare (64 megapixels: 8000 x 8000).
@@ -130,13 +131,15 @@ def _too_large(path: Path, what: str, size: tuple[int, int] | None, kind: str) -
     )
 
 
-def _open_fully(path: Path, missing_kind: str, corrupt_kind: str, what: str) -> Image.Image:
+def _open_fully(path: Path, what: str, kind_prefix: str = "") -> Image.Image:
     """Open, size-check, fully decode and orient a file; BadInputError(kind) when it is not usable.
 
-    Returns the image in its own mode (callers convert), with the EXIF orientation applied.
+    ``what`` is ``image`` or ``mask``; the kinds are ``missing_<prefix><what>``,
+    ``corrupt_<prefix><what>`` and ``<prefix><what>_too_large``. Returns the image in its own mode
+    (callers convert), with the EXIF orientation applied.
     """
-    too_large_kind = "image_too_large" if what == "image" and "global" not in corrupt_kind else (
-        "global_image_too_large" if what == "image" else "mask_too_large")
+    missing_kind, corrupt_kind = f"missing_{kind_prefix}{what}", f"corrupt_{kind_prefix}{what}"
+    too_large_kind = f"{kind_prefix}{what}_too_large"
     limit = max_image_pixels()
     _raise_pil_limit(limit)
     try:
@@ -157,7 +160,7 @@ def _open_fully(path: Path, missing_kind: str, corrupt_kind: str, what: str) -> 
         raise BadInputError(f"{path}: {what} file not found", kind=missing_kind) from None
     except MemoryError:
         raise BadInputError(f"{path}: {what} too large to decode in memory", kind=too_large_kind) from None
-    except _DECODE_ERRORS + (KeyError, TypeError, IndexError, ZeroDivisionError, struct_error) as exc:
+    except _DECODE_ERRORS as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInputError(f"{path}: {what} is corrupt or truncated ({_short(reason)})", kind=corrupt_kind) from None
 
@@ -206,7 +209,7 @@ def decode_image(path: str | Path, *, kind_prefix: str = "") -> Image.Image:
     prefix) naming the file.
     """
     path = Path(path)
-    im = _open_fully(path, f"missing_{kind_prefix}image", f"corrupt_{kind_prefix}image", "image")
+    im = _open_fully(path, "image", kind_prefix)
     try:
         return to_rgb(im)
     except BadInputError as err:
@@ -241,7 +244,7 @@ def mask_to_bool(im: Image.Image) -> np.ndarray:
 
 
 def _open_mask(path: Path, image_size_wh: tuple[int, int] | None) -> Image.Image:
-    im = _open_fully(path, "missing_mask", "corrupt_mask", "mask")
+    im = _open_fully(path, "mask")
     if image_size_wh is not None and tuple(im.size) != tuple(image_size_wh):
         raise BadInputError(
             f"{path}: mask is {im.size[0]}x{im.size[1]} but its image is "
