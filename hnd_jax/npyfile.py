@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import math
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,9 @@ def _parse_header(fh: Any, where: str) -> ArrayHeader:
         raise HndError(f"{where}: .npy header is truncated")
     try:
         text = text_bytes.decode("latin1" if major < 3 else "utf8")
-        header = ast.literal_eval(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # odd escapes in a forged header warn while parsing
+            header = ast.literal_eval(text)
     except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError, TypeError) as exc:
         raise HndError(f"{where}: .npy header is not readable ({type(exc).__name__})") from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
@@ -183,21 +186,20 @@ class NpzReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise HndError(f"{self.path}: .npz file not found")
+        self._infos: dict[str, zipfile.ZipInfo] = {}
         try:
             self._zip = zipfile.ZipFile(self.path)
-            infos = self._zip.infolist()
+            for info in self._zip.infolist():
+                if not info.filename or info.filename.endswith("/"):
+                    continue
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if key in self._infos:
+                    raise HndError(f"{self.path}: the archive holds '{info.filename[:80]}' twice")
+                self._infos[key] = info
         except HndError:
             raise
         except _PARSE_ERRORS as exc:
             raise HndError(f"{self.path}: not a readable .npz archive ({_one_line(exc)})") from None
-        self._infos: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            if info.is_dir():
-                continue
-            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-            if key in self._infos:
-                raise HndError(f"{self.path}: the archive holds '{info.filename}' twice")
-            self._infos[key] = info
         self.keys: tuple[str, ...] = tuple(self._infos)
 
     def __enter__(self) -> "NpzReader":

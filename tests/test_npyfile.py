@@ -180,3 +180,25 @@ def test_finite_float32_reports_the_first_bad_image():
     x[1, 1] = np.inf
     with pytest.raises(HndError, match="inf values \\(first at image 1\\)"):
         finite_float32(x, "a.npy")
+
+
+def test_npz_with_an_empty_member_name_is_one_line(tmp_path):
+    """Found by the long fuzz run: zipfile's ZipInfo.is_dir() raised IndexError on an empty name."""
+    good = tmp_path / "g.npz"
+    np.savez(good, w=np.arange(3))
+    raw = good.read_bytes()
+    cd = raw.rfind(b"PK\x01\x02")
+    name_len = struct.unpack_from("<H", raw, cd + 28)[0]
+    bad = bytearray(raw)
+    struct.pack_into("<H", bad, cd + 28, 0)  # central directory entry with an empty file name
+    del bad[cd + 46 : cd + 46 + name_len]
+    eocd = bad.rfind(b"PK\x05\x06")
+    struct.pack_into("<I", bad, eocd + 12, struct.unpack_from("<I", bad, eocd + 12)[0] - name_len)
+    path = tmp_path / "b.npz"
+    path.write_bytes(bytes(bad))
+    try:
+        got = load_npz(path)
+    except HndError as exc:
+        assert "b.npz" in str(exc)
+    else:
+        assert got == {}
