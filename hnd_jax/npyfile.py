@@ -26,6 +26,7 @@ import math
 import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ _MAGIC = b"\x93NUMPY"
 #: What a corrupt or hostile file can make the parsing steps raise.
 _PARSE_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, struct.error, SyntaxError, TypeError,
                  KeyError, IndexError, UnicodeDecodeError, MemoryError, RecursionError, OverflowError,
-                 zipfile.LargeZipFile, NotImplementedError, RuntimeError)
+                 zipfile.LargeZipFile, NotImplementedError, RuntimeError, zlib.error)
 
 
 @dataclass(frozen=True)

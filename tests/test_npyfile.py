@@ -202,3 +202,17 @@ def test_npz_with_an_empty_member_name_is_one_line(tmp_path):
         assert "b.npz" in str(exc)
     else:
         assert got == {}
+
+
+def test_corrupt_deflate_stream_is_one_line(tmp_path):
+    """Found by the long fuzz run: a damaged deflate stream raised zlib.error."""
+    path = tmp_path / "c.npz"
+    np.savez_compressed(path, w=np.random.default_rng(0).random(500))
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"w.npy") + 5
+    for i in range(start + 20, start + 60):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    with pytest.raises(HndError) as info:
+        load_npz(path)
+    assert "c.npz" in str(info.value) and "\n" not in str(info.value)

@@ -46,6 +46,7 @@ import math
 import pickle
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -772,7 +773,7 @@ def load_torch_file(path: str | Path) -> Any:
         raise HndError(f"{path}: corrupt PyTorch checkpoint: {exc}", kind="corrupt") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError, TypeError,
             KeyError, IndexError, AttributeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError,
-            NotImplementedError, zipfile.LargeZipFile, OSError) as exc:
+            NotImplementedError, zipfile.LargeZipFile, OSError, RuntimeError, zlib.error) as exc:
         raise HndError(
             f"{path}: truncated or corrupt PyTorch checkpoint ({type(exc).__name__}: {_short(exc)})", kind="corrupt"
         ) from None
