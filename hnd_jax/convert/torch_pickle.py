@@ -55,6 +55,7 @@ from typing import IO, Any, Iterator
 import ml_dtypes
 import numpy as np
 
+from hnd_jax.capped_io import CappedReader
 from hnd_jax.errors import HndError
 
 __all__ = ["load_torch_file", "is_torch_zip", "LEGACY_MAGIC_NUMBER"]
@@ -661,42 +662,10 @@ def _read_exact(fh: IO[bytes], n: int, what: str) -> bytes:
     return data
 
 
-class _BoundedReader:
-    """A file whose ``read(n)`` never asks for more than the file still holds.
-
-    The unpickler reads a string by calling ``read(length)`` with the length the pickle claims, and a
-    buffered file allocates that many bytes before reading: a forged length of 2 GB in a 1 kB file
-    would allocate 2 GB. Capping ``n`` keeps every read within the file's honest size.
-    """
-
-    def __init__(self, fh: IO[bytes], size: int):
-        self._fh = fh
-        self._size = size
-
-    def _left(self) -> int:
-        return max(0, self._size - self._fh.tell())
-
-    def read(self, n: int = -1) -> bytes:
-        return self._fh.read(self._left() if n is None or n < 0 else min(n, self._left()))
-
-    def readinto(self, buf: Any) -> int:
-        view = memoryview(buf)
-        return self._fh.readinto(view[: min(len(view), self._left())])
-
-    def readline(self, limit: int = -1) -> bytes:
-        return self._fh.readline(self._left() if limit is None or limit < 0 else min(limit, self._left()))
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        return self._fh.seek(pos, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-
 def _load_legacy(path: Path) -> Any:
     file_size = path.stat().st_size
     with open(path, "rb") as raw_fh:
-        fh = _BoundedReader(raw_fh, file_size)
+        fh = CappedReader(raw_fh, file_size)  # a forged string length cannot make read(n) allocate n
         head = fh.read(262)
         if len(head) > 261 and head[257:262] == b"ustar":
             raise HndError(

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hnd_jax.capped_io import CappedReader
 from hnd_jax.errors import BadInputError, HndError
 
 #: Resample filter names accepted by ``--resample`` and model cards, mapped to PIL filters.
@@ -145,7 +146,9 @@ def _open_fully(path: Path, what: str, kind_prefix: str = "") -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd chunks; we judge by load() alone
-            with Image.open(path) as im:
+            with open(path, "rb") as raw, Image.open(CappedReader(raw, os.fstat(raw.fileno()).st_size)) as im:
+                # CappedReader: PIL reads a chunk's claimed length in one read(n), which would
+                # allocate n bytes for a forged length; capped, it allocates at most the file.
                 width, height = im.size  # from the header: nothing decoded yet
                 if width * height > limit:
                     raise _too_large(path, what, (width, height), too_large_kind)

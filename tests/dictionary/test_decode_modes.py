@@ -246,3 +246,28 @@ def test_normal_images_still_resize_as_before(tmp_path, rgb):
     Image.fromarray(rgb).save(path)
     want = np.asarray(Image.fromarray(rgb).resize((8, 8), Image.Resampling.BICUBIC))
     np.testing.assert_array_equal(load_image(path, 8), want)
+
+
+def test_forged_chunk_length_does_not_allocate_it(tmp_path):
+    """Found by the fuzz test: PIL reads the rest of a claimed IDAT length in one read(n), which a
+    plain file answers by allocating n bytes (128 MB for a 300-byte file). Reads are capped."""
+    import io
+    import tracemalloc
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((9, 7, 3), np.uint8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    idat = data.index(b"IDAT") - 4
+    struct.pack_into(">I", data, idat, 0x08000000)
+    path = tmp_path / "forged.png"
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        try:
+            decode_image(path)
+        except BadInputError as err:
+            assert "forged.png" in str(err)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
