@@ -71,7 +71,7 @@ def input_options(args: argparse.Namespace) -> Iterator[None]:
         return
     from hnd_jax.dictionary import decode, layout
 
-    old_allow, old_pixels = layout.allow_outside_root_default(), decode._max_pixels_setting
+    old_allow, old_pixels = layout.allow_outside_root_default(), decode.max_image_pixels_setting()
     try:
         if allow:
             layout.set_allow_outside_root(True)

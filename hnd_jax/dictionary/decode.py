@@ -85,6 +85,11 @@ def _raise_pil_limit(limit: int) -> None:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def max_image_pixels_setting() -> int | None:
+    """The limit set by :func:`set_max_image_pixels` (None when the env/default applies)."""
+    return _max_pixels_setting
+
+
 def max_image_pixels() -> int:
     """The largest width x height an image header may declare (see :func:`set_max_image_pixels`)."""
     if _max_pixels_setting is not None:
