@@ -281,3 +281,28 @@ def test_files_that_are_not_images_are_counted_and_reported(fresh_fixture, capsy
     assert summary["ignored_global_files"] == n_notes
     code, out, _ = _cli(capsys, "dictionary", "check", str(fx.root))
     assert code == 0 and f"not images (left out): {n_notes}" in out
+
+
+def test_sideways_phone_jpeg_with_its_upright_masks_is_accepted(fresh_fixture):
+    """The issue's example end to end: the image is stored sideways with EXIF Orientation=6; its
+    masks are drawn on the upright image. Check accepts it and the delivered pixels are upright."""
+    fx = fresh_fixture
+    k = next(i for i, r in enumerate(fx.rows) if r.family == "parts")
+    row = fx.rows[k]
+    upright = np.asarray(Image.open(fx.root / row.image).convert("RGB"))  # [h, w, 3]
+    stored = np.rot90(upright, 1)  # what the phone wrote: a viewer turns it 90 degrees clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpg = row.image.replace(".png", ".jpg")
+    Image.fromarray(np.ascontiguousarray(stored)).save(fx.root / jpg, quality=100, subsampling=0, exif=exif)
+    path = fx.root / "Parts.csv"
+    text = path.read_text().replace(row.image, jpg)
+    path.write_text(text)
+    summary = check_dictionary(fx.root)
+    assert summary["problems"] == [] and summary["num_local"] == len(fx.rows)
+    h, w = upright.shape[:2]
+    d = open_dictionary(fx.root, 16)
+    got = d.get_local(np.array([k]), with_masks=False).images[0].astype(int)
+    want = np.asarray(Image.fromarray(upright).resize((16, 16), Image.Resampling.BICUBIC)).astype(int)
+    assert np.abs(got - want).mean() < 4
+    assert (w, h) == row.size
