@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from hnd_jax.cards import RESIZE_FILTERS, ModelCard
-from hnd_jax.errors import BadInputError, HndError
+from hnd_jax.errors import HndError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -48,16 +48,15 @@ def pil_filter(name: str) -> Image.Resampling:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file fully and convert it to RGB (one-line error for a bad file)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: image file not found", kind="missing_image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadInputError(f"{path}: cannot decode image ({' '.join(str(exc).split())})", kind="corrupt_image") from None
+    """Decode an image file fully and convert it to RGB (one-line error for a bad file).
+
+    The same decoder as the Face Dictionary readers (:func:`hnd_jax.dictionary.decode.decode_image`):
+    EXIF orientation applied, 16-bit and palette modes scaled like their 8-bit copy, the declared
+    size checked from the header before decoding (DESIGN.md §7).
+    """
+    from hnd_jax.dictionary.decode import decode_image
+
+    return decode_image(path)
 
 
 def resize_rgb(img: Image.Image, size: int, resize: str) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from typing import Iterator
 
 
 def add_taxonomy_arg(parser: argparse.ArgumentParser) -> None:
@@ -21,17 +23,30 @@ def add_dictionary_arg(parser: argparse.ArgumentParser, required: bool = True) -
         required=required,
         help="a Face Dictionary root (published layout), a prepared dataset, or 'synthetic'",
     )
+    add_untrusted_input_args(parser)
 
 
-def not_yet(feature: str):
-    """A placeholder command body for a feature that has not landed yet (clear message, exit 2)."""
+def add_untrusted_input_args(parser: argparse.ArgumentParser) -> None:
+    """``--allow-outside-root`` and ``--max-image-pixels`` (DESIGN.md §7).
 
-    def run(args: argparse.Namespace) -> int:
-        from hnd_jax.errors import HndError
-
-        raise HndError(f"'{feature}' is not available yet in this version of hnd-jax")
-
-    return run
+    :func:`input_options` (called by ``hnd``'s ``main`` for every command) turns them into the
+    process-wide defaults of the dictionary readers, so a command needs no code of its own for them.
+    """
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        default=None,
+        help="let index files name images and masks outside the dictionary ROOT (../, absolute paths, "
+        "symlinks leading out); refused by default",
+    )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="refuse images whose header declares more than N pixels, before decoding them "
+        "(default 64000000, or $HND_MAX_IMAGE_PIXELS)",
+    )
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_cls: type, names: tuple[str, ...],
@@ -65,3 +80,37 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type, names:
 def config_values(args: argparse.Namespace, config_cls: type, names: tuple[str, ...]) -> dict:
     """The parsed values of the options :func:`add_config_options` added, as a dict of fields."""
     return {name: getattr(args, name) for name in names}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+@contextlib.contextmanager
+def input_options(args: argparse.Namespace) -> Iterator[None]:
+    """Within the block, the readers' process-wide defaults follow ``--allow-outside-root`` and
+    ``--max-image-pixels``; the previous defaults come back afterwards (``main`` may be called
+    several times in one process, e.g. by tests)."""
+    allow = getattr(args, "allow_outside_root", None)
+    pixels = getattr(args, "max_image_pixels", None)
+    if not allow and pixels is None:
+        yield
+        return
+    from hnd_jax.dictionary import decode, layout
+
+    old_allow, old_pixels = layout.allow_outside_root_default(), decode.max_image_pixels_setting()
+    try:
+        if allow:
+            layout.set_allow_outside_root(True)
+        if pixels is not None:
+            decode.set_max_image_pixels(pixels)
+        yield
+    finally:
+        layout.set_allow_outside_root(old_allow)
+        decode.set_max_image_pixels(old_pixels)

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from hnd_jax.cli.common import add_taxonomy_arg
+from hnd_jax.cli.common import add_taxonomy_arg, add_untrusted_input_args
 from hnd_jax.errors import HndError
 
 DESCRIPTION = """\
@@ -54,6 +54,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=None, metavar="N", help="decoder threads (default: up to 8)")
     add_taxonomy_arg(p)
+    add_untrusted_input_args(p)
 
 
 def register(subparsers) -> None:
@@ -110,6 +111,7 @@ def run_check(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         index_files=_index_files(args.index_file),
         num_workers=args.workers,
+        allow_outside_root=bool(args.allow_outside_root),
     )
     if args.json:
         print(json.dumps(summary, indent=2))

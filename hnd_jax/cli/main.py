@@ -4,21 +4,45 @@ Each subcommand lives in its own module under ``hnd_jax.cli`` with a ``register(
 function that adds its parser and sets ``func`` (called with the parsed namespace; returns an exit
 code or None). The modules only parse arguments and call the library.
 
-Errors a user can cause are :class:`~hnd_jax.errors.HndError`: printed as one line on stderr,
-exit code 2, no traceback.
+The one rule at the top (DESIGN.md §5, §7): every *expected* failure -- a user error
+(:class:`~hnd_jax.errors.HndError`), the operating system saying no (``OSError``: a missing or
+unreadable file, ``PermissionError``, a full disk), running out of memory or recursion depth, a CSV,
+JSON or text-decoding error -- is printed as one line ``hnd: error: ...`` on stderr with exit code 2
+and no traceback. A closed output pipe (``hnd ... --json | head``) ends quietly (exit 2). ``hnd
+--debug`` or ``HND_DEBUG=1`` shows the traceback instead. Anything else is a bug in hnd-jax and keeps
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import errno
 import importlib
+import json
+import os
 import sys
 from typing import Sequence
 
 from hnd_jax import __version__
+from hnd_jax.cli.common import input_options
 from hnd_jax.errors import HndError
 
 SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare")
+
+#: Exit code of every expected failure.
+EXIT_ERROR = 2
+
+#: Exceptions that are the user's or the environment's doing, never a bug in hnd-jax.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    HndError,
+    OSError,  # includes PermissionError, FileNotFoundError, ENOSPC, BrokenPipeError
+    MemoryError,
+    RecursionError,
+    csv.Error,
+    json.JSONDecodeError,
+    UnicodeError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +51,65 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hierarchical Network Dissection of face models in JAX.",
     )
     parser.add_argument("--version", action="version", version=f"hnd-jax {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of one line (also: HND_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(f"hnd_jax.cli.{name}").register(subparsers)
     return parser
+
+
+def debug_requested(args: argparse.Namespace | None = None) -> bool:
+    """``--debug`` on the command line or ``HND_DEBUG`` set to anything but '', 0, false, no."""
+    if args is not None and getattr(args, "debug", False):
+        return True
+    return os.environ.get("HND_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def error_message(exc: BaseException) -> str:
+    """The one line printed for an expected failure (never file content: only names and reasons)."""
+    if isinstance(exc, HndError):
+        return _one_line(str(exc), limit=2000)
+    if isinstance(exc, OSError):
+        reason = exc.strerror or _one_line(str(exc)) or type(exc).__name__
+        if exc.errno == errno.ENOSPC:
+            reason = "no space left on device (free some space and run again)"
+        elif isinstance(exc, PermissionError):
+            reason = f"{reason} (check the file's permissions or choose another path)"
+        names = [n for n in (exc.filename, exc.filename2) if n is not None]
+        where = " -> ".join(os.fsdecode(n) if isinstance(n, (str, bytes)) else str(n) for n in names)
+        return _one_line(f"{where}: {reason}" if where else reason)
+    if isinstance(exc, MemoryError):
+        return "out of memory" + (f" ({_one_line(str(exc))})" if str(exc) else "") + \
+            "; use a smaller --batch-size or a machine with more memory"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to read (RecursionError); the file is malformed or hostile"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"text is not valid {exc.encoding} (byte {exc.start}: {exc.reason})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    if isinstance(exc, csv.Error):
+        return f"invalid CSV: {_one_line(str(exc))}"
+    return f"{type(exc).__name__}: {_one_line(str(exc))}"
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the exit-time flush cannot fail again
+    (the recipe of the Python docs, 'Note on SIGPIPE')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (e.g. captured)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,15 +117,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_ERROR
     try:
-        code = args.func(args)
-    except HndError as exc:
-        print(f"hnd: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        with input_options(args):
+            code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the rule, not at interpreter exit
     except KeyboardInterrupt:
         print("hnd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if debug_requested(args):
+            raise
+        _silence_stdout()  # the reader went away (`| head`): nothing to report
+        return EXIT_ERROR
+    except EXPECTED_ERRORS as exc:
+        if debug_requested(args):
+            raise
+        print(f"hnd: error: {error_message(exc)}", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_ERROR)
     return int(code or 0)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hnd_jax.cli.common import add_taxonomy_arg
+from hnd_jax.cli.common import add_taxonomy_arg, add_untrusted_input_args
 from hnd_jax.cli.help import HelpFormatter
 
 
@@ -42,6 +42,7 @@ def register(subparsers) -> None:
         help="at most N unit cards per layer, those with the highest IoU (default: every unit)",
     )
     add_taxonomy_arg(p)
+    add_untrusted_input_args(p)
     p.set_defaults(func=run)
 
 

@@ -23,25 +23,39 @@ unpickler resolves every global through :meth:`_RestrictedUnpickler.find_class`,
 * ``torch.Size`` (a tuple), ``torch.Tensor`` / ``torch.nn.parameter.Parameter`` as type markers.
 
 Any other global (``os.system``, ``builtins.eval``, a model class...) is refused *before* it could be
-called, with an :class:`~hnd_jax.errors.HndError` naming the global and the file. Nothing from torch
-is imported.
+called, with an :class:`~hnd_jax.errors.HndError` naming the global and the file, and saying how to
+re-save the file (``torch.save(model.state_dict(), f)``). Nothing from torch is imported.
+
+Bounded work and memory (DESIGN.md §7): every claim of the file is checked before anything is
+allocated. A tensor must fit in its storage and cannot have more elements than its storage holds
+(a stride-0 "expanded" tensor of 25000 x 25000 from one element is refused, not materialised);
+a zip storage record is inflated only up to the bytes its tensors use, and its declared size must
+be possible for its compression (stored: equal; deflated: at most 1032:1); ``data.pkl`` is at most
+:data:`MAX_PICKLE_BYTES`; containers nest at most :data:`MAX_DEPTH` levels; the arrays handed out
+together hold at most :data:`MAX_COPY_FACTOR` times the storage bytes (tied weights share storage).
+Markers handed to the unpickler are created fresh for every load and refuse ``BUILD``.
+Float8 tensors (``torch.float8_e4m3fn`` / ``float8_e5m2``, saved with ``_rebuild_tensor_v3``) come
+out as ``ml_dtypes`` float8 arrays.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import io
+import math
 import pickle
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import ml_dtypes
 import numpy as np
 
+from hnd_jax.capped_io import CappedReader
 from hnd_jax.errors import HndError
 
 __all__ = ["load_torch_file", "is_torch_zip", "LEGACY_MAGIC_NUMBER"]
@@ -70,22 +84,76 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _StorageType:
-    """Marker for a ``torch.<Name>Storage`` class: only its element dtype matters to us."""
+class _Marker:
+    """An immutable stand-in for a torch class or dtype: equal by kind and name, refuses BUILD.
 
-    name: str
-    dtype: np.dtype
+    ``dtype`` is the NumPy element type of a storage class or a ``torch.<dtype>`` object (None for
+    the tensor type markers). Instances are made fresh for every load (:func:`_allowed_globals`).
+    """
+
+    __slots__ = ("kind", "name", "dtype")
+
+    def __init__(self, kind: str, name: str, dtype: np.dtype | None = None):
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "dtype", dtype)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self.name}'")
+
+    def __delattr__(self, key: str) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self.name}'")
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self.name}' (BUILD on an allowed global)")
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _Marker) and (self.kind, self.name) == (other.kind, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.name))
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
 
 
-@dataclass(frozen=True, slots=True)
-class _TypeMarker:
-    """Marker for ``torch.Tensor`` / ``torch.nn.Parameter`` when they appear as arguments."""
-
-    name: str
+def _StorageType(name: str, dtype: np.dtype) -> _Marker:  # noqa: N802 - reads like the class it stands for
+    return _Marker("storage", name, dtype)
 
 
-_TENSOR_TYPES = (_TypeMarker("torch.Tensor"), _TypeMarker("torch.nn.parameter.Parameter"))
+def _TypeMarker(name: str) -> _Marker:  # noqa: N802
+    return _Marker("type", name)
+
+
+_TENSOR_TYPE_NAMES = ("torch.Tensor", "torch.nn.parameter.Parameter")
+_TENSOR_TYPES = tuple(_TypeMarker(n) for n in _TENSOR_TYPE_NAMES)  # for comparisons only (equal by name)
+
+#: ``torch.<dtype>`` objects (the ``dtype`` argument of ``_rebuild_tensor_v3``) and their NumPy types.
+TORCH_DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "int64": np.dtype(np.int64),
+    "int32": np.dtype(np.int32),
+    "int16": np.dtype(np.int16),
+    "int8": np.dtype(np.int8),
+    "uint8": np.dtype(np.uint8),
+    "bool": np.dtype(np.bool_),
+    "float8_e4m3fn": np.dtype(ml_dtypes.float8_e4m3fn),
+    "float8_e5m2": np.dtype(ml_dtypes.float8_e5m2),
+    "float8_e4m3fnuz": np.dtype(ml_dtypes.float8_e4m3fnuz),
+    "float8_e5m2fnuz": np.dtype(ml_dtypes.float8_e5m2fnuz),
+}
+
+#: Largest ``data.pkl`` record read from a zip checkpoint (a state dict's pickle is a few MB).
+MAX_PICKLE_BYTES = 256 << 20
+#: Deepest nesting of dicts/lists/tuples accepted (state dicts nest 1-3 levels).
+MAX_DEPTH = 100
+#: The arrays of one file may hold at most this many times its storage bytes (plus 1 MiB).
+MAX_COPY_FACTOR = 4
+#: Deflate cannot expand more than about 1032:1.
+MAX_DEFLATE_RATIO = 1032
 
 
 @dataclass
@@ -114,33 +182,86 @@ class _Storage:
 
 @dataclass
 class _LazyTensor:
-    """A tensor whose storage bytes may not have been read yet (legacy files store them last)."""
+    """A tensor whose storage bytes may not have been read yet (legacy files store them last).
+
+    ``dtype`` is set for ``_rebuild_tensor_v3`` tensors over an untyped (byte) storage: offset,
+    size and stride then count elements of ``dtype``. :func:`_checked_tensor` validated the
+    geometry against the storage's element count when the tensor was rebuilt.
+    """
 
     storage: _Storage
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
+    dtype: np.dtype | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def element_dtype(self) -> np.dtype:
+        return self.dtype if self.dtype is not None else self.storage.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.size) * self.element_dtype.itemsize
+
+    def reach(self) -> int:
+        """Elements of the storage (in ``element_dtype`` units) this tensor needs: last index + 1."""
+        if 0 in self.size:
+            return 0
+        return self.offset + sum((n - 1) * st for n, st in zip(self.size, self.stride)) + 1
 
     def materialize(self) -> np.ndarray:
         data = self.storage.array()
+        if self.dtype is not None and self.dtype != data.dtype:
+            usable = data.shape[0] - data.shape[0] % self.dtype.itemsize
+            data = data[:usable].view(self.dtype)
         itemsize = data.dtype.itemsize
-        if any(s < 0 for s in self.size) or any(s < 0 for s in self.stride) or self.offset < 0:
-            raise _Corrupt(f"tensor with negative size/stride/offset {self.size}/{self.stride}/{self.offset}")
-        if len(self.size) != len(self.stride):
-            raise _Corrupt(f"tensor size {self.size} and stride {self.stride} differ in length")
         if 0 in self.size:
             return np.zeros(self.size, dtype=data.dtype)
-        last = self.offset + sum((n - 1) * st for n, st in zip(self.size, self.stride))
-        if last >= data.shape[0]:
+        if self.reach() > data.shape[0]:
             raise _Corrupt(
                 f"tensor of size {self.size} (offset {self.offset}, stride {self.stride}) reaches element "
-                f"{last} of a storage with {data.shape[0]}"
+                f"{self.reach() - 1} of a storage with {data.shape[0]}"
             )
+        # Stride over unsigned ints of the same width: as_strided goes through __array_interface__, which
+        # cannot name ml_dtypes' float8 types.
+        bits = data.view(np.dtype(f"u{itemsize}")) if itemsize in (1, 2, 4, 8) else data
         view = np.lib.stride_tricks.as_strided(
-            data[self.offset :], shape=self.size, strides=tuple(st * itemsize for st in self.stride), writeable=False
+            bits[self.offset :], shape=self.size, strides=tuple(st * itemsize for st in self.stride), writeable=False
         )
-        return np.array(view, copy=True, order="C")  # own, C-ordered memory: never aliases a shared storage
+        # own, C-ordered memory: never aliases a shared storage
+        return np.array(view, copy=True, order="C").view(data.dtype)
+
+
+def _checked_tensor(tensor: _LazyTensor) -> _LazyTensor:
+    """Refuse a tensor whose geometry its storage cannot honestly back (before any data is read)."""
+    size, stride, offset = tensor.size, tensor.stride, tensor.offset
+    if any(n < 0 for n in size) or any(st < 0 for st in stride) or offset < 0:
+        raise _Corrupt(f"tensor with negative size/stride/offset {size}/{stride}/{offset}")
+    if len(size) != len(stride):
+        raise _Corrupt(f"tensor size {size} and stride {stride} differ in length")
+    if len(size) > 64:
+        raise _Corrupt(f"tensor with {len(size)} dimensions")
+    storage = tensor.storage
+    available = storage.numel
+    dtype = tensor.element_dtype
+    if tensor.dtype is not None and storage.dtype != dtype:
+        available = storage.numel * storage.dtype.itemsize // dtype.itemsize
+    if 0 in size:
+        return tensor
+    elements = math.prod(size)
+    if elements > available:
+        raise _Corrupt(
+            f"tensor of size {size} with stride {stride} has {elements} elements but its storage holds "
+            f"{available}: size/stride inconsistent with the storage (an expanded or overlapping view); "
+            "re-save it with tensor.contiguous()"
+        )
+    if tensor.reach() > available:
+        raise _Corrupt(
+            f"tensor of size {size} (offset {offset}, stride {stride}) reaches element {tensor.reach() - 1} "
+            f"of a storage with {available}"
+        )
+    return tensor
 
 
 class _Corrupt(Exception):
@@ -154,16 +275,33 @@ class _Corrupt(Exception):
 
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise _Corrupt(f"tensor {what} is {value!r}, expected a tuple of ints")
+        raise _Corrupt(f"tensor {what} is {str(value)[:60]}, expected a tuple of ints")
     return tuple(int(v) for v in value)
 
 
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> _LazyTensor:
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, dtype: np.dtype | None = None) -> _LazyTensor:
     if not isinstance(storage, _Storage):
         raise _Corrupt(f"tensor storage is {type(storage).__name__}, expected a storage record")
-    if not isinstance(storage_offset, int):
-        raise _Corrupt(f"tensor storage offset is {storage_offset!r}, expected an int")
-    return _LazyTensor(storage, int(storage_offset), _int_tuple(size, "size"), _int_tuple(stride, "stride"))
+    if not isinstance(storage_offset, int) or isinstance(storage_offset, bool):
+        raise _Corrupt(f"tensor storage offset is {str(storage_offset)[:40]}, expected an int")
+    tensor = _LazyTensor(storage, int(storage_offset), _int_tuple(size, "size"), _int_tuple(stride, "stride"), dtype)
+    return _checked_tensor(tensor)
+
+
+def _rebuild_tensor_v3(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    dtype: Any = None,
+    metadata: Any = None,
+) -> _LazyTensor:
+    """``torch._utils._rebuild_tensor_v3``: an untyped (byte) storage plus a ``torch.<dtype>``."""
+    if not (isinstance(dtype, _Marker) and dtype.kind == "dtype"):
+        raise _Corrupt(f"tensor dtype is {str(dtype)[:40]}, expected a torch dtype")
+    return _rebuild_tensor(storage, storage_offset, size, stride, dtype.dtype)
 
 
 def _rebuild_tensor_v2(
@@ -194,10 +332,13 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
     Only plain tensors and parameters are accepted; ``func`` must be one of our own rebuild
     functions (it was resolved by ``find_class``, so it cannot be anything else that is callable).
     """
-    if not any(func is f for f in _REBUILD_FUNCTIONS):
-        raise _Corrupt(f"tensor rebuilt with {func!r}, expected a tensor rebuild function")
+    if not (isinstance(func, _Sealed) and func._name in _REBUILD_NAMES):
+        raise _Corrupt(f"tensor rebuilt with {str(func)[:60]}, expected a tensor rebuild function")
     if new_type not in _TENSOR_TYPES:
-        raise _Corrupt(f"tensor of type {new_type!r}: only torch.Tensor and Parameter are supported")
+        raise HndError(
+            f"the checkpoint holds a tensor subclass {str(new_type)[:60]}; only torch.Tensor and Parameter are "
+            "supported: re-save the weights with torch.save({k: v.detach().clone() for k, v in "
+            "model.state_dict().items()}, f)", kind="unsafe_pickle")
     if not isinstance(args, tuple):
         raise _Corrupt("tensor rebuild arguments are not a tuple")
     return func(*args)
@@ -229,29 +370,53 @@ class _Sealed:
     def __setattr__(self, key: str, value: Any) -> None:
         raise _Corrupt(f"the pickle tries to modify '{self._name}'")
 
+    def __delattr__(self, key: str) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self._name}'")
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self._name}' (BUILD on an allowed global)")
+
     def __repr__(self) -> str:
         return f"<{self._name}>"
 
 
-_REBUILD_TENSOR = _Sealed(_rebuild_tensor, "torch._utils._rebuild_tensor")
-_REBUILD_TENSOR_V2 = _Sealed(_rebuild_tensor_v2, "torch._utils._rebuild_tensor_v2")
-_REBUILD_PARAMETER = _Sealed(_rebuild_parameter, "torch._utils._rebuild_parameter")
-_REBUILD_PARAMETER_WITH_STATE = _Sealed(_rebuild_parameter_with_state, "torch._utils._rebuild_parameter_with_state")
-_REBUILD_FUNCTIONS = (_REBUILD_TENSOR, _REBUILD_TENSOR_V2, _REBUILD_PARAMETER, _REBUILD_PARAMETER_WITH_STATE)
+_REBUILD_NAMES = frozenset({
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3",
+    "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state",
+})
 
-#: Every global a checkpoint pickle may name, and what it resolves to. Nothing else is reachable.
-_ALLOWED_GLOBALS: dict[str, Any] = {
-    "collections.OrderedDict": OrderedDict,  # a built-in type: a pickle cannot set its attributes
-    "torch._utils._rebuild_tensor": _REBUILD_TENSOR,
-    "torch._utils._rebuild_tensor_v2": _REBUILD_TENSOR_V2,
-    "torch._utils._rebuild_parameter": _REBUILD_PARAMETER,
-    "torch._utils._rebuild_parameter_with_state": _REBUILD_PARAMETER_WITH_STATE,
-    "torch._tensor._rebuild_from_type_v2": _Sealed(_rebuild_from_type_v2, "torch._tensor._rebuild_from_type_v2"),
-    "torch.Size": _Sealed(_torch_size, "torch.Size"),
-    "torch.Tensor": _TENSOR_TYPES[0],
-    "torch.nn.parameter.Parameter": _TENSOR_TYPES[1],
-}
-_ALLOWED_GLOBALS.update({f"torch.{name}": _StorageType(name, dt) for name, dt in STORAGE_DTYPES.items()})
+
+def _allowed_globals() -> dict[str, Any]:
+    """Every global a checkpoint pickle may name, and what it resolves to; nothing else is reachable.
+
+    Built anew for every load, from immutable objects, so no file can change what a later load sees.
+    """
+    allowed: dict[str, Any] = {
+        "collections.OrderedDict": OrderedDict,  # a built-in type: a pickle cannot set its attributes
+        "torch._utils._rebuild_tensor": _Sealed(_rebuild_tensor, "torch._utils._rebuild_tensor"),
+        "torch._utils._rebuild_tensor_v2": _Sealed(_rebuild_tensor_v2, "torch._utils._rebuild_tensor_v2"),
+        "torch._utils._rebuild_tensor_v3": _Sealed(_rebuild_tensor_v3, "torch._utils._rebuild_tensor_v3"),
+        "torch._utils._rebuild_parameter": _Sealed(_rebuild_parameter, "torch._utils._rebuild_parameter"),
+        "torch._utils._rebuild_parameter_with_state": _Sealed(
+            _rebuild_parameter_with_state, "torch._utils._rebuild_parameter_with_state"),
+        "torch._tensor._rebuild_from_type_v2": _Sealed(_rebuild_from_type_v2, "torch._tensor._rebuild_from_type_v2"),
+        "torch.Size": _Sealed(_torch_size, "torch.Size"),
+        "torch.storage.UntypedStorage": _StorageType("UntypedStorage", np.dtype(np.uint8)),
+    }
+    allowed.update({name: _TypeMarker(name) for name in _TENSOR_TYPE_NAMES})
+    allowed.update({f"torch.{name}": _StorageType(name, dt) for name, dt in STORAGE_DTYPES.items()})
+    allowed.update({f"torch.{name}": _Marker("dtype", f"torch.{name}", dt) for name, dt in TORCH_DTYPES.items()})
+    return allowed
+
+
+#: How to fix a refused file, appended to every refusal.
+RESAVE_HINT = (
+    "re-save the weights alone with torch.save(model.state_dict(), f) (for a training checkpoint: "
+    "torch.save(ckpt['model'], f) or the entry that holds the state_dict)"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,14 +424,30 @@ _ALLOWED_GLOBALS.update({f"torch.{name}": _StorageType(name, dt) for name, dt in
 # --------------------------------------------------------------------------------------------
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only :data:`_ALLOWED_GLOBALS` and hands storages out by key.
+def _refuse_out_of_band(self: Any) -> None:
+    raise _Corrupt("the pickle uses a bytearray or out-of-band buffer, which torch never writes")
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpickler, on purpose
+    """Unpickler that resolves only :func:`_allowed_globals` and hands storages out by key.
 
     ``encoding='latin1'`` reads Python 2 pickles (old checkpoints) the way ``torch.load`` advises.
+
+    It is the pure-Python unpickler, not the C one: the C unpickler allocates the length a
+    ``BINBYTES`` opcode claims *before* reading (4 GB from a 1 kB file), the Python one reads
+    through ``file.read(n)``, which our files cap at what they hold. ``BYTEARRAY8`` (which
+    preallocates in both) and out-of-band buffers are refused; torch writes neither. A checkpoint's
+    pickle is small (metadata only: the tensor data lives elsewhere), so speed does not matter here.
     """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+    for _opcode in (pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
+        dispatch[_opcode[0]] = _refuse_out_of_band
+    del _opcode
 
     def __init__(self, fh: IO[bytes], path: Path, storages: dict[str, _Storage] | None, legacy: bool):
         super().__init__(fh, encoding="latin1")
+        self._allowed = _allowed_globals()  # fresh, immutable markers for this load only
         self._path = path
         self._storages = storages
         self._legacy = legacy
@@ -279,24 +460,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module = _compat_pickle.IMPORT_MAPPING[module]
         qualified = f"{module}.{name}"
         try:
-            return _ALLOWED_GLOBALS[qualified]
+            return self._allowed[qualified]
         except KeyError:
             raise HndError(
-                f"{self._path}: refusing to load: the pickle asks for the global '{qualified}', "
-                "which is not a tensor, storage or dict (hnd never executes code from a checkpoint)",
+                f"{self._path}: refusing to load: the pickle asks for the global '{qualified[:120]}', "
+                f"which is not a tensor, storage or dict ({_what_it_is(module, name)}; hnd never executes code "
+                f"from a checkpoint): {RESAVE_HINT}",
                 kind="unsafe_pickle",
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:  # noqa: D102
         if self._storages is None:
-            raise _Corrupt(f"unexpected persistent id {pid!r} outside the object pickle")
+            raise _Corrupt(f"unexpected persistent id {str(pid)[:60]} outside the object pickle")
         if not isinstance(pid, tuple) or not pid:
-            raise _Corrupt(f"persistent id {pid!r} is not a tuple")
-        typename = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
+            raise _Corrupt(f"persistent id {str(pid)[:60]} is not a tuple")
+        typename = pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0]
         if typename != "storage":
             raise HndError(
-                f"{self._path}: refusing to load: the pickle refers to a '{typename}' record; only tensors "
-                "and storages are supported (save a state_dict, not a whole module)",
+                f"{self._path}: refusing to load: the pickle refers to a '{str(typename)[:40]}' record; only "
+                f"tensors and storages are supported: {RESAVE_HINT}",
                 kind="unsafe_pickle",
             )
         if self._legacy:
@@ -308,11 +490,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 raise _Corrupt(f"storage id has {len(pid)} fields, expected 5")
             _, storage_type, key, _location, numel = pid
             view_metadata = None
-        if not isinstance(storage_type, _StorageType):
-            raise _Corrupt(f"storage type {storage_type!r} is not a torch storage class")
+        if not (isinstance(storage_type, _Marker) and storage_type.kind == "storage"):
+            raise _Corrupt(f"storage type {str(storage_type)[:60]} is not a torch storage class")
         key = key.decode("ascii") if isinstance(key, bytes) else str(key)
-        if not isinstance(numel, int) or numel < 0:
-            raise _Corrupt(f"storage '{key}' has element count {numel!r}")
+        if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+            raise _Corrupt(f"storage '{key[:40]}' has element count {str(numel)[:40]}")
         storage = self._storages.get(key)
         if storage is None:
             storage = self._storages[key] = _Storage(key, storage_type.dtype, int(numel))
@@ -333,19 +515,49 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return view
 
 
-def _materialize(obj: Any) -> Any:
-    """Replace every lazy tensor in a nested dict/list/tuple structure with its NumPy array."""
+def _materialize(obj: Any, budget: list[int], depth: int = 0) -> Any:
+    """Replace every lazy tensor in a nested dict/list/tuple structure with its NumPy array.
+
+    ``budget`` is ``[bytes left]``: the arrays of one file together may not exceed it. Nesting
+    deeper than :data:`MAX_DEPTH` is refused (no RecursionError).
+    """
+    if depth > MAX_DEPTH:
+        raise _Corrupt(f"containers nested more than {MAX_DEPTH} levels deep")
     if isinstance(obj, _LazyTensor):
+        budget[0] -= obj.nbytes
+        if budget[0] < 0:
+            raise _Corrupt(
+                "its tensors together would take more than "
+                f"{MAX_COPY_FACTOR} times the bytes of their storages (many tensors over one storage)"
+            )
         return obj.materialize()
     if isinstance(obj, OrderedDict):
-        return OrderedDict((k, _materialize(v)) for k, v in obj.items())
+        return OrderedDict((k, _materialize(v, budget, depth + 1)) for k, v in obj.items())
     if isinstance(obj, dict):
-        return {k: _materialize(v) for k, v in obj.items()}
+        return {k: _materialize(v, budget, depth + 1) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_materialize(v) for v in obj]
+        return [_materialize(v, budget, depth + 1) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_materialize(v) for v in obj)
+        return tuple(_materialize(v, budget, depth + 1) for v in obj)
     return obj
+
+
+def _tensors(obj: Any, depth: int = 0) -> Iterator[_LazyTensor]:
+    """Every lazy tensor in a nested structure (bounded depth, like :func:`_materialize`)."""
+    if depth > MAX_DEPTH:
+        raise _Corrupt(f"containers nested more than {MAX_DEPTH} levels deep")
+    if isinstance(obj, _LazyTensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v, depth + 1)
+
+
+def _budget(storages: dict[str, "_Storage"]) -> list[int]:
+    return [MAX_COPY_FACTOR * sum(s.numel * s.dtype.itemsize for s in storages.values() if s.base is None) + (1 << 20)]
 
 
 def _native(raw: bytes | memoryview, dtype: np.dtype, big_endian: bool) -> np.ndarray:
@@ -370,34 +582,77 @@ def is_torch_zip(path: str | Path) -> bool:
         return any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist())
 
 
+def _check_record_size(info: zipfile.ZipInfo) -> None:
+    """The size a zip record declares must be possible for its compression (checked before reading)."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.file_size != info.compress_size:
+            raise _Corrupt(f"record '{info.filename[:80]}' declares {info.file_size} bytes but stores {info.compress_size}")
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        if info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024:
+            raise _Corrupt(f"record '{info.filename[:80]}' declares {info.file_size} bytes from {info.compress_size} "
+                           "compressed, more than deflate can produce")
+    else:
+        raise _Corrupt(f"record '{info.filename[:80]}' uses compression method {info.compress_type} "
+                       "(torch writes stored records)")
+
+
+def _read_record(zf: zipfile.ZipFile, info: zipfile.ZipInfo, nbytes: int) -> bytes:
+    """Exactly ``nbytes`` from the start of a record: never inflates more than that."""
+    _check_record_size(info)
+    if info.file_size < nbytes:
+        raise _Corrupt(f"record '{info.filename[:80]}' has {info.file_size} bytes, expected at least {nbytes}")
+    with zf.open(info) as fh:
+        data = fh.read(nbytes)
+    if len(data) != nbytes:
+        raise _Corrupt(f"record '{info.filename[:80]}' ends after {len(data)} of {nbytes} bytes")
+    return data
+
+
 def _load_zip(path: Path) -> Any:
     with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        pkl_names = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+        infos = {info.filename: info for info in zf.infolist()}
+        pkl_names = [n for n in infos if n == "data.pkl" or n.endswith("/data.pkl")]
         if len(pkl_names) != 1:
             raise _Corrupt(f"expected one data.pkl record in the zip, found {len(pkl_names)}")
         prefix = pkl_names[0][: -len("data.pkl")]
         big_endian = False
-        if f"{prefix}byteorder" in names:
-            order = zf.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
+        if f"{prefix}byteorder" in infos:
+            info = infos[f"{prefix}byteorder"]
+            order = _read_record(zf, info, min(info.file_size, 16)).decode("ascii", "replace").strip()
             if order not in ("little", "big"):
-                raise _Corrupt(f"unknown byteorder record '{order}'")
+                raise _Corrupt(f"unknown byteorder record '{order[:16]}'")
             big_endian = order == "big"
+        pkl_info = infos[pkl_names[0]]
+        if pkl_info.file_size > MAX_PICKLE_BYTES:
+            raise _Corrupt(f"data.pkl declares {pkl_info.file_size} bytes (a state dict's pickle is far smaller)")
         storages: dict[str, _Storage] = {}
-        unpickler = _RestrictedUnpickler(io.BytesIO(zf.read(pkl_names[0])), path, storages, legacy=False)
+        unpickler = _RestrictedUnpickler(io.BytesIO(_read_record(zf, pkl_info, pkl_info.file_size)), path, storages,
+                                         legacy=False)
         result = unpickler.load()
+        # Bytes each storage must supply: up to the last element any of its tensors uses (the metadata's
+        # own claim), never more than the storage's declared size.
+        need: dict[str, int] = {}
+        for tensor in _tensors(result):
+            root = tensor.storage if tensor.storage.base is None else tensor.storage.base
+            extra = 0 if tensor.storage.base is None else tensor.storage.base_offset * root.dtype.itemsize
+            used = extra + tensor.reach() * tensor.element_dtype.itemsize
+            need[root.key] = max(need.get(root.key, 0), used)
         for key, storage in storages.items():
             if storage.base is not None:
                 continue
             record = f"{prefix}data/{key}"
-            if record not in names:
-                raise _Corrupt(f"storage record '{record}' is missing")
-            raw = zf.read(record)
-            need = storage.numel * storage.dtype.itemsize
-            if len(raw) < need:
-                raise _Corrupt(f"storage record '{record}' has {len(raw)} bytes, expected {need}")
-            storage.data = _native(raw[:need], storage.dtype, big_endian)
-    return _materialize(result)
+            info = infos.get(record)
+            if info is None:
+                raise _Corrupt(f"storage record '{record[:80]}' is missing")
+            full = storage.numel * storage.dtype.itemsize
+            _check_record_size(info)
+            if info.file_size < full:
+                raise _Corrupt(f"storage record '{record[:80]}' has {info.file_size} bytes, expected {full}")
+            used = min(full, need.get(key, 0))
+            used -= used % storage.dtype.itemsize
+            # Only the prefix the tensors use is inflated and kept; materialize() never reads past it.
+            storage.data = _native(_read_record(zf, info, used), storage.dtype, big_endian)
+    return _materialize(result, _budget(storages))
 
 
 def _read_exact(fh: IO[bytes], n: int, what: str) -> bytes:
@@ -409,7 +664,8 @@ def _read_exact(fh: IO[bytes], n: int, what: str) -> bytes:
 
 def _load_legacy(path: Path) -> Any:
     file_size = path.stat().st_size
-    with open(path, "rb") as fh:
+    with open(path, "rb") as raw_fh:
+        fh = CappedReader(raw_fh, file_size)  # a forged string length cannot make read(n) allocate n
         head = fh.read(262)
         if len(head) > 261 and head[257:262] == b"ustar":
             raise HndError(
@@ -455,7 +711,7 @@ def _load_legacy(path: Path) -> Any:
                 raise _Corrupt(f"file ends inside the data of storage '{key}' ({nbytes} bytes announced)")
             raw = _read_exact(fh, nbytes, f"the data of storage '{key}'")
             storage.data = _native(raw, storage.dtype, big_endian=False)  # torch writes these little-endian
-    return _materialize(result)
+    return _materialize(result, _budget(storages))
 
 
 def _short(exc: BaseException) -> str:
@@ -485,11 +741,25 @@ def load_torch_file(path: str | Path) -> Any:
     except _Corrupt as exc:
         raise HndError(f"{path}: corrupt PyTorch checkpoint: {exc}", kind="corrupt") from None
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError, TypeError,
-            KeyError, IndexError, AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+            KeyError, IndexError, AttributeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError,
+            NotImplementedError, zipfile.LargeZipFile, OSError, RuntimeError, zlib.error) as exc:
         raise HndError(
             f"{path}: truncated or corrupt PyTorch checkpoint ({type(exc).__name__}: {_short(exc)})", kind="corrupt"
         ) from None
 
 
 #: The globals a checkpoint pickle may name (everything else is refused).
-ALLOWED_GLOBALS: tuple[str, ...] = tuple(sorted(_ALLOWED_GLOBALS))
+ALLOWED_GLOBALS: tuple[str, ...] = tuple(sorted(_allowed_globals()))
+
+
+def _what_it_is(module: str, name: str) -> str:
+    """A hint of what a refused global is, for the message."""
+    if module.startswith("torch.nn") or module.startswith("torchvision") or module.startswith("timm"):
+        return "the file holds a whole model object, not only its weights"
+    if module.startswith("torch.optim"):
+        return "the file holds optimizer state"
+    if module == "argparse" or name == "Namespace":
+        return "the file holds an argparse.Namespace (training options)"
+    if module.startswith("numpy"):
+        return "the file holds NumPy objects"
+    return "it is not part of a state_dict"

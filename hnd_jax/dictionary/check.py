@@ -8,6 +8,7 @@ is a plain dict (the ``--json`` output) with:
 * ``concept_counts``: concept -> images labelled with it;
 * ``global_counts``: global family -> group -> images;
 * ``image_size_range``: ``{"width": [min, max], "height": [min, max]}`` of the native images;
+* ``ignored_global_files``: files in global group folders that are not images PIL can read;
 * ``skipped`` (kind -> count) and ``problems`` (one line each), filled only with ``skip_bad``:
   without it the first problem raises :class:`~hnd_jax.errors.BadInputError`.
 """
@@ -42,6 +43,7 @@ def check_published(
     skip_bad: bool = False,
     index_files: Mapping[str, str] | None = None,
     num_workers: int | None = None,
+    allow_outside_root: bool | None = None,
 ) -> dict[str, Any]:
     """Full scan of a published-layout ROOT; returns the summary dict."""
     from hnd_jax.dictionary.layout import read_layout
@@ -49,7 +51,8 @@ def check_published(
     from hnd_jax.dictionary.scan import scan_files
 
     tax = taxonomy or default_taxonomy()
-    scan = scan_files(read_layout(root, tax, index_files=index_files, skip_bad=skip_bad), num_workers=num_workers)
+    layout = read_layout(root, tax, index_files=index_files, skip_bad=skip_bad, allow_outside_root=allow_outside_root)
+    scan = scan_files(layout, num_workers=num_workers)
     layout = scan.layout
     labelled, family, groups = layout_arrays(layout)
     return {
@@ -59,6 +62,7 @@ def check_published(
         **_counts(tax, labelled, family, groups),
         "image_size_range": scan.size_range(),
         "ignored_visualisations": layout.ignored_visualisations,
+        "ignored_global_files": layout.ignored_global_files,
         "content_sha256": layout.content_hash(),
         "skipped": layout.skipped,
         "problems": list(layout.problems.messages),
@@ -100,6 +104,7 @@ def check_dictionary(
     skip_bad: bool = False,
     index_files: Mapping[str, str] | None = None,
     num_workers: int | None = None,
+    allow_outside_root: bool | None = None,
 ) -> dict[str, Any]:
     """Check a ROOT, a PREP or ``synthetic[:N[:SEED]]``; returns the summary (see module doc)."""
     from hnd_jax.dictionary.opening import MISSING_ROOT_HELP, parse_synthetic_spec, synthetic_root
@@ -114,7 +119,8 @@ def check_dictionary(
         raise HndError(MISSING_ROOT_HELP.format(path=path))
     if is_prepared(path):
         return check_prepared(path, taxonomy=taxonomy)
-    return check_published(path, taxonomy=taxonomy, skip_bad=skip_bad, index_files=index_files, num_workers=num_workers)
+    return check_published(path, taxonomy=taxonomy, skip_bad=skip_bad, index_files=index_files,
+                           num_workers=num_workers, allow_outside_root=allow_outside_root)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -137,6 +143,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"prepared at {summary['prepared_size']}x{summary['prepared_size']} ({summary['prepared_resample']})")
     if summary.get("ignored_visualisations"):
         lines.append(f"ignored visualisations listed as labels (lm.png, *_overlap.png): {summary['ignored_visualisations']}")
+    if summary.get("ignored_global_files"):
+        lines.append(f"files in global group folders that are not images (left out): {summary['ignored_global_files']}")
     skipped = summary.get("skipped") or {}
     if skipped:
         lines.append("problems found (skipped): " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))

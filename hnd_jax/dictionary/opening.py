@@ -101,13 +101,16 @@ def open_dictionary(
     skip_bad: bool = False,
     index_files: Mapping[str, str] | None = None,
     num_workers: int | None = None,
+    allow_outside_root: bool | None = None,
 ) -> FaceDictionary:
     """Open a Face Dictionary (ROOT, PREP or ``synthetic[:N[:SEED]]``) at analysis size ``image_size``.
 
     ``image_resample`` is the filter of the model card (PIL bicubic by default); a PREP must have been
     prepared with the same size and filter. ``skip_bad`` decodes every file when opening and leaves
     bad rows out (counted in ``.skipped``); otherwise bad files raise BadInputError, structural
-    problems at open time and undecodable files when their batch is read.
+    problems at open time and undecodable files when their batch is read. ``allow_outside_root``
+    accepts index paths that resolve outside ROOT (None: the process default, False unless the CLI's
+    ``--allow-outside-root`` set it; DESIGN.md §7).
     """
     from hnd_jax.dictionary.prepared import PreparedDictionary, is_prepared
     from hnd_jax.dictionary.published import PublishedDictionary
@@ -135,5 +138,6 @@ def open_dictionary(
         skip_bad=skip_bad,
         index_files=index_files,
         num_workers=num_workers,
+        allow_outside_root=allow_outside_root,
     )
 

@@ -43,7 +43,11 @@ def layout_arrays(layout: DictionaryLayout) -> tuple[np.ndarray, np.ndarray, dic
 
 
 class PublishedDictionary(RecordDictionary):
-    """:class:`~hnd_jax.dictionary.base.FaceDictionary` over a published-layout ROOT folder."""
+    """:class:`~hnd_jax.dictionary.base.FaceDictionary` over a published-layout ROOT folder.
+
+    ``allow_outside_root``: accept index paths that resolve outside ROOT (None: the process default,
+    False unless ``--allow-outside-root`` was given; DESIGN.md §7).
+    """
 
     kind = "published"
 
@@ -58,13 +62,16 @@ class PublishedDictionary(RecordDictionary):
         validate: bool = False,
         index_files: Mapping[str, str] | None = None,
         num_workers: int | None = None,
+        allow_outside_root: bool | None = None,
     ):
         self.taxonomy = taxonomy or default_taxonomy()
         self.image_size = check_image_size(image_size)
         resample_filter(image_resample)  # fail early on an unknown name
         self.image_resample = str(image_resample).lower()
         self.num_workers = num_workers
-        layout = read_layout(root, self.taxonomy, index_files=index_files, skip_bad=skip_bad)
+        layout = read_layout(
+            root, self.taxonomy, index_files=index_files, skip_bad=skip_bad, allow_outside_root=allow_outside_root
+        )
         self.scan: ScanResult | None = None
         if skip_bad or validate:
             self.scan = scan_files(layout, num_workers=num_workers)

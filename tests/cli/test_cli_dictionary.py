@@ -133,3 +133,41 @@ def test_cli_index_file_override(fresh_fixture, capsys):
     assert json.loads(capsys.readouterr().out)["family_counts"]["parts"] == 2
     assert main(["dictionary", "check", str(fresh_fixture.root), "--index-file", "P2.csv"]) == 2
     assert "FAMILY=FILE" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# --allow-outside-root and --max-image-pixels reach every command that reads a dictionary (issue 12)
+# ---------------------------------------------------------------------------------------------
+
+
+def _help(*cmd):
+    import contextlib
+    import io
+
+    from hnd_jax.cli.main import main as hnd_main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        hnd_main([*cmd, "--help"])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("cmd", [("dictionary", "check"), ("dictionary", "prepare"), ("dissect",), ("report",)])
+def test_dictionary_commands_take_the_untrusted_input_options(cmd):
+    text = _help(*cmd)
+    assert "--allow-outside-root" in text and "--max-image-pixels" in text
+
+
+def test_max_image_pixels_option_is_applied_and_restored(fresh_fixture, capsys):
+    from hnd_jax.cli.main import main as hnd_main
+    from hnd_jax.dictionary import decode
+
+    before = decode.max_image_pixels()
+    code = hnd_main(["dictionary", "check", str(fresh_fixture.root), "--max-image-pixels", "50"])
+    err = capsys.readouterr().err
+    assert code == 2 and "more than the limit of 50" in err and err.count("\n") == 1
+    assert decode.max_image_pixels() == before
+    assert hnd_main(["dictionary", "check", str(fresh_fixture.root), "--max-image-pixels", "100000"]) == 0
+    assert hnd_main(["dictionary", "check", str(fresh_fixture.root), "--skip-bad", "--max-image-pixels", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "image_too_large" in out
