@@ -22,7 +22,6 @@ Pass 1 reads only the file; pass 2 walks the dictionary for the masks and takes 
 from __future__ import annotations
 
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.errors import HndError
+from hnd_jax.npyfile import NpzReader, finite_float32, load_npy, read_npy_header
 from hnd_jax.pipeline.sources import SourceBatch
 from hnd_jax.taxonomy import Taxonomy
 
@@ -37,11 +37,16 @@ LOCAL_KEY = "local"
 
 
 class ActivationFile:
-    """An opened activations file: ``local`` ``[N, U, h, w]`` and the global group arrays by key."""
+    """An opened activations file: ``local`` ``[N, U, h, w]`` and the global group arrays by key.
+
+    Headers are checked against the file before anything is read (:mod:`hnd_jax.npyfile`: a header
+    claiming more data than the file holds is refused), an ``.npy`` is memory-mapped, and ``.npz``
+    members are inflated one at a time, exactly to their checked size.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._npz = None
+        self._npz: NpzReader | None = None
         self._loaded: dict[str, np.ndarray] = {}  # group arrays of the family being read
         suffix = self.path.suffix.lower()
         if suffix not in (".npy", ".npz"):
@@ -49,34 +54,26 @@ class ActivationFile:
         if not self.path.is_file():
             raise HndError(f"{self.path}: activations file not found")
         self.format = suffix[1:]
-        try:
-            if suffix == ".npy":
-                self.local = np.load(self.path, mmap_mode="r", allow_pickle=False)
-                self.keys: tuple[str, ...] = (LOCAL_KEY,)
-            else:
-                self._npz = np.load(self.path, allow_pickle=False)
-                self.keys = tuple(self._npz.files)
-                if LOCAL_KEY not in self.keys:
-                    raise HndError(f"{self.path}: no '{LOCAL_KEY}' array (found: {', '.join(self.keys) or 'none'})")
-                self.check_array(LOCAL_KEY, _Shape(*self.header(LOCAL_KEY)))
-                self.local = self._read(LOCAL_KEY)
-        except HndError:
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise HndError(f"{self.path}: not a readable NumPy {suffix} file ({_one_line(exc)})") from None
-        self.check_array(LOCAL_KEY, self.local)
+        if suffix == ".npy":
+            header = read_npy_header(self.path)
+            self.check_array(LOCAL_KEY, header)
+            self.local = load_npy(self.path, mmap_mode="r")
+            self.keys: tuple[str, ...] = (LOCAL_KEY,)
+        else:
+            self._npz = NpzReader(self.path)
+            self.keys = self._npz.keys
+            if LOCAL_KEY not in self.keys:
+                raise HndError(f"{self.path}: no '{LOCAL_KEY}' array (found: {', '.join(self.keys) or 'none'})")
+            self.check_array(LOCAL_KEY, self._npz.header(LOCAL_KEY))
+            self.local = self._npz.read(LOCAL_KEY)
         self.num_images, self.num_units, self.h, self.w = (int(d) for d in self.local.shape)
 
-    def _read(self, key: str) -> np.ndarray:
-        try:
-            return self._npz[key]
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise HndError(f"{self.path}: array '{key}' is not readable ({_one_line(exc)})") from None
+    def check_array(self, key: str, arr: Any, rows: int | None = None) -> None:
+        """Rank 4, float dtype, non-empty, and (for group arrays) the same U, h, w as ``local``.
 
-    def check_array(self, key: str, arr: np.ndarray, rows: int | None = None) -> None:
-        """Rank 4, float dtype, non-empty, and (for group arrays) the same U, h, w as ``local``."""
+        ``arr`` is an array or an :class:`~hnd_jax.npyfile.ArrayHeader` (shape and dtype only)."""
         where = f"{self.path}" if self.format == "npy" else f"{self.path}: array '{key}'"
-        if arr.ndim != 4:
+        if len(arr.shape) != 4:
             raise HndError(f"{where} has shape {tuple(arr.shape)}: expected 4 dimensions [N, U, h, w] (NCHW)")
         if arr.dtype.kind != "f":
             raise HndError(f"{where} has dtype {arr.dtype}: expected floating point (float16/32/64)")
@@ -105,19 +102,6 @@ class ActivationFile:
             out.setdefault(fam, {})[group] = key
         return out
 
-    def header(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
-        """Shape and dtype of an ``.npz`` member read from its header, without loading the data."""
-        try:
-            with self._npz.zip.open(f"{key}.npy") as fh:
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-                else:
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise HndError(f"{self.path}: array '{key}' is not readable ({_one_line(exc)})") from None
-        return tuple(shape), np.dtype(dtype)
-
     def check_groups(self, taxonomy: Taxonomy, group_of: Mapping[str, np.ndarray]) -> None:
         """Check every ``F/g`` array's shape, dtype and row count against the dictionary, up front."""
         for fam_name, keys in self.group_arrays(taxonomy).items():
@@ -132,23 +116,19 @@ class ActivationFile:
                             f"'{fam_name}/{gname}' ({counts[g]} images)"
                         )
                     continue
-                shape, dtype = self.header(key)
-                self.check_array(key, _Shape(shape, dtype), rows=int(counts[g]))
+                self.check_array(key, self._npz.header(key), rows=int(counts[g]))
 
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start..stop`` of an array as float32 NHWC, after checking they are finite."""
+        """Rows ``start..stop`` of an array as float32 NHWC; HndError naming the first image with a
+        NaN, an inf or a value that overflows float32."""
         if key == LOCAL_KEY:
             arr = self.local
         else:  # keep the family's group arrays loaded while it is read (an .npz member is read whole)
             if key not in self._loaded:
-                self._loaded[key] = self._read(key)
+                self._loaded[key] = self._npz.read(key)
             arr = self._loaded[key]
-        block = np.asarray(arr[start:stop], dtype=np.float32)
-        finite = np.isfinite(block).reshape(block.shape[0], -1).all(axis=1)
-        if not finite.all():
-            bad = start + int(np.argmin(finite))
-            what = f"{self.path}" if key == LOCAL_KEY else f"{self.path}: array '{key}'"
-            raise HndError(f"{what} has NaN or inf values (first at image {bad})")
+        what = f"{self.path}" if key == LOCAL_KEY else f"{self.path}: array '{key}'"
+        block = finite_float32(arr[start:stop], what, first_index=start)
         return np.ascontiguousarray(block.transpose(0, 2, 3, 1))
 
     def release(self) -> None:
@@ -159,17 +139,6 @@ class ActivationFile:
         self.release()
         if self._npz is not None:
             self._npz.close()
-
-
-class _Shape:
-    """Stands in for an array when only its header (shape, dtype) is known."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
-        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class FileActivations:

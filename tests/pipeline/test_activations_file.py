@@ -181,8 +181,10 @@ def base_args(root, tax_path, path, out):
 BAD_FILES = {
     "rank": (lambda: local_acts()[:, 0], "npy", "expected 4 dimensions"),
     "rows": (lambda: local_acts(n=num_local() + 2), "npy", f"has {num_local() + 2} rows but the dictionary has {num_local()}"),
-    "nan": (lambda: _poison(np.nan, 5), "npy", "NaN or inf values (first at image 5)"),
-    "inf": (lambda: _poison(-np.inf, 2), "npy", "NaN or inf values (first at image 2)"),
+    "nan": (lambda: _poison(np.nan, 5), "npy", "has NaN values (first at image 5)"),
+    "inf": (lambda: _poison(-np.inf, 2), "npy", "has inf values (first at image 2)"),
+    # issue 12: a finite float64 beyond float32's range is an overflow, not "NaN or inf"
+    "overflow": (lambda: _poison(1e300, 3, np.float64), "npy", "overflow float32"),
     "dtype": (lambda: local_acts().astype(np.int32), "npy", "dtype int32: expected floating point"),
     "no_local": (lambda: {"acts": local_acts()}, "npz", "no 'local' array"),
     "group_count": (lambda: {"local": local_acts(), **_drop_row(global_arrays(), "Age/mid")}, "npz",
@@ -193,12 +195,12 @@ BAD_FILES = {
     "group_shape": (lambda: {"local": local_acts(), "Gender/Male": np.zeros((2, U + 1, h, w), np.float32),
                              "Gender/Female": np.zeros((3, U, h, w), np.float32)}, "npz", "expected [n, 4, 3, 2]"),
     "group_nan": (lambda: {"local": local_acts(), **_nan_group(global_arrays(), "Gender/Female")}, "npz",
-                  "array 'Gender/Female' has NaN or inf values (first at image 1)"),
+                  "array 'Gender/Female' has NaN values (first at image 1)"),
 }
 
 
-def _poison(value, row):
-    a = local_acts()
+def _poison(value, row, dtype=np.float32):
+    a = local_acts().astype(dtype)
     a[row, 1, 0, 1] = value
     return a
 
@@ -246,8 +248,8 @@ def test_bad_file_is_one_line_error_and_keeps_previous_results(case, tiny, tmp_p
 @pytest.mark.parametrize("name,content,message", [
     ("missing.npy", None, "activations file not found"),
     ("acts.txt", b"1 2 3", "expected an activations file ending in .npy or .npz"),
-    ("broken.npy", b"not numpy at all", "not a readable NumPy .npy file"),
-    ("broken.npz", b"PK\x03\x04garbage", "not a readable NumPy .npz file"),
+    ("broken.npy", b"not numpy at all", "not a NumPy .npy array"),
+    ("broken.npz", b"PK\x03\x04garbage", "not a readable .npz archive"),
 ])
 def test_unreadable_files(name, content, message, tiny, tmp_path, capsys):
     root, tax_path = tiny
