@@ -48,6 +48,7 @@ from hnd_jax.errors import HndError
 from hnd_jax.pipeline.checkpoints import RunCheckpoints, checkpoint_dir
 from hnd_jax.pipeline.config import RunConfig, coerce
 from hnd_jax.pipeline.fingerprint import canonical
+from hnd_jax.pipeline.outlock import locked_out
 from hnd_jax.pipeline.sources import ActivationSource
 from hnd_jax.pipeline.stages import Stage, StageRunner
 from hnd_jax.pipeline.publish import clean_staging, publish_results
@@ -272,7 +273,15 @@ class Dissection:
 
     # ------------------------------------------------------------------ run
     def run(self) -> Path:
-        """Run (or resume) every stage, finalize, write the results; return OUT."""
+        """Run (or resume) every stage, finalize, write the results; return OUT.
+
+        OUT is locked for the whole run (:mod:`.outlock`): a second run on the same OUT is refused
+        with one line naming the process that holds it."""
+        with locked_out(self.out, self.process_index, self.process_count) as taken_over:
+            self.lock_taken_over = taken_over
+            return self._run()
+
+    def _run(self) -> Path:
         if self.run_config.fresh:
             self.ckpt.clear()
             shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -316,7 +325,10 @@ class Dissection:
                 if i + 1 < len(plan):  # a crash from here on does not redo this stage
                     self.runner.save(names[i + 1], 0, {**finished, name: states})
             finished[name] = states
-            results[name] = stage.finalize(states)
+            try:
+                results[name] = stage.finalize(states)
+            except HndError as exc:  # e.g. NaN activations: say which weights and which layer
+                raise HndError(f"{self._source_label()}, {exc}") from None
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t
 
         t = time.perf_counter()
@@ -337,6 +349,15 @@ class Dissection:
         if self.process_index == 0:
             shutil.rmtree(self.out / ".cache", ignore_errors=True)
         return self.out
+
+    def _source_label(self) -> str:
+        """What produced the activations, for error messages: the weights (or file) and the model."""
+        ident = self.source.identity
+        if "file" in ident:
+            return f"activations file {ident['file']}"
+        weights = ident.get("weights") or {}
+        what = weights.get("path") or weights.get("kind") or "in-memory parameters"
+        return f"model {ident.get('card') or ident.get('class') or '?'} with weights {what}"
 
     def _finalize(self, results: dict[str, list[Any]]) -> list[dict[str, np.ndarray]]:
         L = len(self.layers)
@@ -380,6 +401,7 @@ class Dissection:
             **self.source.metadata(),
             "resumed": None if self.resumed is None else {"stage": self.resumed.stage,
                                                            "batch": self.resumed.next_batch},
+            "lock_taken_over_from": self.lock_taken_over,
             "checkpoint_every": self.run_config.checkpoint_every,
             "timings": {**self.timings, "split": split},
         }

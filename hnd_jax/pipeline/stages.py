@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import numpy as np
 
+from hnd_jax.errors import HndError
 from hnd_jax.pipeline.checkpoints import RunCheckpoints
 from hnd_jax.pipeline.progress import StageProgress
 from hnd_jax.pipeline.sources import SourceBatch
@@ -61,7 +62,14 @@ class Stage:
         return [acc.init() for _, acc in self.accumulators]
 
     def finalize(self, states: Sequence[Any]) -> list[Any]:
-        return [acc.finalize(s) for (_, acc), s in zip(self.accumulators, states)]
+        """Each accumulator's result; an HndError (NaN activations, ...) names the layer."""
+        out = []
+        for (layer, acc), s in zip(self.accumulators, states):
+            try:
+                out.append(acc.finalize(s))
+            except HndError as exc:
+                raise HndError(f"layer {layer}: {exc}") from None
+        return out
 
 
 def merge_states(merge: Callable[[Any, Any], Any], parts: Sequence[Any], template: Any) -> Any:

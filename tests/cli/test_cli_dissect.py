@@ -63,3 +63,22 @@ def test_cli_bad_input_is_one_line(setup, args, needle):
     assert res.returncode == 2
     err = res.stderr.strip()
     assert "Traceback" not in err and err.count("\n") == 0 and needle in err, err
+
+
+def test_nan_weights_name_the_weights_and_the_layer_and_keep_earlier_results(setup):
+    """Issue 12: a rerun with NaN weights fails late; the one-line error names the weights file and
+    the layer, and the finished results of the earlier run in OUT are untouched."""
+    root, env = setup
+    out = root / "nan_out"
+    common = ["--dictionary", "synthetic:24", "--out", str(out), "--image-size", "16", "--batch-size", "8",
+              "--no-report", "--progress", "none"]
+    assert hnd("dissect", "--model", "demo_cnn", "--weights", str(root / "w.npz"), *common, env=env).returncode == 0
+    before = (out / "conv4" / "scores.npz").read_bytes(), (out / "dissection.json").read_bytes()
+    with np.load(root / "w.npz") as w:
+        arrays = {k: np.full_like(w[k], np.nan) if w[k].dtype.kind == "f" else w[k] for k in w.files}
+    np.savez(root / "w_nan.npz", **arrays)
+    res = hnd("dissect", "--model", "demo_cnn", "--weights", str(root / "w_nan.npz"), *common, env=env)
+    err = res.stderr.strip()
+    assert res.returncode == 2 and err.count("\n") == 0 and "Traceback" not in err, err
+    assert "w_nan.npz" in err and "layer conv4" in err and "NaN" in err, err
+    assert ((out / "conv4" / "scores.npz").read_bytes(), (out / "dissection.json").read_bytes()) == before
