@@ -25,18 +25,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_weights(path: str | Path) -> str:
-    """sha256 of a weights file, or of a converted folder (relative names + bytes of every file, sorted)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for item in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(item.relative_to(path)).encode())
-        digest.update(bytes.fromhex(sha256_file(item)))
-    return digest.hexdigest()
-
-
 def sha256_arrays(leaves: list[tuple[str, np.ndarray]]) -> str:
     """sha256 over named arrays (name, dtype, shape, bytes): the identity of in-memory parameters."""
     digest = hashlib.sha256()

@@ -88,10 +88,6 @@ class Batch:
     def size(self) -> int:
         return int(self.valid.shape[0])
 
-    @property
-    def num_valid(self) -> int:
-        return int(self.valid.sum())
-
     def require(self, *fields: str) -> None:
         """Raise ValueError naming the first of ``fields`` this batch lacks (an accumulator's contract)."""
         for name in fields:
