@@ -113,8 +113,8 @@ def dissect_layout_activations(
     _check_batch_size(batch_size)
     dictionary = open_card_dictionary(spec, card, taxonomy=taxonomy)
     families = dictionary.taxonomy.global_families
-    bar = StageProgress("extract", dictionary.num_local + sum(len(dictionary.global_group_of(f.name)) for f in families),
-                        mode=progress)
+    total = dictionary.num_local + sum(len(dictionary.global_group_of(f.name)) for f in families)
+    bar = StageProgress("extract", total, mode=progress)
     local = (preprocess_uint8(b.images, card) for b in dictionary.local_batches(batch_size, with_masks=False))
     out = {"local": extract_activations(model, [layer], local, bar)[layer]}
     for family in families:
