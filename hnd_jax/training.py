@@ -86,12 +86,19 @@ def train_classifier(
     learning_rate: float = 2e-3,
     seed: int = 0,
     heldout: tuple[np.ndarray, np.ndarray] | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
+    desc: str = "train",
 ) -> TrainingHistory:
     """Train ``model`` in place on (images, labels) and return the loss/accuracy history.
 
     The last incomplete batch is dropped so every step has the same shape (one compilation).
+    ``progress`` is a mode of :mod:`hnd_jax.pipeline.progress` (``True`` = ``'auto'``: a tqdm bar over
+    the training steps with ETA on a terminal, plain lines with rate and ETA otherwise; ``False`` /
+    ``'none'``: silent), on stderr under the name ``desc``; each epoch's loss and accuracy are shown
+    as the bar's postfix (a line in plain mode), and the stage's time when it ends.
     """
+    from hnd_jax.pipeline.progress import StageProgress
+
     labels = np.asarray(labels, dtype=np.int32)
     n = len(labels)
     if n < batch_size:
@@ -103,6 +110,7 @@ def train_classifier(
     optimizer = nnx.Optimizer(train_model, optax.adam(schedule), wrt=nnx.Param)
     rng = np.random.default_rng(seed)
     history = TrainingHistory()
+    bar = StageProgress(desc, steps * epochs, mode=progress, unit="step")
     for epoch in range(epochs):
         order = rng.permutation(n)
         losses, accs = [], []
@@ -111,11 +119,12 @@ def train_classifier(
             loss, acc = _train_step(train_model, optimizer, _to_inputs(images_uint8[idx]), jnp.asarray(labels[idx]))
             losses.append(float(loss))
             accs.append(float(acc))
+            bar.update(1)
         history.loss.append(float(np.mean(losses)))
         history.accuracy.append(float(np.mean(accs)))
-        if progress:
-            print(f"  epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.3f}, train accuracy {history.accuracy[-1]:.3f}")
+        bar.note(f"epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.3f}, train accuracy {history.accuracy[-1]:.3f}")
     recalibrate_batch_norm(train_model, images_uint8[rng.permutation(n)], batch_size)
+    bar.close()
     if heldout is not None:
         history.heldout_accuracy = accuracy(model, *heldout)
     return history

@@ -42,3 +42,27 @@ def test_training_learns_and_inference_mode_agrees_with_training_accuracy():
     # inference mode (running statistics) must not collapse to one class
     assert history.heldout_accuracy > 0.9
     assert accuracy(model, images, labels) > 0.9
+
+
+def test_training_progress_shows_steps_eta_epochs_and_time(capsys):
+    """Plain mode (logs): step counts with rate and ETA, each epoch's loss, the stage's time at the end."""
+    model = build_model("demo_cnn", num_outputs=2, rngs=nnx.Rngs(0))
+    images, labels = _toy_images(n=64, seed=3)
+    history = train_classifier(model, images, labels, epochs=2, batch_size=16, progress="plain", desc="train toy")
+    err = capsys.readouterr().err.splitlines()
+    steps = [l for l in err if "/8 step" in l]
+    assert steps and all("ETA" in l and "step/s" in l for l in steps), err
+    assert steps[-1].startswith("hnd: train toy: 8/8 step")
+    for e in (1, 2):
+        assert any(f"epoch {e}/2: loss {history.loss[e - 1]:.3f}" in l for l in err), err
+    assert err[-1].startswith("hnd: train toy: done in ") and "(8 step," in err[-1]
+
+
+def test_training_is_silent_without_progress_and_unchanged_by_it(capsys):
+    images, labels = _toy_images(n=64, seed=3)
+    quiet = build_model("demo_cnn", num_outputs=2, rngs=nnx.Rngs(0))
+    h_quiet = train_classifier(quiet, images, labels, epochs=1, batch_size=16)
+    assert capsys.readouterr() == ("", "")
+    loud = build_model("demo_cnn", num_outputs=2, rngs=nnx.Rngs(0))
+    h_loud = train_classifier(loud, images, labels, epochs=1, batch_size=16, progress="plain")
+    assert h_quiet.loss == h_loud.loss  # progress output never changes the training

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
         action="store_true",
         help="with --dictionary and one layer: write 'local' and '<Family>/<group>' arrays for hnd dissect",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress output (default: a bar on a terminal, "
+                   "lines with rate and ETA in logs)")
     add_taxonomy_arg(p)
     p.set_defaults(func=run)
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         taxonomy=taxonomy,
         for_dissect=args.for_dissect,
+        progress="none" if args.no_progress else "auto",
     )
     print(f"wrote {out}")
     return 0

@@ -29,6 +29,7 @@ from flax import nnx
 from hnd_jax.atomic import atomic_path, write_npz
 from hnd_jax.cards import ModelCard
 from hnd_jax.errors import HndError
+from hnd_jax.pipeline.progress import StageProgress
 from hnd_jax.preprocess import list_image_files, preprocess_files, preprocess_uint8
 
 __all__ = [
@@ -100,18 +101,23 @@ def batches_from_dictionary(
 
 
 def dissect_layout_activations(
-    model: nnx.Module, layer: str, spec: str, card: ModelCard, batch_size: int, *, taxonomy=None
+    model: nnx.Module, layer: str, spec: str, card: ModelCard, batch_size: int, *, taxonomy=None,
+    progress: str | bool = "none",
 ) -> dict[str, np.ndarray]:
     """One layer over the whole dictionary, keyed the way ``hnd dissect --activations`` reads an .npz.
 
     ``local``: ``[N, U, h, w]`` in dictionary order; ``<Family>/<group>``: ``[n_g, U, h, w]`` for every
     non-empty group of every global family, rows in the family's image order (sorted file names).
+    ``progress``: a mode of :mod:`hnd_jax.pipeline.progress` over all these images (on stderr).
     """
     _check_batch_size(batch_size)
     dictionary = open_card_dictionary(spec, card, taxonomy=taxonomy)
+    families = dictionary.taxonomy.global_families
+    total = dictionary.num_local + sum(len(dictionary.global_group_of(f.name)) for f in families)
+    bar = StageProgress("extract", total, mode=progress)
     local = (preprocess_uint8(b.images, card) for b in dictionary.local_batches(batch_size, with_masks=False))
-    out = {"local": extract_activations(model, [layer], local)[layer]}
-    for family in dictionary.taxonomy.global_families:
+    out = {"local": extract_activations(model, [layer], local, bar)[layer]}
+    for family in families:
         group_of = np.asarray(dictionary.global_group_of(family.name))
         if group_of.size == 0:
             continue
@@ -122,13 +128,14 @@ def dissect_layout_activations(
                 order.append(np.asarray(b.index))
                 yield preprocess_uint8(b.images, card)
 
-        acts = extract_activations(model, [layer], family_batches())[layer]
+        acts = extract_activations(model, [layer], family_batches(), bar)[layer]
         by_index = np.empty_like(acts)
         by_index[np.concatenate(order)] = acts  # place rows by their position in the family's order
         for g, group in enumerate(dictionary.global_groups(family.name)):
             rows = np.flatnonzero(group_of == g)
             if rows.size:
                 out[f"{family.name}/{group}"] = by_index[rows]
+    bar.close()
     return out
 
 
@@ -154,11 +161,12 @@ def _pad(batch: np.ndarray, size: int) -> np.ndarray:
 
 
 def extract_activations(
-    model: nnx.Module, layers: Sequence[str], batches: Iterable[np.ndarray]
+    model: nnx.Module, layers: Sequence[str], batches: Iterable[np.ndarray], progress: StageProgress | None = None,
 ) -> dict[str, np.ndarray]:
     """``{layer: float32 [N, C, H, W]}`` for every requested layer, rows in input order.
 
     A layer whose output is not 4-D (e.g. a Linear) is returned as the module outputs it.
+    ``progress`` (optional) is told the images of every batch done.
     """
     from hnd_jax.models.capture import forward_with_layers
 
@@ -176,6 +184,8 @@ def extract_activations(
         for name in names:
             a = np.asarray(acts[name], dtype=np.float32)[:n]
             chunks[name].append(np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a)
+        if progress is not None:
+            progress.update(n)
     if full is None:
         raise HndError("no inputs to extract activations from")
     return {name: np.concatenate(parts, axis=0) for name, parts in chunks.items()}
@@ -211,11 +221,13 @@ def run_extract(
     taxonomy=None,
     random_init: bool = False,
     for_dissect: bool = False,
+    progress: str | bool = "none",
 ) -> Path:
     """What ``hnd extract`` does: load the model, read one input source, write NCHW activations.
 
     ``for_dissect`` (with ``dictionary`` and one layer): write the ``.npz`` layout of
-    :func:`dissect_layout_activations` instead of one array per layer name.
+    :func:`dissect_layout_activations` instead of one array per layer name. ``progress``: a mode of
+    :mod:`hnd_jax.pipeline.progress` over the images (on stderr).
     """
     from hnd_jax.convert.checkpoint import load_model
 
@@ -234,13 +246,21 @@ def run_extract(
     if for_dissect:
         if len(names) != 1:
             raise HndError(f"--for-dissect writes one layer; got {len(names)} ({', '.join(names)})")
-        arrays = dissect_layout_activations(net, names[0], str(dictionary), card, batch_size, taxonomy=taxonomy)
+        arrays = dissect_layout_activations(net, names[0], str(dictionary), card, batch_size, taxonomy=taxonomy,
+                                            progress=progress)
         write_npz(out, arrays, compressed=False)
         return out
     if inputs is not None:
         batches = batches_from_array(inputs, batch_size)
+        total = int(np.load(inputs, mmap_mode="r", allow_pickle=False).shape[0])
     elif images is not None:
         batches = batches_from_images(images, card, batch_size)
+        total = len(list_image_files(images))
     else:
-        batches = batches_from_dictionary(str(dictionary), card, batch_size, taxonomy=taxonomy)
-    return write_activations(out, extract_activations(net, names, batches))
+        opened = open_card_dictionary(str(dictionary), card, taxonomy=taxonomy)
+        batches = (preprocess_uint8(b.images, card) for b in opened.local_batches(batch_size, with_masks=False))
+        total = opened.num_local
+    bar = StageProgress("extract", total, mode=progress)
+    activations = extract_activations(net, names, batches, bar)
+    bar.close()
+    return write_activations(out, activations)

@@ -82,15 +82,18 @@ def train_demo_model(
     probes: dict[str, tuple[np.ndarray, np.ndarray]],
     *,
     log: Callable[[str], None] = print,
+    progress: bool | str = False,
 ) -> TrainedModel:
-    """Render ``name``'s training set, train a fresh demo CNN on it, and run the probes."""
+    """Render ``name``'s training set, train a fresh demo CNN on it, and run the probes.
+
+    ``progress``: the training's progress mode (:func:`hnd_jax.training.train_classifier`)."""
     from hnd_jax.models.registry import build_model
 
     images, labels, summary = training_set(settings, name)
     model = build_model("demo_cnn", num_outputs=2, rngs=nnx.Rngs(settings.seed))  # same init for both
     history = train_classifier(
         model, images, labels, epochs=settings.epochs, batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, seed=settings.seed,
+        learning_rate=settings.learning_rate, seed=settings.seed, progress=progress, desc=f"train {name} model",
     )
     probe_accuracy = {p: round(accuracy(model, *probes[p]), 4) for p in PROBES}
     log(

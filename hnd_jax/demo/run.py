@@ -30,6 +30,7 @@ from typing import Any, Callable
 from hnd_jax import __version__
 from hnd_jax.atomic import write_json, write_text
 from hnd_jax.demo.experiment import MODELS, TrainedModel, probe_sets, train_demo_model
+from hnd_jax.demo.machine import describe_machine
 from hnd_jax.demo.measure import clearly_more, difference_z, planted_unit_counts
 from hnd_jax.demo.page import demo_page
 from hnd_jax.demo.settings import DemoSettings
@@ -154,7 +155,7 @@ def _run_pair(
     trained: dict[str, TrainedModel] = {}
     for name in MODELS:
         t = time.perf_counter()
-        trained[name] = train_demo_model(settings, name, probes, log=log)
+        trained[name] = train_demo_model(settings, name, probes, log=log, progress="auto" if progress else "none")
         save_model(trained[name].model, "demo_cnn", pair_dir / "models" / name,
                    source={"trained_by": "hnd demo", "training_set": trained[name].training_set})
         stage(f"train {name} model" + tag, t)
@@ -231,6 +232,7 @@ def run_demo(
         "finding": combine_replicates([r["finding"] for r in replicates]),
         "replicates": replicates,
         "timings": timings,
+        "machine": describe_machine(),
     }
     write_json(out / SUMMARY_FILE, summary)
     write_text(out / "report.html", demo_page(summary))

@@ -32,12 +32,13 @@ from hnd_jax.dictionary.prepared import (
 )
 from hnd_jax.dictionary.published import PublishedDictionary
 from hnd_jax.errors import HndError
+from hnd_jax.pipeline.progress import StageProgress
 from hnd_jax.taxonomy import Taxonomy
 
 _BATCH = 32
 
 
-def _write_arrays(source: PublishedDictionary, folder: Path) -> dict[str, dict[str, int]]:
+def _write_arrays(source: PublishedDictionary, folder: Path, progress: StageProgress) -> dict[str, dict[str, int]]:
     """Write the three arrays of ``prepared.py`` into ``folder``; returns the global families' offsets."""
     S = source.image_size
     N = source.num_local
@@ -53,6 +54,7 @@ def _write_arrays(source: PublishedDictionary, folder: Path) -> dict[str, dict[s
             packed = pack_masks(batch.masks[b][batch.labelled[b]]).reshape(-1, mask_row_bytes(S))
             masks[row : row + packed.shape[0]] = packed
             row += packed.shape[0]
+        progress.update(len(batch))
     if row != k_total:
         raise HndError(f"{source.root}: {row} masks read but the labels list {k_total}")
     offsets, total = {}, 0
@@ -67,6 +69,7 @@ def _write_arrays(source: PublishedDictionary, folder: Path) -> dict[str, dict[s
             base = offsets[fam.name]["offset"]
             for batch in source.global_batches(fam.name, _BATCH):
                 glob[base + batch.index] = batch.images
+                progress.update(len(batch))
         glob.flush()
         del glob
     images.flush()
@@ -87,12 +90,14 @@ def prepare_dictionary(
     num_workers: int | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    progress: str | bool = "none",
 ) -> Path:
     """Decode, resize and write the dictionary at ``root`` as a PREP folder at ``out``.
 
     Every file is validated first (a full scan, like ``hnd dictionary check``), so a bad file stops
     the run before anything is written (or is skipped and counted with ``skip_bad``). ``out`` is
     replaced atomically; an existing ``out`` is only replaced when it is a PREP and ``overwrite``.
+    ``progress``: a mode of :mod:`hnd_jax.pipeline.progress` for writing the images (on stderr).
     """
     out = Path(out)
     if out.exists() and not (overwrite and is_prepared(out)):
@@ -117,7 +122,10 @@ def prepare_dictionary(
 
     tax = source.taxonomy
     with atomic_dir(out) as tmp:
-        offsets = _write_arrays(source, tmp / PREPARED_ARRAYS_DIR)
+        total = source.num_local + sum(len(source.global_group_of(f.name)) for f in tax.global_families)
+        bar = StageProgress("prepare", total, mode=progress)
+        offsets = _write_arrays(source, tmp / PREPARED_ARRAYS_DIR, bar)
+        bar.close()
         labels = {"labelled": source.labelled, "family": source.family}
         for i, fam in enumerate(tax.global_families):
             labels[f"global_group_{i}"] = source.global_group_of(fam.name)

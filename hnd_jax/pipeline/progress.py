@@ -60,6 +60,13 @@ class StageProgress:
                 eta = (self.total - self.done) / rate if rate > 0 else float("inf")
                 self._line(f"{self.done}/{self.total} {self.unit}, {rate:.1f} {self.unit}/s, ETA {eta:.0f} s")
 
+    def note(self, text: str) -> None:
+        """A status line for the stage (e.g. an epoch's loss): the bar's postfix, or a plain line."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+        elif self.mode == "plain":
+            self._line(text)
+
     def close(self) -> float:
         """End the stage; print its time (bar and plain modes); return the seconds it took."""
         seconds = time.perf_counter() - self.t0

@@ -69,6 +69,10 @@ def test_summary_holds_what_the_dissection_measured(demo_out):
     out, summary, logs = demo_out
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
+    import os
+
+    machine = summary["machine"]  # the README's figures name the machine from here
+    assert machine["cpu_count"] == os.cpu_count() and machine["jax_device_kind"] and machine["cpu"]
     assert summary["planted"] == {"task": SMALL.task, "concept": "Eyeglasses", "family": SMALL.planted_family,
                                   "group": SMALL.planted_group, "concept_bias": SMALL.concept_bias,
                                   "group_bias": SMALL.group_bias}

@@ -52,6 +52,7 @@ from hnd_jax.dictionary.synthetic.face import (
 )
 from hnd_jax.dictionary.synthetic.png import write_png
 from hnd_jax.errors import HndError
+from hnd_jax.pipeline.progress import StageProgress
 from hnd_jax.taxonomy import LocalFamily, Taxonomy, default_taxonomy
 
 GENERATOR = "hnd_jax synthetic face dictionary"
@@ -268,7 +269,7 @@ def _overlap_picture(image: np.ndarray, masks: dict[str, np.ndarray], labels: tu
     return out.astype(np.uint8)
 
 
-def _write_local(root: Path, items: list[LocalItem], seed: int) -> dict[str, list[list[str]]]:
+def _write_local(root: Path, items: list[LocalItem], seed: int, progress: StageProgress) -> dict[str, list[list[str]]]:
     rows: dict[str, list[list[str]]] = {}
     for item in items:
         fam_dir = root / item.family.name
@@ -288,6 +289,7 @@ def _write_local(root: Path, items: list[LocalItem], seed: int) -> dict[str, lis
         if int(item.name) % 6 == 2 and item.labels:
             _save_png(folder / f"{item.name}_overlap.png", _overlap_picture(image, masks, item.labels))
         rows.setdefault(item.family.name, []).append([image_rel, ";".join(label_paths)])
+        progress.update(1)
     return rows
 
 
@@ -299,13 +301,14 @@ def _write_index(path: Path, rows: list[list[str]]) -> None:
     path.write_text(buf.getvalue(), encoding="utf-8")
 
 
-def _write_global(root: Path, taxonomy: Taxonomy, items: list[GlobalItem]) -> None:
+def _write_global(root: Path, taxonomy: Taxonomy, items: list[GlobalItem], progress: StageProgress) -> None:
     for fam in taxonomy.global_families:
         for group in fam.groups:
             (root / taxonomy.global_root / fam.name / group).mkdir(parents=True, exist_ok=True)
     for item in items:
         image, _ = render_face(item.spec, item.size)
         _save_png(root / taxonomy.global_root / item.family / item.group / item.name, image)
+        progress.update(1)
 
 
 def _refuse_foreign_folder(out: Path) -> None:
@@ -320,7 +323,8 @@ def _refuse_foreign_folder(out: Path) -> None:
 
 
 def write_synthetic_dictionary(
-    out: str | Path, *, num_images: int = 600, seed: int = 0, taxonomy: Taxonomy | None = None
+    out: str | Path, *, num_images: int = 600, seed: int = 0, taxonomy: Taxonomy | None = None,
+    progress: str | bool = "none",
 ) -> Path:
     """Write a synthetic Face Dictionary in the published layout to ``out`` and return its path.
 
@@ -330,7 +334,7 @@ def write_synthetic_dictionary(
     A user ``taxonomy`` may regroup the 38 Face Dictionary concepts and the four global families in
     any way; a concept or global group the generator cannot draw raises :class:`HndError`.
     ``out`` is replaced atomically; an existing non-empty folder is only replaced when it is itself
-    a synthetic dictionary.
+    a synthetic dictionary. ``progress``: a mode of :mod:`hnd_jax.pipeline.progress` (on stderr).
     """
     taxonomy = default_taxonomy() if taxonomy is None else taxonomy
     check_drawable(taxonomy)
@@ -341,10 +345,12 @@ def write_synthetic_dictionary(
     local_items = plan_local(taxonomy, num_images, seed)
     global_items = plan_global(taxonomy, num_images, seed)
     with atomic_dir(out) as tmp:
-        rows = _write_local(tmp, local_items, seed)
+        bar = StageProgress("synth", len(local_items) + len(global_items), mode=progress)
+        rows = _write_local(tmp, local_items, seed, bar)
         for family in taxonomy.local_families:
             _write_index(tmp / family.index_file, rows.get(family.name, []))
-        _write_global(tmp, taxonomy, global_items)
+        _write_global(tmp, taxonomy, global_items, bar)
+        bar.close()
         concept_counts = {c: 0 for c in taxonomy.concept_names}
         for item in local_items:
             for c in item.labels:
