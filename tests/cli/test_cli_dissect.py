@@ -82,3 +82,25 @@ def test_nan_weights_name_the_weights_and_the_layer_and_keep_earlier_results(set
     assert res.returncode == 2 and err.count("\n") == 0 and "Traceback" not in err, err
     assert "w_nan.npz" in err and "layer conv4" in err and "NaN" in err, err
     assert ((out / "conv4" / "scores.npz").read_bytes(), (out / "dissection.json").read_bytes()) == before
+
+
+def test_random_init_with_a_seed_through_the_cli(setup, tmp_path):
+    """hnd dissect --random-init --seed K: the untrained control, deterministic per seed (in-process CLI)."""
+    from hnd_jax.cli.main import main
+
+    def run(seed, name):
+        out = tmp_path / name
+        assert main(["dissect", "--model", "demo_cnn", "--random-init", "--seed", str(seed), "--dictionary",
+                     "synthetic:24", "--out", str(out), "--image-size", "16", "--batch-size", "8", "--no-report",
+                     "--progress", "none", "--permutations", "50"]) == 0
+        meta = json.loads((out / "dissection.json").read_text())
+        assert meta["model"]["weights"] == {"kind": "random init", "seed": seed}
+        with np.load(out / "conv4" / "scores.npz") as z:
+            return z["thresholds"].copy(), z["image_max"].copy()
+
+    a, b, c = run(3, "a"), run(3, "b"), run(4, "c")
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+    assert main(["dissect", "--activations", "x.npy", "--random-init", "--layer", "l", "--image-size", "8",
+                 "--dictionary", "synthetic:24", "--out", str(tmp_path / "d")]) == 2
