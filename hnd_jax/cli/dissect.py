@@ -24,7 +24,7 @@ from hnd_jax.pipeline.config import RunConfig
 from hnd_jax.scoring.config import ScoringConfig
 
 SCORING_OPTIONS = ("image_size", "quantile", "iou_threshold", "iou_mode", "pair_factor", "permutations", "alpha", "seed")
-RUN_OPTIONS = ("batch_size", "cache_budget", "checkpoint_every", "devices", "progress", "fresh")
+RUN_OPTIONS = ("batch_size", "cache_budget", "checkpoint_every", "devices", "progress", "fresh", "tally", "prefetch")
 
 
 def register(subparsers) -> None:

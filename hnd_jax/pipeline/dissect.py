@@ -54,6 +54,8 @@ from hnd_jax.pipeline.publish import clean_staging, publish_results
 from hnd_jax.results import layer_dir
 from hnd_jax.scoring.config import ScoringConfig
 from hnd_jax.scoring.engine import TOP_IMAGES, LayerScorer
+from hnd_jax.scoring.tally import auto_method, tally_factory_for
+from hnd_jax.scoring.tally_dense import dense_platform
 from hnd_jax.scoring.top_maps import TopMaps
 from hnd_jax.sharding import make_data_mesh, padded_size
 from hnd_jax.taxonomy import Taxonomy, resolve_taxonomy
@@ -120,7 +122,8 @@ def dissect_model(
     mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
     _check_layers(out, layers)
     source = ModelActivations(source_model, layers, dic, mesh, run_cfg.batch_size, capture=capture,
-                              process_index=jax.process_index(), process_count=jax.process_count())
+                              process_index=jax.process_index(), process_count=jax.process_count(),
+                              prefetch=run_cfg.prefetch)
     return Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="model", dictionary_spec=spec,
                       tally_factory=tally_factory).run()
 
@@ -150,7 +153,7 @@ def dissect_activations(
     config = coerce(ScoringConfig, scoring.to_dict() if isinstance(scoring, ScoringConfig) else scoring)
     _check_layers(out, (layer,))
     dic, spec = _open_dictionary(dictionary, config.image_size, taxonomy)
-    source = FileActivations(path, layer, dic)
+    source = FileActivations(path, layer, dic, prefetch=run_cfg.prefetch)
     try:
         mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
         Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="activations", dictionary_spec=spec,
@@ -203,6 +206,10 @@ class Dissection:
             raise HndError("the dictionary has no local images")
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
         self.start, self.stop = process_slice(0, self.N, self.process_index, self.process_count)
+        if tally_factory is None:  # --tally: the kernel changes the speed, never the counts (not fingerprinted)
+            tally_factory = tally_factory_for(run.tally)
+        kind = getattr(tally_factory, "kind", "custom")
+        self.tally_method = auto_method(dense_platform(mesh)) if kind == "auto" else kind
         self.scorers = [
             LayerScorer(self.tax, dic.labelled, dic.family, u, (h, w), config, mesh=mesh, tally_factory=tally_factory)
             for (h, w, u) in source.shapes.values()
@@ -381,5 +388,6 @@ class Dissection:
             "resumed": None if self.resumed is None else {"stage": self.resumed.stage,
                                                            "batch": self.resumed.next_batch},
             "checkpoint_every": self.run_config.checkpoint_every,
+            "tally": self.tally_method,
             "timings": {**self.timings, "split": split},
         }
