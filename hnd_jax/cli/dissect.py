@@ -62,8 +62,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hnd_jax.compile_cache import enable_compilation_cache
+
     scoring = config_values(args, ScoringConfig, SCORING_OPTIONS)
     run_config = RunConfig(**config_values(args, RunConfig, RUN_OPTIONS))  # checked before any work
+    enable_compilation_cache()  # a rerun loads the compiled kernels instead of compiling them
     if args.activations:
         if not args.layer or len(args.layer) != 1:
             raise HndError("--activations needs exactly one --layer NAME (the name used for OUT/<layer>/)")

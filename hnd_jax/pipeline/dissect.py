@@ -269,6 +269,13 @@ class Dissection:
         return [("pass1", pass1), ("pass2", pass2),
                 *[(f"global_{i}", family(i, name, group)) for i, (name, group) in enumerate(self._families())]]
 
+    def _runs_after(self, later: Sequence[str]) -> bool:
+        """Will any of the ``later`` stages run? (Skipped global families do not: no checkpoint is
+        worth saving just before the results.)"""
+        families = self._families()
+        return any(name in ("pass1", "pass2")
+                   or not self.source.family_skip_reason(families[int(name.split("_")[1])][0]) for name in later)
+
     def _batches(self, stage: Stage, first: int):
         size = self.run_config.batch_size
         if stage.name in ("pass1", "pass2"):
@@ -320,7 +327,7 @@ class Dissection:
                 states = self.ckpt.restore(resumed, name, stage.init()) if first else stage.init()
                 states = self.runner.run(stage, self._batches(stage, first), states=states, first=first,
                                          finished=finished)
-                if i + 1 < len(plan):  # a crash from here on does not redo this stage
+                if self._runs_after(names[i + 1:]):  # a crash from here on does not redo this stage
                     self.runner.save(names[i + 1], 0, {**finished, name: states})
             finished[name] = states
             results[name] = stage.finalize(states)
