@@ -208,8 +208,8 @@ class Dissection:
         self.start, self.stop = process_slice(0, self.N, self.process_index, self.process_count)
         if tally_factory is None:  # --tally: the kernel changes the speed, never the counts (not fingerprinted)
             tally_factory = tally_factory_for(run.tally)
-        kind = getattr(tally_factory, "kind", "custom")
-        self.tally_method = auto_method(dense_platform(mesh)) if kind == "auto" else kind
+        method = getattr(tally_factory, "kind", "custom")
+        self.tally_method = auto_method(dense_platform(mesh)) if method == "auto" else method
         self.scorers = [
             LayerScorer(self.tax, dic.labelled, dic.family, u, (h, w), config, mesh=mesh, tally_factory=tally_factory)
             for (h, w, u) in source.shapes.values()
