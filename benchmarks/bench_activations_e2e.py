@@ -27,6 +27,9 @@ Timed, in this order, in one run:
    with ``hnd``'s entry by entry (printed: how many of the U x C counts differ). The masks are read
    from the prepared dictionary batch by batch outside the timing (the published timing is the
    tally's alone). ``--baseline-images`` < N times the first images and extrapolates linearly.
+3. ``naive``: ``benchmarks/naive_baseline.py``'s ``naive_tally``, the yardstick of bench_scoring.py
+   (family mode, float32 interpolation matrices, every concept of the image's family per image and
+   unit, no skipping of maps that cannot fire), on ``--naive-images`` images, extrapolated.
 
 Results are printed and saved as JSON under ``benchmarks/results/``, with the machine's load.
 """
@@ -185,6 +188,30 @@ def published_tally(prep: Path, acts_path: Path, thresholds: np.ndarray, args, n
             "quantile_thresholds": q}
 
 
+def naive_baseline_tally(prep: Path, acts_path: Path, thresholds: np.ndarray, args, n_images: int) -> dict:
+    """benchmarks/naive_baseline.py's ``naive_tally`` (the yardstick of bench_scoring.py: 'family' IoU mode,
+    float32 interpolation, every concept of the image's family per (image, unit)) on the first
+    ``n_images`` images, extrapolated linearly to N. Masks are read outside the timing."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from naive_baseline import naive_tally
+
+    from hnd_jax.dictionary import open_dictionary
+
+    acts = np.load(acts_path, mmap_mode="r")
+    dic = open_dictionary(str(prep), args.size)
+    cf = dic.taxonomy.concept_family_index
+    seconds = 0.0
+    for batch in dic.local_batches(32, with_masks=True, start=0, stop=n_images):
+        block = np.ascontiguousarray(
+            np.asarray(acts[int(batch.index[0]): int(batch.index[-1]) + 1], np.float32).transpose(0, 2, 3, 1))
+        masks, labelled, family = np.asarray(batch.masks, bool), np.asarray(batch.labelled, bool), batch.family
+        t0 = time.perf_counter()
+        naive_tally(block, masks, labelled, family, cf, thresholds, args.size)
+        seconds += time.perf_counter() - t0
+    return {"images_timed": n_images, "tally_s": seconds * acts.shape[0] / n_images,
+            "extrapolated": n_images < acts.shape[0]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "hnd_bench_e2e")
@@ -196,6 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="hnd runs (the best is the figure)")
     p.add_argument("--baseline-images", type=int, default=None, help="time the published tally on the first N "
                    "images and extrapolate (default: all; 0: skip it)")
+    p.add_argument("--naive-images", type=int, default=100, help="also time benchmarks/naive_baseline.py's "
+                   "naive_tally (family mode) on this many images, extrapolated (0: skip)")
     p.add_argument("--hnd-args", default="", help="extra options for hnd dissect (e.g. '--tally cells')")
     p.add_argument("--profile", action="store_true", help="also print a cProfile of one hnd process")
     p.add_argument("--label", default="", help="a name for this run in the JSON file")
@@ -232,6 +261,10 @@ def main(argv=None) -> int:
         base["max_threshold_diff_vs_quantile"] = float(np.abs(base["quantile_thresholds"] - scores["thresholds"]).max())
         for k in ("inter", "union", "quantile_thresholds"):
             base.pop(k)
+    naive = None
+    if args.naive_images:
+        scores = np.load(out / LAYER / "scores.npz")
+        naive = naive_baseline_tally(prep, acts, scores["thresholds"], args, min(args.naive_images, args.images))
     load_after = os.getloadavg()
 
     print(f"\nbench_activations_e2e: {args.images} images, {args.units} units, {args.map}x{args.map} maps, "
@@ -262,8 +295,12 @@ def main(argv=None) -> int:
             print(f"  counts: {base['counts_differing']} of {base['count_cells']} (unit, concept) counts differ "
                   "from hnd's")
         print(f"speed-up, whole hnd process vs published tally alone: {base['tally_s'] / hnd['wall_s']:.1f}x")
+    if naive:
+        print(f"naive_baseline.naive_tally (family mode, bench_scoring's yardstick; extrapolated from "
+              f"{naive['images_timed']} images): {naive['tally_s']:.1f} s -> whole hnd process "
+              f"{naive['tally_s'] / hnd['wall_s']:.1f}x faster")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "bench_activations_e2e", "label": args.label, "shape": vars(args) | {"work": str(args.work)},
+    doc = {"naive_baseline": naive, "benchmark": "bench_activations_e2e", "label": args.label, "shape": vars(args) | {"work": str(args.work)},
            "load_average_before": load_before, "load_average_after": load_after, "cpu_count": os.cpu_count(),
            "hnd": hnd, "before": before, "published": base,
            "speedup": None if not base else base["tally_s"] / hnd["wall_s"]}
