@@ -66,8 +66,20 @@ def write_json(final: str | Path, obj: Any) -> None:
 
 
 def write_npz(final: str | Path, arrays: dict[str, np.ndarray], compressed: bool = True) -> None:
+    """``np.savez_compressed`` (or ``np.savez``) written atomically. Compression is deflate level 1:
+    ``np.load`` reads it like any ``.npz``; level 1 is several times faster than numpy's default
+    level 6 on float arrays, for files a little larger."""
+    if not compressed:
+        with atomic_path(final, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        return
+    import zipfile
+
     with atomic_path(final, suffix=".npz") as tmp:
-        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as zf:
+            for key, value in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from hnd_jax.pipeline.config import RunConfig
 from hnd_jax.scoring.config import ScoringConfig
 
 SCORING_OPTIONS = ("image_size", "quantile", "iou_threshold", "iou_mode", "pair_factor", "permutations", "alpha", "seed")
-RUN_OPTIONS = ("batch_size", "cache_budget", "checkpoint_every", "devices", "progress", "fresh")
+RUN_OPTIONS = ("batch_size", "cache_budget", "checkpoint_every", "devices", "progress", "fresh", "tally", "prefetch")
 
 
 def register(subparsers) -> None:
@@ -62,8 +62,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hnd_jax.compile_cache import enable_compilation_cache
+
     scoring = config_values(args, ScoringConfig, SCORING_OPTIONS)
     run_config = RunConfig(**config_values(args, RunConfig, RUN_OPTIONS))  # checked before any work
+    enable_compilation_cache()  # a rerun loads the compiled kernels instead of compiling them
     if args.activations:
         if not args.layer or len(args.layer) != 1:
             raise HndError("--activations needs exactly one --layer NAME (the name used for OUT/<layer>/)")

@@ -17,7 +17,8 @@ so the driver restores pass 1, finalizes it, builds pass 2, then restores pass 2
 template is written by hand.
 
 orbax writes a step under a temporary name and renames it when complete, so a ``kill -9`` during a
-save leaves the previous step intact. Only one step is kept.
+save leaves the previous step intact. Only one step is kept. orbax is imported on first use (about
+0.4 s of start-up that a run which never checkpoints does not pay).
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from hnd_jax.errors import HndError
 from hnd_jax.pipeline.fingerprint import canonical, fingerprint_differences
 from hnd_jax.sharding import to_host
+
+
+def _ocp():
+    import orbax.checkpoint as ocp
+
+    return ocp
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,14 @@ class RunCheckpoints:
                  process_count: int = 1):
         self.directory = Path(directory).absolute()
         self.fingerprint = canonical(fingerprint)
+        self._process = (process_index, process_count)
+        self._options = None
+        self._manager = None
+        self._step = 0
+
+    def _manager_options(self):
+        process_index, process_count = self._process
+        ocp = _ocp()
         if process_count > 1:
             mp = ocp.options.MultiprocessingOptions(
                 primary_host=process_index, active_processes={process_index},
@@ -72,17 +86,16 @@ class RunCheckpoints:
             )
         else:
             mp = ocp.options.MultiprocessingOptions()
-        self._options = ocp.CheckpointManagerOptions(
+        return ocp.CheckpointManagerOptions(
             max_to_keep=1, enable_async_checkpointing=False, create=True, multiprocessing_options=mp
         )
-        self._manager: ocp.CheckpointManager | None = None
-        self._step = 0
 
     # ------------------------------------------------------------------ lifecycle
     @property
-    def manager(self) -> ocp.CheckpointManager:
+    def manager(self):
+        """The orbax ``CheckpointManager`` (created, and orbax imported, on first use)."""
         if self._manager is None:
-            self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+            self._manager = _ocp().CheckpointManager(self.directory, options=self._manager_options())
             self._step = self._manager.latest_step() or 0
         return self._manager
 
@@ -113,6 +126,7 @@ class RunCheckpoints:
             "items": sorted(items),
             "extra": canonical(extra or {}),
         }
+        ocp = _ocp()
         args = {name: ocp.args.StandardSave(_flat(tree)) for name, tree in items.items()}
         manager = self.manager
         self._step += 1
@@ -124,6 +138,7 @@ class RunCheckpoints:
         if not self.exists():
             return None
         manager = self.manager
+        ocp = _ocp()
         step = manager.latest_step()
         if step is None:
             return None
@@ -153,6 +168,7 @@ class RunCheckpoints:
         leaves, treedef = jax.tree.flatten(template)
         host = [np.asarray(jax.device_get(x)) for x in leaves]
         abstract = _flat(host)
+        ocp = _ocp()
         try:
             flat = getattr(self.manager.restore(
                 resumed.step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})), item)

@@ -3,7 +3,8 @@
 :class:`~hnd_jax.scoring.config.ScoringConfig` says what is computed and enters the run's
 fingerprint in full; :class:`RunConfig` says how, and only ``batch_size`` and ``devices`` enter the
 fingerprint (they decide which images a checkpointed batch index refers to and how states are
-sharded). Like ScoringConfig, every field carries its command-line help in ``metadata`` and is
+sharded); ``tally`` picks the pass-2 kernel, whose counts are identical bit for bit, so a run
+resumed with another kernel continues exactly. Like ScoringConfig, every field carries its command-line help in ``metadata`` and is
 checked once, in ``__post_init__`` (HndError naming the option).
 """
 
@@ -14,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PROGRESS_MODES = ("auto", "bar", "plain", "none")
+#: Pass-2 IoU kernels (:data:`hnd_jax.scoring.tally.METHODS`; restated to keep this module import-light).
+TALLY_METHODS = ("auto", "cells", "runs", "dense")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class RunConfig:
     devices:          local devices in the ``data`` mesh (None: all of this process's devices).
     progress:         'auto' (bars on a terminal, plain lines otherwise), 'bar', 'plain', 'none'.
     fresh:            discard an interrupted run's checkpoints instead of resuming.
+    tally:            pass-2 kernel: 'auto' (per platform, :func:`hnd_jax.scoring.tally.auto_method`:
+                      run-length on CPUs, cell-sparse on accelerators), 'cells', 'runs' or 'dense'.
+                      All give identical counts (DESIGN.md §2b); only the speed differs.
+    prefetch:         batches read ahead of the device by a background thread (0: read in the loop).
     """
 
     batch_size: int = field(default=32, metadata={"help": "images per step (rounded up to a multiple of the "
@@ -40,6 +47,11 @@ class RunConfig:
         "help": "progress display: bars on a terminal, plain lines with rate and ETA otherwise (auto), "
                 "always bars, always plain lines, or none", "choices": PROGRESS_MODES})
     fresh: bool = field(default=False, metadata={"help": "ignore a previous interrupted run and start over"})
+    tally: str = field(default="auto", metadata={
+        "help": "pass-2 IoU kernel (identical counts, different speed): auto = run-length on CPUs, "
+                "cell-sparse on GPUs/TPUs", "choices": TALLY_METHODS})
+    prefetch: int = field(default=2, metadata={"help": "batches read and decoded ahead of the device by a "
+                                                       "background thread (0: no read-ahead)", "metavar": "N"})
 
     def __post_init__(self) -> None:
         from hnd_jax.errors import HndError
@@ -54,6 +66,10 @@ class RunConfig:
             raise HndError(f"--devices {self.devices}: expected a positive integer")
         if self.progress not in PROGRESS_MODES:
             raise HndError(f"--progress {self.progress!r}: expected one of {', '.join(PROGRESS_MODES)}")
+        if self.tally not in TALLY_METHODS:
+            raise HndError(f"--tally {self.tally!r}: expected one of {', '.join(TALLY_METHODS)}")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, numbers.Integral) or self.prefetch < 0:
+            raise HndError(f"--prefetch {self.prefetch}: expected an integer >= 0")
         parse_size(self.cache_budget)  # raises HndError naming --cache-budget
 
     @property

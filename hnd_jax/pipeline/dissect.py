@@ -55,6 +55,8 @@ from hnd_jax.pipeline.publish import clean_staging, publish_results
 from hnd_jax.results import layer_dir
 from hnd_jax.scoring.config import ScoringConfig
 from hnd_jax.scoring.engine import TOP_IMAGES, LayerScorer
+from hnd_jax.scoring.tally import auto_method, tally_factory_for
+from hnd_jax.scoring.tally_dense import dense_platform
 from hnd_jax.scoring.top_maps import TopMaps
 from hnd_jax.sharding import make_data_mesh, padded_size
 from hnd_jax.taxonomy import Taxonomy, resolve_taxonomy
@@ -121,7 +123,8 @@ def dissect_model(
     mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
     _check_layers(out, layers)
     source = ModelActivations(source_model, layers, dic, mesh, run_cfg.batch_size, capture=capture,
-                              process_index=jax.process_index(), process_count=jax.process_count())
+                              process_index=jax.process_index(), process_count=jax.process_count(),
+                              prefetch=run_cfg.prefetch)
     return Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="model", dictionary_spec=spec,
                       tally_factory=tally_factory).run()
 
@@ -151,7 +154,7 @@ def dissect_activations(
     config = coerce(ScoringConfig, scoring.to_dict() if isinstance(scoring, ScoringConfig) else scoring)
     _check_layers(out, (layer,))
     dic, spec = _open_dictionary(dictionary, config.image_size, taxonomy)
-    source = FileActivations(path, layer, dic)
+    source = FileActivations(path, layer, dic, prefetch=run_cfg.prefetch)
     try:
         mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
         Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="activations", dictionary_spec=spec,
@@ -204,6 +207,10 @@ class Dissection:
             raise HndError("the dictionary has no local images")
         self.process_index, self.process_count = jax.process_index(), jax.process_count()
         self.start, self.stop = process_slice(0, self.N, self.process_index, self.process_count)
+        if tally_factory is None:  # --tally: the kernel changes the speed, never the counts (not fingerprinted)
+            tally_factory = tally_factory_for(run.tally)
+        method = getattr(tally_factory, "kind", "custom")
+        self.tally_method = auto_method(dense_platform(mesh)) if method == "auto" else method
         self.scorers = [
             LayerScorer(self.tax, dic.labelled, dic.family, u, (h, w), config, mesh=mesh, tally_factory=tally_factory)
             for (h, w, u) in source.shapes.values()
@@ -262,6 +269,13 @@ class Dissection:
 
         return [("pass1", pass1), ("pass2", pass2),
                 *[(f"global_{i}", family(i, name, group)) for i, (name, group) in enumerate(self._families())]]
+
+    def _runs_after(self, later: Sequence[str]) -> bool:
+        """Will any of the ``later`` stages run? (Skipped global families do not: no checkpoint is
+        worth saving just before the results.)"""
+        families = self._families()
+        return any(name in ("pass1", "pass2")
+                   or not self.source.family_skip_reason(families[int(name.split("_")[1])][0]) for name in later)
 
     def _batches(self, stage: Stage, first: int):
         size = self.run_config.batch_size
@@ -322,7 +336,7 @@ class Dissection:
                 states = self.ckpt.restore(resumed, name, stage.init()) if first else stage.init()
                 states = self.runner.run(stage, self._batches(stage, first), states=states, first=first,
                                          finished=finished)
-                if i + 1 < len(plan):  # a crash from here on does not redo this stage
+                if self._runs_after(names[i + 1:]):  # a crash from here on does not redo this stage
                     self.runner.save(names[i + 1], 0, {**finished, name: states})
             finished[name] = states
             try:
@@ -403,5 +417,6 @@ class Dissection:
                                                            "batch": self.resumed.next_batch},
             "lock_taken_over_from": self.lock_taken_over,
             "checkpoint_every": self.run_config.checkpoint_every,
+            "tally": self.tally_method,
             "timings": {**self.timings, "split": split},
         }

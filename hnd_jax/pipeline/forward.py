@@ -57,9 +57,15 @@ class LayerForward:
         out_sh = {name: data_sharding(mesh, 4) for name in layers_t}
         self._run = jax.jit(run, in_shardings=(replicated(mesh), self._x_sharding), out_shardings=out_sh)
 
-    def __call__(self, images: np.ndarray) -> dict[str, jax.Array]:
-        """images: float32 NHWC, leading axis already padded to a multiple of the device count."""
-        x = jax.device_put(np.asarray(images, np.float32), self._x_sharding)
+    def put(self, images: np.ndarray) -> jax.Array:
+        """Copy float32 NHWC images (padded to a multiple of the device count) to the devices, sharded
+        over 'data' as the forward expects (asynchronous: the prefetch thread calls it ahead)."""
+        return jax.device_put(np.asarray(images, np.float32), self._x_sharding)
+
+    def __call__(self, images: np.ndarray | jax.Array) -> dict[str, jax.Array]:
+        """images: float32 NHWC (host, or the result of :meth:`put`), leading axis already padded to a
+        multiple of the device count."""
+        x = images if isinstance(images, jax.Array) else self.put(images)
         return self._run(self._state, x)
 
     def shapes(self, image_size: int, batch: int | None = None) -> dict[str, tuple[int, int, int]]:

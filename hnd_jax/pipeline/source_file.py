@@ -30,6 +30,7 @@ import numpy as np
 from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.errors import HndError
 from hnd_jax.npyfile import NpzReader, finite_float32, load_npy, read_npy_header
+from hnd_jax.pipeline.prefetch import Prefetch
 from hnd_jax.pipeline.sources import SourceBatch
 from hnd_jax.taxonomy import Taxonomy
 
@@ -146,10 +147,13 @@ class FileActivations:
 
     path: the ``.npy``/``.npz`` file; layer: the name its results are written under; dic: the
     dictionary whose order the rows follow (N rows = its local images; group arrays = its global
-    families). Raises HndError when the file does not match the dictionary.
+    families); prefetch: batches read (rows, masks) ahead of the scoring by a background thread
+    (:mod:`hnd_jax.pipeline.prefetch`; 0: none). Raises HndError when the file does not match the
+    dictionary.
     """
 
-    def __init__(self, path: str | Path, layer: str, dic: FaceDictionary):
+    def __init__(self, path: str | Path, layer: str, dic: FaceDictionary, *, prefetch: int = 2):
+        self.prefetch = int(prefetch)
         self.file = ActivationFile(path)
         try:
             self.dic = dic
@@ -176,9 +180,22 @@ class FileActivations:
             "dtype": str(f.local.dtype),
             "bytes": f.path.stat().st_size,
         }
-        self.split = {"data": 0.0, "forward": 0.0}
+        self.split = {"data": 0.0, "forward": 0.0, "input_wait": 0.0}
+
+    def _ahead(self, reads: Iterator[SourceBatch]) -> Iterator[SourceBatch]:
+        """``reads`` run ``self.prefetch`` batches ahead in a background thread; the consumer's wait
+        for them adds to ``split['input_wait']``."""
+        ahead = Prefetch(reads, self.prefetch, name="hnd-read-file")
+        try:
+            yield from ahead
+        finally:
+            ahead.close()
+            self.split["input_wait"] += ahead.wait
 
     def local_batches(self, start: int, stop: int, batch_size: int, *, stage: str) -> Iterator[SourceBatch]:
+        return self._ahead(self._read_local(start, stop, batch_size, stage))
+
+    def _read_local(self, start: int, stop: int, batch_size: int, stage: str) -> Iterator[SourceBatch]:
         (layer,) = self.layers
         if stage != "pass2":  # pass 1 needs no masks: read the rows alone
             for s in range(start, stop, batch_size):
@@ -214,6 +231,9 @@ class FileActivations:
     def family_batches(self, family: str, lo: int, hi: int, batch_size: int, first: int) -> Iterator[SourceBatch]:
         """Positions ``[lo, hi)`` of the family; position p is row (rank of p within its group) of
         the group's array (group arrays list their images in family order)."""
+        return self._ahead(self._read_family(family, lo, hi, batch_size, first))
+
+    def _read_family(self, family: str, lo: int, hi: int, batch_size: int, first: int) -> Iterator[SourceBatch]:
         (layer,) = self.layers
         fam = self.dic.taxonomy.global_family(family)
         groups = self.group_of[family]

@@ -140,6 +140,9 @@ class StageRunner:
                 progress.update(len(source_batch))
                 _sleep_hook()
         finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # stops a source's read-ahead thread now, also on an error
+                close()
             stage_seconds = progress.close()
         self.split[f"stage:{stage.name}"] = self.split.get(f"stage:{stage.name}", 0.0) + stage_seconds
         return [merge_across_processes(acc.merge, s) for (_, acc), s in zip(stage.accumulators, states)]

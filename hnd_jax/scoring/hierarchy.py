@@ -165,6 +165,16 @@ def global_probabilities(
 def top_images(image_max: np.ndarray, k: int = 4) -> np.ndarray:
     """[U, k] int64: the dictionary indices of each unit's k highest ``m_u(x)`` (ties: lower index first)."""
     m = np.asarray(image_max)
-    k = min(k, m.shape[0])
-    order = np.argsort(-m, axis=0, kind="stable")[:k]  # stable on negated values keeps index order on ties
-    return np.ascontiguousarray(order.T).astype(np.int64)
+    N, U = m.shape
+    k = min(k, N)
+    if k == 0 or U == 0:
+        return np.zeros((U, k), np.int64)
+    # Only images at or above each unit's k-th largest value can be in its top k (a partition, O(N)),
+    # then those few candidates are ordered by (value descending, index ascending).
+    kth = -np.partition(-m, k - 1, axis=0)[k - 1]  # [U]
+    unit, image = np.nonzero((m >= kth[None, :]).T)  # sorted by unit, then image
+    order = np.lexsort((image, -m[image, unit], unit))  # lexsort is stable: ties keep the lower index first
+    counts = np.bincount(unit, minlength=U)  # >= k for every unit
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    picks = order[first[:, None] + np.arange(k)[None, :]]
+    return image[picks].astype(np.int64)

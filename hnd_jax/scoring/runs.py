@@ -44,9 +44,9 @@ def mask_runs(masks: np.ndarray) -> MaskRuns:
     # Only non-empty masks, and in them only non-empty rows, are scanned: most (image, concept)
     # cells of a batch are empty, and a blob covers a fraction of its mask's rows.
     flat = masks.reshape(B * C, S * S)
-    nonempty = np.flatnonzero(flat.any(axis=1))
+    nonempty = np.flatnonzero(_any_last(flat))
     sub = masks.reshape(B * C, S, S)[nonempty]
-    cell_k, row = np.nonzero(sub.any(axis=2))
+    cell_k, row = np.nonzero(_any_last(sub))
     padded = np.zeros((cell_k.size, S + 2), np.int8)
     padded[:, 1:-1] = sub[cell_k, row]
     # Transitions come in row-major order and alternate rise (start) / fall (end) inside each row.
@@ -61,3 +61,12 @@ def mask_runs(masks: np.ndarray) -> MaskRuns:
     end = x[ends].astype(np.int32)
     area = np.bincount(cell, weights=(end - start), minlength=B * C).astype(np.int64).reshape(B, C)
     return MaskRuns(image=image, concept=concept, row=row[run_row].astype(np.int32), start=start, end=end, area=area)
+
+
+def _any_last(x: np.ndarray) -> np.ndarray:
+    """``x.any(axis=-1)`` for a C-contiguous bool array, 8 bools per uint64 when the last axis allows
+    (a bool is one byte, 0 or 1: a word is non-zero iff one of its 8 bools is True)."""
+    n = x.shape[-1]
+    if n % 8 == 0 and x.flags.c_contiguous and x.size:
+        return x.view(np.uint64).any(axis=-1)
+    return x.any(axis=-1)

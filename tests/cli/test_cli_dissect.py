@@ -38,6 +38,9 @@ def test_cli_dissects_a_card_model_on_the_synthetic_dictionary(setup):
     assert meta["layers"] == ["conv4"]  # the card's default layer
     assert meta["model"]["card"] == "demo_cnn" and len(meta["model"]["weights"]["sha256"]) == 64
     assert meta["cache"]["mode"] == "recompute" and meta["image_size"] == 16
+    # how long the forward loop waited for the reader (issue 11), and the kernel --tally auto chose on a CPU
+    assert 0.0 <= meta["timings"]["split"]["input_wait"] <= meta["timings"]["total"]
+    assert meta["tally"] == "runs" and meta["run"]["tally"] == "auto"
     with np.load(out / "conv4" / "scores.npz") as data:
         assert data["iou"].shape[0] == meta["units"]["conv4"]
     # the report is written after the results, from them

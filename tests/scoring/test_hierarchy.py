@@ -163,3 +163,21 @@ def test_top_images_order_and_ties():
     got = top_images(m, 4)
     assert got.tolist() == [[1, 2, 3, 0], [0, 1, 2, 3]]
     assert top_images(m[:2], 4).shape == (2, 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_images_equals_a_stable_sort_on_random_and_tied_values(seed):
+    """The partition-based selection against the plain definition: a stable sort of -m (ties: lower index)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        N, U, k = int(rng.integers(1, 40)), int(rng.integers(1, 7)), int(rng.integers(1, 9))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            m = rng.normal(size=(N, U)).astype(np.float32)
+        elif kind == 1:  # many ties, including +0.0 / -0.0
+            m = rng.integers(-1, 3, (N, U)).astype(np.float32)
+            m[rng.random((N, U)) < 0.3] = -0.0
+        else:  # constant columns
+            m = np.repeat(rng.normal(size=(1, U)).astype(np.float32), N, axis=0)
+        want = np.ascontiguousarray(np.argsort(-m, axis=0, kind="stable")[: min(k, N)].T)
+        np.testing.assert_array_equal(top_images(m, k), want)
