@@ -73,8 +73,8 @@ class RunCheckpoints:
         else:
             mp = ocp.options.MultiprocessingOptions()
         self._options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, enable_async_checkpointing=False, create=True, multiprocessing_options=mp
-        )
+            max_to_keep=1, enable_async_checkpointing=False, create=process_count == 1, multiprocessing_options=mp
+        )  # orbax refuses create=True with active_processes: the manager property creates the folder
         self._manager: ocp.CheckpointManager | None = None
         self._step = 0
 
@@ -82,6 +82,7 @@ class RunCheckpoints:
     @property
     def manager(self) -> ocp.CheckpointManager:
         if self._manager is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
             self._manager = ocp.CheckpointManager(self.directory, options=self._options)
             self._step = self._manager.latest_step() or 0
         return self._manager

@@ -273,6 +273,9 @@ class Dissection:
     # ------------------------------------------------------------------ run
     def run(self) -> Path:
         """Run (or resume) every stage, finalize, write the results; return OUT."""
+        from hnd_jax.distributed import agree_across_processes, agree_on_resume_stage, comparable
+
+        agree_across_processes(comparable(self.fingerprint))  # before any work (DESIGN.md §6)
         if self.run_config.fresh:
             self.ckpt.clear()
             shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -286,6 +289,7 @@ class Dissection:
                       if where == "global" else "")
             _say(f"resumed from {where} at batch {resumed.next_batch}{family}")
         self.resumed = resumed
+        agree_on_resume_stage(resumed.stage if resumed else None)
         if self.process_index == 0:
             clean_staging(self.out)
         if hasattr(self.source, "open_cache"):

@@ -89,7 +89,10 @@ def merge_across_processes(merge: Callable[[Any, Any], Any], state: Any) -> Any:
         return state
     from jax.experimental import multihost_utils
 
-    gathered = multihost_utils.process_allgather(to_host(state), tiled=False)
+    from hnd_jax.distributed import guarded_collective
+
+    gathered = guarded_collective("a merge of the processes' states", multihost_utils.process_allgather,
+                                  to_host(state), tiled=False)
     parts = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], gathered) for i in range(count)]
     return merge_states(merge, parts, state)
 
