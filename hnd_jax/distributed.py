@@ -275,6 +275,23 @@ def guarded_collective(what: str, fn, *args, **kwargs):
         raise  # not reached
 
 
+def _leave_together(what: str) -> None:
+    """Every process ends at the same point (all raised the same error): meet at a barrier (bounded
+    by the peer timeout), then the coordinator waits a moment so that the others end first (when
+    process 0's coordination service disappears, JAX aborts the clients still connected to it)."""
+    import jax
+
+    if _WATCH is None:
+        return
+    _WATCH._stop.set()
+    try:
+        _client().wait_at_barrier(f"{_PREFIX}/leave/{what}", int(_WATCH.timeout * 1000))
+    except Exception:
+        pass
+    if jax.process_index() == 0:
+        time.sleep(1.0 + _WATCH.interval)
+
+
 class SettingsDiffer(HndError):
     """The processes were started with different settings (every process raises it at once)."""
 
@@ -295,6 +312,7 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
     try:
         yield True
     except SettingsDiffer as exc:  # every process found the same difference: no peer to tell
+        _leave_together("settings")
         end_now(str(exc), exc.exit_code)
     except BaseException as exc:
         from hnd_jax.cli.main import EXPECTED_ERRORS, debug_requested, error_message
@@ -308,6 +326,8 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
             message, code = f"{type(exc).__name__}: {_short(exc)}", 1
         if _WATCH is not None:
             _WATCH.report_failure(message)
+            if _WATCH.index == 0:  # the coordinator goes last: its end would abort the peers' JAX clients
+                time.sleep(3 * _WATCH.interval + 1)
         end_now(message, code)
     else:
         if _WATCH is not None:

@@ -65,6 +65,10 @@ class RunCheckpoints:
                  process_count: int = 1):
         self.directory = Path(directory).absolute()
         self.fingerprint = canonical(fingerprint)
+        # Several processes: orbax's managers coordinate saves across processes (a primary host writes
+        # the metadata), so one process's private checkpoint is written without its data; each
+        # process writes plain files instead (:class:`_PlainSteps`, the same atomic-rename rule).
+        self._plain = _PlainSteps(self.directory) if process_count > 1 else None
         if process_count > 1:
             mp = ocp.options.MultiprocessingOptions(
                 primary_host=process_index, active_processes={process_index},
@@ -86,6 +90,9 @@ class RunCheckpoints:
             self._manager = ocp.CheckpointManager(self.directory, options=self._options)
             self._step = self._manager.latest_step() or 0
         return self._manager
+
+    def _latest_step(self) -> int | None:
+        return self._plain.latest() if self._plain is not None else self.manager.latest_step()
 
     def exists(self) -> bool:
         return self.directory.exists() and any(p.name.isdigit() for p in self.directory.iterdir())
@@ -114,6 +121,10 @@ class RunCheckpoints:
             "items": sorted(items),
             "extra": canonical(extra or {}),
         }
+        if self._plain is not None:
+            self._step = (self._plain.latest() or 0) + 1
+            self._plain.save(self._step, {name: _flat(tree) for name, tree in items.items()}, meta)
+            return
         args = {name: ocp.args.StandardSave(_flat(tree)) for name, tree in items.items()}
         manager = self.manager
         self._step += 1
@@ -124,12 +135,14 @@ class RunCheckpoints:
         """The latest checkpoint of this run, or None. A checkpoint of a DIFFERENT run raises HndError."""
         if not self.exists():
             return None
-        manager = self.manager
-        step = manager.latest_step()
+        step = self._latest_step()
         if step is None:
             return None
         try:
-            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            if self._plain is not None:
+                meta = self._plain.meta(step)
+            else:
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
             diffs = fingerprint_differences(meta.get("fingerprint", {}), self.fingerprint)
             stage, next_batch = str(meta["stage"]), int(meta["next_batch"])
             items = tuple(str(x) for x in meta.get("items", ()))
@@ -155,8 +168,11 @@ class RunCheckpoints:
         host = [np.asarray(jax.device_get(x)) for x in leaves]
         abstract = _flat(host)
         try:
-            flat = getattr(self.manager.restore(
-                resumed.step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})), item)
+            if self._plain is not None:
+                flat = self._plain.item(resumed.step, item)
+            else:
+                flat = getattr(self.manager.restore(
+                    resumed.step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})), item)
         except Exception as exc:  # a checkpoint from an incompatible hnd-jax layout
             raise HndError(f"{self.directory}: cannot read the checkpoint ({type(exc).__name__}); "
                            "rerun with --fresh to start over") from None
@@ -169,3 +185,53 @@ class RunCheckpoints:
             sharding = getattr(ref, "sharding", None)
             restored.append(jax.device_put(value, sharding) if isinstance(ref, jax.Array) else value)
         return jax.tree.unflatten(treedef, restored)
+
+
+class _PlainSteps:
+    """Checkpoint steps as plain files: ``<dir>/<step>/<item>.npz`` and ``meta.json``.
+
+    A step is written under ``<dir>/.tmp-<step>`` and renamed to ``<dir>/<step>`` when complete (a
+    ``kill -9`` mid-save leaves the previous step intact); older steps are removed after.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def latest(self) -> int | None:
+        if not self.directory.is_dir():
+            return None
+        steps = [int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and (p / "meta.json").is_file()]
+        return max(steps) if steps else None
+
+    def save(self, step: int, items: dict[str, dict[str, np.ndarray]], meta: dict[str, Any]) -> None:
+        import json
+        import os
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".tmp-{step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, flat in items.items():
+            with open(tmp / f"{name}.npz", "wb") as fh:
+                np.savez(fh, **flat)
+                fh.flush()
+                os.fsync(fh.fileno())
+        with open(tmp / "meta.json", "w") as fh:
+            json.dump(meta, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        final = self.directory / str(step)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in self.directory.iterdir():
+            if old.name != str(step) and (old.name.isdigit() or old.name.startswith(".tmp-")):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def meta(self, step: int) -> dict[str, Any]:
+        import json
+
+        return json.loads((self.directory / str(step) / "meta.json").read_text())
+
+    def item(self, step: int, name: str) -> dict[str, np.ndarray]:
+        with np.load(self.directory / str(step) / f"{name}.npz", allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
