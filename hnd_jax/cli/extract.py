@@ -9,6 +9,9 @@ Inputs (exactly one):
 Output: OUT.npz with one array [N, C, H, W] per layer name (or OUT.npy for a single layer).
 With --dictionary and --for-dissect (one layer): OUT.npz holds 'local' and '<Family>/<group>' arrays
 for the global families too, the layout `hnd dissect --activations OUT.npz` reads.
+
+Several processes (--distributed, or --coordinator/--num-processes/--process-id): each computes its
+contiguous slice of the rows; process 0 writes OUT (the same file one process writes).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 
 from hnd_jax.cli.common import add_taxonomy_arg
 from hnd_jax.cli.help import HelpFormatter
+from hnd_jax.distributed import add_distributed_options, joined, options_from_args
 
 
 def register(subparsers) -> None:
@@ -41,10 +45,18 @@ def register(subparsers) -> None:
         help="with --dictionary and one layer: write 'local' and '<Family>/<group>' arrays for hnd dissect",
     )
     add_taxonomy_arg(p)
+    add_distributed_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    with joined(options_from_args(args)):  # several processes: each computes a slice, process 0 writes
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import jax
+
     from hnd_jax.convert.extract import run_extract
 
     taxonomy = None
@@ -64,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
         taxonomy=taxonomy,
         for_dissect=args.for_dissect,
     )
-    print(f"wrote {out}")
+    if jax.process_index() == 0:
+        print(f"wrote {out}")
     return 0

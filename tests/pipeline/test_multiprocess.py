@@ -205,3 +205,28 @@ def test_killing_a_process_ends_the_other_within_the_timeout(activations, tmp_pa
     else:
         assert "leader task was preempted/died" in err or "lost process 0" in err, err[-2000:]
     assert not (out / "dissection.json").exists()
+
+
+@pytest.mark.parametrize("for_dissect", [False, True])
+def test_extract_two_processes_equal_one(tmp_path, for_dissect):
+    """hnd extract: each process computes its slice of the rows, process 0 writes the same file."""
+    if importlib.util.find_spec("facenet_pytorch") is None:
+        pytest.skip("facenet-pytorch is not installed, so mtcnn_onet's shipped weights cannot be located")
+    suffix = [] if not for_dissect else ["--for-dissect"]
+
+    def args(out):
+        return ["extract", "--model", "mtcnn_onet", "--layer", "conv3", "--dictionary", DICT, "--out", out,
+                "--batch-size", 5, *suffix]
+
+    ref, out = tmp_path / "ref.npz", tmp_path / "out.npz"
+    ((code, _, err),) = finish([hnd(args(ref), devices=8)])
+    assert code == 0, err
+    results = finish(start_pair(lambda i: args(out)))
+    for code, _, err in results:
+        assert code == 0, err
+    assert "wrote" in results[0][1] and "wrote" not in results[1][1]
+    with np.load(ref) as a, np.load(out) as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert any("/" in key for key in a.files) == for_dissect  # the global families' group arrays
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
