@@ -63,6 +63,9 @@ CONFIGS: dict[str, BenchConfig] = {
     "gpu-large": BenchConfig("gpu-large", "resnet50", "layer4.2", 224, 25000, 128, units=2048, map_size=7),
 }
 DEFAULT_CONFIG = "cpu-small"
+#: ``--tally`` choices: :data:`hnd_jax.scoring.tally.METHODS`, restated so that ``hnd --help`` needs
+#: no JAX import (a test checks they are equal).
+TALLY_KERNELS = ("auto", "cells", "runs", "dense")
 
 #: Dense bf16 (or fp16) matrix peak of known accelerators, TFLOP/s, keyed by a substring of device_kind.
 PEAK_TFLOPS = {

@@ -99,8 +99,7 @@ def add_distributed_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-processes", type=int, metavar="N", default=None, help="number of processes")
     g.add_argument("--process-id", type=int, metavar="I", default=None, help="this process's index, 0..N-1")
     g.add_argument("--peer-timeout", type=float, metavar="SECONDS", default=DEFAULT_PEER_TIMEOUT,
-                   help=f"end with an error when a peer shows no sign of life this long "
-                        f"(default: {DEFAULT_PEER_TIMEOUT:g})")
+                   help="end with an error when a peer shows no sign of life this long (default: %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> DistributedOptions:

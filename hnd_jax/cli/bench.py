@@ -23,8 +23,7 @@ from hnd_jax.distributed import add_distributed_options, joined, options_from_ar
 
 
 def register(subparsers) -> None:
-    from hnd_jax.bench import CONFIGS, DEFAULT_CONFIG
-    from hnd_jax.scoring.tally import METHODS
+    from hnd_jax.bench import CONFIGS, DEFAULT_CONFIG, TALLY_KERNELS
 
     p = subparsers.add_parser("bench", help="throughput of a whole dissection on synthetic inputs (every stage timed)",
                               description=__doc__, formatter_class=HelpFormatter)
@@ -32,7 +31,7 @@ def register(subparsers) -> None:
                        for c in CONFIGS.values())
     p.add_argument("--config", choices=sorted(CONFIGS), default=DEFAULT_CONFIG,
                    help=f"named shape ({shapes}) (default: {DEFAULT_CONFIG})")
-    p.add_argument("--tally", choices=METHODS, default="auto",
+    p.add_argument("--tally", choices=TALLY_KERNELS, default="auto",
                    help="IoU tally kernel (auto: runs on CPUs, cells on accelerators) (default: auto)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the report as JSON")
     p.add_argument("--out", metavar="DIR", default=None,

@@ -45,3 +45,9 @@ def test_unknown_tally_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--tally", "fast"])
     assert exc.value.code == 2
+
+
+def test_tally_choices_are_the_kernels():
+    from hnd_jax.scoring.tally import METHODS
+
+    assert bench.TALLY_KERNELS == METHODS
