@@ -51,6 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     from hnd_jax.atomic import atomic_path
     from hnd_jax.bench import CONFIGS, format_table, run_bench
 
+    from hnd_jax.distributed import agree_across_processes
+
+    agree_across_processes({"config": args.config, "tally": args.tally, "out": args.out})
     report = run_bench(CONFIGS[args.config], tally=args.tally, out=args.out)
     if jax.process_index() != 0:
         return 0

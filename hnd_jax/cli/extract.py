@@ -58,6 +58,10 @@ def _run(args: argparse.Namespace) -> int:
     import jax
 
     from hnd_jax.convert.extract import run_extract
+    from hnd_jax.distributed import agree_across_processes
+
+    agree_across_processes({k: getattr(args, k) for k in ("model", "weights", "layer", "inputs", "images", "dictionary",
+                                                          "out", "batch_size", "for_dissect", "taxonomy")})
 
     taxonomy = None
     if args.taxonomy:
