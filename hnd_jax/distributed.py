@@ -145,10 +145,6 @@ def initialize(options: DistributedOptions) -> bool:
     return True
 
 
-def active_watch() -> "PeerWatch | None":
-    return _WATCH
-
-
 def _client():
     from jax._src import distributed as _dist  # the coordination service client (no public accessor)
 
