@@ -1,4 +1,8 @@
-"""Benchmark of the whole scoring of one layer: pass 1 (exact thresholds) + pass 2 (IoU tally).
+"""Developer benchmark of the scoring of one layer against the naive baseline, and of the tally kernels.
+
+User-facing throughput (every stage, any machine, JSON) is ``hnd bench``; this script keeps what is
+for developers: the speed-up over the naive NumPy baseline with its count agreement, and
+``--compare-kernels``. Device peaks and the dense tally's FLOP count come from :mod:`hnd_jax.bench`.
 
     python benchmarks/bench_scoring.py --config cpu-medium          # the 2-core CPU target
     python benchmarks/bench_scoring.py --config gpu-large           # on a lent accelerator
@@ -44,7 +48,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 
-from hnd_jax.scoring.accumulator import Batch
+from hnd_jax.bench import dense_tally_flops, device_peak_tflops as bench_peak_tflops  # noqa: E402
+from hnd_jax.scoring.accumulator import Batch  # noqa: E402
 from hnd_jax.scoring.tally import IoUTally  # noqa: E402
 from hnd_jax.scoring.unit_stats import UnitStats  # noqa: E402
 from hnd_jax.sharding import make_data_mesh  # noqa: E402
@@ -69,21 +74,6 @@ CONFIGS = {
     "cpu-medium": Config("cpu-medium", images=2500, units=512, map_size=4, image_size=128, batch=64),
     "gpu-large": Config("gpu-large", images=25000, units=2048, map_size=7, image_size=224, batch=128),
 }
-
-#: Dense bf16 (or fp16) matrix peak of known accelerators, TFLOP/s, keyed by a substring of device_kind.
-PEAK_TFLOPS = {
-    "H200": 989.0,
-    "H100": 989.0,
-    "A100": 312.0,
-    "L4": 121.0,
-    "V100": 125.0,
-    "TPU v5p": 459.0,
-    "TPU v5 lite": 197.0,
-    "TPU v5e": 197.0,
-    "TPU v4": 275.0,
-    "TPU v6": 918.0,
-}
-
 
 # ---------------------------------------------------------------------------------------- data
 def batch_data(cfg: Config, taxonomy, start: int, stop: int, seed: int = 0):
@@ -259,19 +249,12 @@ def compare_kernels(cfg: Config, taxonomy, mesh, kernels: list[str]) -> dict:
 
 # ---------------------------------------------------------------------------------------- report
 def device_peak_tflops(kind: str, override: float | None) -> float | None:
-    if override:
-        return override
-    for key, value in PEAK_TFLOPS.items():
-        if key.lower() in kind.lower():
-            return value
-    return None
+    return override or bench_peak_tflops(kind)
 
 
 def dense_flops(cfg: Config, num_concepts: int) -> float:
-    """Useful FLOPs of the dense tally: the binary-map x mask product plus upsampling/thresholding."""
-    S2 = cfg.image_size**2
-    per_image = 2.0 * S2 * cfg.units * num_concepts + 6.0 * S2 * cfg.units
-    return per_image * cfg.images
+    """Useful FLOPs of the dense tally over the config's images (:func:`hnd_jax.bench.dense_tally_flops`)."""
+    return dense_tally_flops(cfg.images, cfg.units, num_concepts, cfg.image_size)
 
 
 def main(argv=None) -> int:

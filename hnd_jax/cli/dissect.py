@@ -19,6 +19,7 @@ import sys
 
 from hnd_jax.cli.common import add_config_options, add_dictionary_arg, add_taxonomy_arg, config_values
 from hnd_jax.cli.help import HelpFormatter
+from hnd_jax.distributed import add_distributed_options, joined, options_from_args
 from hnd_jax.errors import HndError
 from hnd_jax.pipeline.config import RunConfig
 from hnd_jax.scoring.config import ScoringConfig
@@ -58,10 +59,16 @@ def register(subparsers) -> None:
     p.add_argument("--no-report", action="store_true",
                    help="do not write OUT/report.html and OUT/plots/ (write them later with 'hnd report OUT')")
     add_taxonomy_arg(p)
+    add_distributed_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    with joined(options_from_args(args)):  # several processes: DESIGN.md §6
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from hnd_jax.compile_cache import enable_compilation_cache
 
     scoring = config_values(args, ScoringConfig, SCORING_OPTIONS)
@@ -90,7 +97,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    """The results are complete at this point; the report is a view of them, written after."""
+    """The results are complete at this point; the report is a view of them, written after
+    (by process 0, which wrote them)."""
+    import jax
+
+    if jax.process_index() != 0:
+        print(f"hnd: process {jax.process_index()} done; process 0 wrote {args.out}", file=sys.stderr)
+        return 0
     from hnd_jax.reports.console import console_summary
 
     if args.no_report:

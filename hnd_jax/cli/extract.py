@@ -9,6 +9,9 @@ Inputs (exactly one):
 Output: OUT.npz with one array [N, C, H, W] per layer name (or OUT.npy for a single layer).
 With --dictionary and --for-dissect (one layer): OUT.npz holds 'local' and '<Family>/<group>' arrays
 for the global families too, the layout `hnd dissect --activations OUT.npz` reads.
+
+Several processes (--distributed, or --coordinator/--num-processes/--process-id): each computes its
+contiguous slice of the rows; process 0 writes OUT (the same file one process writes).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 
 from hnd_jax.cli.common import add_taxonomy_arg
 from hnd_jax.cli.help import HelpFormatter
+from hnd_jax.distributed import add_distributed_options, joined, options_from_args
 
 
 def register(subparsers) -> None:
@@ -43,11 +47,23 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress output (default: a bar on a terminal, "
                    "lines with rate and ETA in logs)")
     add_taxonomy_arg(p)
+    add_distributed_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    with joined(options_from_args(args)):  # several processes: each computes a slice, process 0 writes
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import jax
+
     from hnd_jax.convert.extract import run_extract
+    from hnd_jax.distributed import agree_across_processes
+
+    agree_across_processes({k: getattr(args, k) for k in ("model", "weights", "layer", "inputs", "images", "dictionary",
+                                                          "out", "batch_size", "for_dissect", "taxonomy")})
 
     taxonomy = None
     if args.taxonomy:
@@ -67,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
         for_dissect=args.for_dissect,
         progress="none" if args.no_progress else "auto",
     )
-    print(f"wrote {out}")
+    if jax.process_index() == 0:
+        print(f"wrote {out}")
     return 0

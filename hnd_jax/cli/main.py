@@ -28,7 +28,8 @@ from hnd_jax import __version__
 from hnd_jax.cli.common import input_options
 from hnd_jax.errors import HndError
 
-SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare")
+SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare",
+                      "bench")
 
 #: Exit code of every expected failure.
 EXIT_ERROR = 2

@@ -16,6 +16,11 @@ Three input sources, each yielding float32 NHWC batches in a fixed order:
 
 The last batch is padded to the batch size (and the padding dropped) so that one compiled forward
 serves every batch.
+
+Several processes (``hnd extract --distributed`` / ``--coordinator``, DESIGN.md §6): each process
+computes a contiguous slice of the rows of every output array (:func:`process_rows`), the slices are
+all-gathered in process order (:func:`gather_rows`) and process 0 writes the file, so the output is
+the one a single process writes.
 """
 
 from __future__ import annotations
@@ -49,6 +54,36 @@ def _check_batch_size(batch_size: int) -> None:
         raise HndError(f"--batch-size {batch_size}: expected a positive integer")
 
 
+def process_rows(n: int) -> tuple[int, int]:
+    """``[lo, hi)``: this process's contiguous slice of ``n`` rows (all of them with one process)."""
+    import jax
+
+    from hnd_jax.dictionary.batching import process_slice
+
+    return process_slice(0, n, jax.process_index(), jax.process_count())
+
+
+def gather_rows(part: np.ndarray, n: int) -> np.ndarray:
+    """Every process's slice (:func:`process_rows` of ``n``) of an array, concatenated in process
+    order: the whole ``[n, ...]`` array. One process: ``part`` unchanged."""
+    import jax
+
+    count = jax.process_count()
+    if count == 1:
+        return part
+    from jax.experimental import multihost_utils
+
+    from hnd_jax.dictionary.batching import process_slice
+    from hnd_jax.distributed import guarded_collective
+
+    sizes = [b - a for a, b in (process_slice(0, n, i, count) for i in range(count))]
+    padded = np.zeros((max(sizes), *part.shape[1:]), part.dtype)
+    padded[: part.shape[0]] = part
+    gathered = np.asarray(guarded_collective("the gathering of the activations", multihost_utils.process_allgather,
+                                             padded, tiled=False))
+    return np.concatenate([gathered[i, : sizes[i]] for i in range(count)], axis=0)
+
+
 def batches_from_array(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
     """Batches of an ``.npy`` holding preprocessed images ``[N, H, W, 3]`` (NHWC, float)."""
     _check_batch_size(batch_size)
@@ -70,14 +105,16 @@ def batches_from_array(path: str | Path, batch_size: int) -> Iterator[np.ndarray
         raise HndError(f"{path}: dtype {arr.dtype}; expected float32 images that are already preprocessed")
     if arr.shape[0] == 0:
         raise HndError(f"{path}: holds no images (N = 0)")
-    return (np.asarray(arr[i : i + batch_size], dtype=np.float32) for i in range(0, arr.shape[0], batch_size))
+    lo, hi = process_rows(arr.shape[0])
+    return (np.asarray(arr[i : min(i + batch_size, hi)], dtype=np.float32) for i in range(lo, hi, batch_size))
 
 
 def batches_from_images(folder: str | Path, card: ModelCard, batch_size: int) -> Iterator[np.ndarray]:
     """Image files of ``folder`` in sorted name order, preprocessed per the card, in batches."""
     _check_batch_size(batch_size)
     files = list_image_files(folder)
-    return (preprocess_files(files[i : i + batch_size], card) for i in range(0, len(files), batch_size))
+    lo, hi = process_rows(len(files))
+    return (preprocess_files(files[i : min(i + batch_size, hi)], card) for i in range(lo, hi, batch_size))
 
 
 def open_card_dictionary(spec: str, card: ModelCard, *, taxonomy=None):
@@ -97,7 +134,9 @@ def batches_from_dictionary(
     """Local images of a Face Dictionary (ROOT, PREP or ``synthetic``) in dictionary order."""
     _check_batch_size(batch_size)
     dictionary = open_card_dictionary(spec, card, taxonomy=taxonomy)
-    return (preprocess_uint8(b.images, card) for b in dictionary.local_batches(batch_size, with_masks=False))
+    lo, hi = process_rows(dictionary.num_local)
+    return (preprocess_uint8(b.images, card)
+            for b in dictionary.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
 
 
 def dissect_layout_activations(
@@ -111,12 +150,17 @@ def dissect_layout_activations(
     ``progress``: a mode of :mod:`hnd_jax.pipeline.progress` over all these images (on stderr).
     """
     _check_batch_size(batch_size)
+    import jax
+
     dictionary = open_card_dictionary(spec, card, taxonomy=taxonomy)
     families = dictionary.taxonomy.global_families
-    total = dictionary.num_local + sum(len(dictionary.global_group_of(f.name)) for f in families)
+    lo, hi = process_rows(dictionary.num_local)
+    total = (hi - lo) + sum(int(np.subtract(*process_rows(len(dictionary.global_group_of(f.name)))[::-1]))
+                            for f in families)  # this process's images
     bar = StageProgress("extract", total, mode=progress)
-    local = (preprocess_uint8(b.images, card) for b in dictionary.local_batches(batch_size, with_masks=False))
-    out = {"local": extract_activations(model, [layer], local, bar)[layer]}
+    local = (preprocess_uint8(b.images, card)
+             for b in dictionary.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
+    out = {"local": gather_rows(extract_activations(model, [layer], local, bar)[layer], dictionary.num_local)}
     for family in families:
         group_of = np.asarray(dictionary.global_group_of(family.name))
         if group_of.size == 0:
@@ -124,13 +168,16 @@ def dissect_layout_activations(
         order: list[np.ndarray] = []
 
         def family_batches(name: str = family.name) -> Iterator[np.ndarray]:
-            for b in dictionary.global_batches(name, batch_size):
+            for b in dictionary.global_batches(name, batch_size, process_index=jax.process_index(),
+                                               process_count=jax.process_count()):
                 order.append(np.asarray(b.index))
                 yield preprocess_uint8(b.images, card)
 
-        acts = extract_activations(model, [layer], family_batches(), bar)[layer]
-        by_index = np.empty_like(acts)
-        by_index[np.concatenate(order)] = acts  # place rows by their position in the family's order
+        part = extract_activations(model, [layer], family_batches(), bar)[layer]
+        f_lo, _ = process_rows(group_of.size)
+        by_index = np.empty_like(part)
+        by_index[np.concatenate(order) - f_lo] = part  # place rows by their position in the family's order
+        by_index = gather_rows(by_index, group_of.size)
         for g, group in enumerate(dictionary.global_groups(family.name)):
             rows = np.flatnonzero(group_of == g)
             if rows.size:
@@ -248,7 +295,8 @@ def run_extract(
             raise HndError(f"--for-dissect writes one layer; got {len(names)} ({', '.join(names)})")
         arrays = dissect_layout_activations(net, names[0], str(dictionary), card, batch_size, taxonomy=taxonomy,
                                             progress=progress)
-        write_npz(out, arrays, compressed=False)
+        if _writer():
+            write_npz(out, arrays, compressed=False)
         return out
     if inputs is not None:
         batches = batches_from_array(inputs, batch_size)
@@ -258,9 +306,20 @@ def run_extract(
         total = len(list_image_files(images))
     else:
         opened = open_card_dictionary(str(dictionary), card, taxonomy=taxonomy)
-        batches = (preprocess_uint8(b.images, card) for b in opened.local_batches(batch_size, with_masks=False))
         total = opened.num_local
-    bar = StageProgress("extract", total, mode=progress)
-    activations = extract_activations(net, names, batches, bar)
+        lo, hi = process_rows(total)
+        batches = (preprocess_uint8(b.images, card)
+                   for b in opened.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
+    lo, hi = process_rows(total)
+    bar = StageProgress("extract", hi - lo, mode=progress)  # this process's rows
+    acts = extract_activations(net, names, batches, bar)
     bar.close()
-    return write_activations(out, activations)
+    acts = {name: gather_rows(a, total) for name, a in acts.items()}
+    return write_activations(out, acts) if _writer() else out
+
+
+def _writer() -> bool:
+    """Process 0 writes (the only process, in a single-process run)."""
+    import jax
+
+    return jax.process_index() == 0

@@ -71,12 +71,16 @@ class RunCheckpoints:
                  process_count: int = 1):
         self.directory = Path(directory).absolute()
         self.fingerprint = canonical(fingerprint)
+        # Several processes: orbax's managers coordinate saves across processes (a primary host writes
+        # the metadata), so one process's private checkpoint is written without its data; each
+        # process writes plain files instead (:class:`_PlainSteps`, the same atomic-rename rule).
+        self._plain = _PlainSteps(self.directory) if process_count > 1 else None
         self._process = (process_index, process_count)
-        self._options = None
         self._manager = None
         self._step = 0
 
     def _manager_options(self):
+        """orbax's options (orbax is imported on first use: ``hnd --help`` and small runs skip it)."""
         process_index, process_count = self._process
         ocp = _ocp()
         if process_count > 1:
@@ -87,17 +91,21 @@ class RunCheckpoints:
         else:
             mp = ocp.options.MultiprocessingOptions()
         return ocp.CheckpointManagerOptions(
-            max_to_keep=1, enable_async_checkpointing=False, create=True, multiprocessing_options=mp
-        )
+            max_to_keep=1, enable_async_checkpointing=False, create=process_count == 1, multiprocessing_options=mp
+        )  # orbax refuses create=True with active_processes: the manager property creates the folder
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def manager(self):
         """The orbax ``CheckpointManager`` (created, and orbax imported, on first use)."""
         if self._manager is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
             self._manager = _ocp().CheckpointManager(self.directory, options=self._manager_options())
             self._step = self._manager.latest_step() or 0
         return self._manager
+
+    def _latest_step(self) -> int | None:
+        return self._plain.latest() if self._plain is not None else self.manager.latest_step()
 
     def exists(self) -> bool:
         return self.directory.exists() and any(p.name.isdigit() for p in self.directory.iterdir())
@@ -126,6 +134,10 @@ class RunCheckpoints:
             "items": sorted(items),
             "extra": canonical(extra or {}),
         }
+        if self._plain is not None:
+            self._step = (self._plain.latest() or 0) + 1
+            self._plain.save(self._step, {name: _flat(tree) for name, tree in items.items()}, meta)
+            return
         ocp = _ocp()
         args = {name: ocp.args.StandardSave(_flat(tree)) for name, tree in items.items()}
         manager = self.manager
@@ -137,13 +149,15 @@ class RunCheckpoints:
         """The latest checkpoint of this run, or None. A checkpoint of a DIFFERENT run raises HndError."""
         if not self.exists():
             return None
-        manager = self.manager
-        ocp = _ocp()
-        step = manager.latest_step()
+        step = self._latest_step()
         if step is None:
             return None
         try:
-            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            if self._plain is not None:
+                meta = self._plain.meta(step)
+            else:
+                ocp = _ocp()
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
             diffs = fingerprint_differences(meta.get("fingerprint", {}), self.fingerprint)
             stage, next_batch = str(meta["stage"]), int(meta["next_batch"])
             items = tuple(str(x) for x in meta.get("items", ()))
@@ -170,8 +184,11 @@ class RunCheckpoints:
         abstract = _flat(host)
         ocp = _ocp()
         try:
-            flat = getattr(self.manager.restore(
-                resumed.step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})), item)
+            if self._plain is not None:
+                flat = self._plain.item(resumed.step, item)
+            else:
+                flat = getattr(self.manager.restore(
+                    resumed.step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})), item)
         except Exception as exc:  # a checkpoint from an incompatible hnd-jax layout
             raise HndError(f"{self.directory}: cannot read the checkpoint ({type(exc).__name__}); "
                            "rerun with --fresh to start over") from None
@@ -184,3 +201,53 @@ class RunCheckpoints:
             sharding = getattr(ref, "sharding", None)
             restored.append(jax.device_put(value, sharding) if isinstance(ref, jax.Array) else value)
         return jax.tree.unflatten(treedef, restored)
+
+
+class _PlainSteps:
+    """Checkpoint steps as plain files: ``<dir>/<step>/<item>.npz`` and ``meta.json``.
+
+    A step is written under ``<dir>/.tmp-<step>`` and renamed to ``<dir>/<step>`` when complete (a
+    ``kill -9`` mid-save leaves the previous step intact); older steps are removed after.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def latest(self) -> int | None:
+        if not self.directory.is_dir():
+            return None
+        steps = [int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and (p / "meta.json").is_file()]
+        return max(steps) if steps else None
+
+    def save(self, step: int, items: dict[str, dict[str, np.ndarray]], meta: dict[str, Any]) -> None:
+        import json
+        import os
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".tmp-{step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name, flat in items.items():
+            with open(tmp / f"{name}.npz", "wb") as fh:
+                np.savez(fh, **flat)
+                fh.flush()
+                os.fsync(fh.fileno())
+        with open(tmp / "meta.json", "w") as fh:
+            json.dump(meta, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        final = self.directory / str(step)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in self.directory.iterdir():
+            if old.name != str(step) and (old.name.isdigit() or old.name.startswith(".tmp-")):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def meta(self, step: int) -> dict[str, Any]:
+        import json
+
+        return json.loads((self.directory / str(step) / "meta.json").read_text())
+
+    def item(self, step: int, name: str) -> dict[str, np.ndarray]:
+        with np.load(self.directory / str(step) / f"{name}.npz", allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}

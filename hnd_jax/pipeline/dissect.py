@@ -289,13 +289,19 @@ class Dissection:
     def run(self) -> Path:
         """Run (or resume) every stage, finalize, write the results; return OUT.
 
-        OUT is locked for the whole run (:mod:`.outlock`): a second run on the same OUT is refused
-        with one line naming the process that holds it."""
+        The processes first agree on the run's settings (one line on every process when they
+        differ, DESIGN.md §6); then OUT is locked for the whole run (:mod:`.outlock`): a second run
+        on the same OUT is refused with one line naming the process that holds it."""
+        from hnd_jax.distributed import agree_across_processes, comparable
+
+        agree_across_processes(comparable(self.fingerprint))  # before any work
         with locked_out(self.out, self.process_index, self.process_count) as taken_over:
             self.lock_taken_over = taken_over
             return self._run()
 
     def _run(self) -> Path:
+        from hnd_jax.distributed import agree_on_resume_stage
+
         if self.run_config.fresh:
             self.ckpt.clear()
             shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -309,6 +315,7 @@ class Dissection:
                       if where == "global" else "")
             _say(f"resumed from {where} at batch {resumed.next_batch}{family}")
         self.resumed = resumed
+        agree_on_resume_stage(resumed.stage if resumed else None)
         if self.process_index == 0:
             clean_staging(self.out)
         if hasattr(self.source, "open_cache"):

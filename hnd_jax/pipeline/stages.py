@@ -18,6 +18,7 @@ sleep that long, so tests can kill a run mid-way deterministically. It has no ot
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -97,9 +98,20 @@ def merge_across_processes(merge: Callable[[Any, Any], Any], state: Any) -> Any:
         return state
     from jax.experimental import multihost_utils
 
-    gathered = multihost_utils.process_allgather(to_host(state), tiled=False)
+    from hnd_jax.distributed import guarded_collective
+
+    gathered = guarded_collective("a merge of the processes' states", multihost_utils.process_allgather,
+                                  to_host(state), tiled=False)
     parts = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], gathered) for i in range(count)]
     return merge_states(merge, parts, state)
+
+
+def _jit_ready(batch: Batch) -> Batch:
+    """With several processes, jit refuses NumPy inputs for sharded arguments: host activations (an
+    activations file) become a JAX array first, which jit then places on the data mesh."""
+    if jax.process_count() > 1 and isinstance(batch.activations, np.ndarray):
+        return dataclasses.replace(batch, activations=jax.numpy.asarray(batch.activations))
+    return batch
 
 
 @dataclass
@@ -154,7 +166,7 @@ class StageRunner:
         new = []
         for (layer, acc), state in zip(stage.accumulators, states):
             if layer not in per_layer:
-                per_layer[layer] = base.with_activations(sb.activations[layer])
+                per_layer[layer] = _jit_ready(base.with_activations(sb.activations[layer]))
             new.append(acc.update(state, per_layer[layer]))
         jax.block_until_ready(new)
         return new

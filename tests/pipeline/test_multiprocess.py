@@ -1,0 +1,232 @@
+"""Real multi-process dissections (DESIGN.md §6, issue 10): separate OS processes joined over
+127.0.0.1 with ``--coordinator``, each with 4 CPU devices and the gloo collectives.
+
+* 2 processes x 4 devices give the same scores, bit for bit, as 1 process x 8 devices, for
+  ``--activations`` and for ``--model mtcnn_onet``;
+* ``kill -9`` of one process mid-pass-2 ends the other with one line naming it; rerunning both
+  resumes and gives the uninterrupted scores;
+* different ``--quantile`` on the two processes: both exit 2 with one line naming the difference;
+* killing either process ends the other within the peer timeout (see the test for the line).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hnd_jax.pipeline.stages import SLEEP_ENV
+
+DICT = "synthetic:24"
+PEER_TIMEOUT = 4.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(devices: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (SLEEP_ENV,)}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+    return env
+
+
+def hnd(args, *, devices: int, extra_env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hnd_jax.cli.main", *map(str, args)],
+                            env=env_for(devices, **(extra_env or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def start_pair(args_of, *, extra_env=None) -> list[subprocess.Popen]:
+    """Two processes x 4 devices; ``args_of(i)`` gives process i's arguments."""
+    port = free_port()
+    return [hnd([*args_of(i), "--coordinator", f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i,
+                 "--peer-timeout", PEER_TIMEOUT], devices=4, extra_env=extra_env) for i in range(2)]
+
+
+def finish(procs, timeout=240) -> list[tuple[int, str, str]]:
+    out = []
+    for p in procs:
+        try:
+            so, se = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            so, se = p.communicate()
+            pytest.fail(f"process hung: {se[-2000:]}")
+        out.append((p.returncode, so, se))
+    return out
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("hnd: error:")]
+
+
+def assert_same_scores(a: Path, b: Path, layer: str) -> None:
+    with np.load(a / layer / "scores.npz") as x, np.load(b / layer / "scores.npz") as y:
+        assert sorted(x.files) == sorted(y.files)
+        for key in x.files:
+            assert x[key].dtype == y[key].dtype, key
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def checkpoint_meta(out: Path, process: int) -> list[dict]:
+    metas = []
+    for meta in (out / ".checkpoints" / f"process_{process}").glob("[0-9]*/meta.json"):
+        if meta.parent.name.isdigit():
+            try:
+                metas.append(json.loads(meta.read_text()))
+            except (OSError, ValueError):
+                pass
+    return metas
+
+
+@pytest.fixture(scope="module")
+def activations(tmp_path_factory) -> Path:
+    """Random NCHW activations for the 24 local images of the synthetic dictionary, with ties."""
+    path = tmp_path_factory.mktemp("acts") / "acts.npy"
+    rng = np.random.default_rng(7)
+    acts = rng.standard_normal((24, 6, 4, 4)).astype(np.float32)
+    acts[:, 0] = np.round(acts[:, 0])  # ties at the threshold
+    acts[:, 1] = 0.0  # a dead unit
+    np.save(path, acts)
+    return path
+
+
+def acts_args(acts: Path, out: Path, *extra) -> list:
+    return ["dissect", "--activations", acts, "--layer", "feat", "--image-size", 32, "--dictionary", DICT,
+            "--out", out, "--batch-size", 4, "--permutations", 20, "--no-report", "--progress", "none", *extra]
+
+
+@pytest.fixture(scope="module")
+def acts_reference(activations, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "out"
+    ((code, _, err),) = finish([hnd(acts_args(activations, out), devices=8)])
+    assert code == 0, err
+    return out
+
+
+def test_two_processes_equal_one_for_activations(activations, acts_reference, tmp_path):
+    out = tmp_path / "out"
+    results = finish(start_pair(lambda i: acts_args(activations, out)))
+    for code, _, err in results:
+        assert code == 0, err
+    assert "process 0 wrote" in results[1][2]
+    assert_same_scores(acts_reference, out, "feat")
+    meta = json.loads((out / "dissection.json").read_text())
+    assert meta["devices"]["process_count"] == 2 and meta["devices"]["count"] == 4
+    assert not (out / ".checkpoints").exists() or not any((out / ".checkpoints").rglob("metadata"))
+
+
+def test_two_processes_equal_one_for_a_model(tmp_path):
+    if importlib.util.find_spec("facenet_pytorch") is None:
+        pytest.skip("facenet-pytorch is not installed, so mtcnn_onet's shipped weights cannot be located")
+
+    def args(out):
+        return ["dissect", "--model", "mtcnn_onet", "--dictionary", DICT, "--out", out, "--batch-size", 8,
+                "--permutations", 10, "--no-report", "--progress", "none"]
+
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    ((code, _, err),) = finish([hnd(args(ref), devices=8)])
+    assert code == 0, err
+    for code, _, err in finish(start_pair(lambda i: args(out))):
+        assert code == 0, err
+    assert_same_scores(ref, out, "conv4")
+
+
+def test_kill_9_one_process_mid_pass2_then_rerun_both(activations, acts_reference, tmp_path):
+    out = tmp_path / "out"
+    args = lambda i: acts_args(activations, out, "--checkpoint-every", 1)  # noqa: E731
+    procs = start_pair(args, extra_env={SLEEP_ENV: "0.4"})
+    deadline = time.monotonic() + 180
+    while not any(m["stage"] == "pass2" and m["next_batch"] >= 1 for m in checkpoint_meta(out, 1)):
+        assert all(p.poll() is None for p in procs), f"ended before the kill: {procs[1].stderr.read()}"
+        assert time.monotonic() < deadline, "no pass-2 checkpoint appeared"
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    (code0, _, err0), (code1, _, _) = finish(procs, timeout=PEER_TIMEOUT + 60)
+    assert code1 == -signal.SIGKILL
+    assert code0 not in (0, None)
+    lines = error_lines(err0)
+    assert len(lines) == 1 and "lost process 1" in lines[0], err0[-2000:]
+    assert not (out / "dissection.json").exists()
+
+    results = finish(start_pair(lambda i: acts_args(activations, out, "--checkpoint-every", 1)))
+    for code, _, err in results:
+        assert code == 0, err
+    assert "resumed from pass2" in results[1][2]
+    assert_same_scores(acts_reference, out, "feat")
+
+
+def test_different_settings_on_the_processes_both_exit_2_with_one_line(activations, tmp_path):
+    out = tmp_path / "out"
+    quantile = {0: "0.005", 1: "0.1"}
+    results = finish(start_pair(lambda i: acts_args(activations, out, "--quantile", quantile[i])))
+    for code, _, err in results:
+        assert code == 2, err
+        lines = error_lines(err)
+        assert len(lines) == 1, err
+        assert "scoring.quantile: 0.005 on process 0, 0.1 on process 1" in lines[0]
+    assert not (out / "dissection.json").exists()
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_killing_a_process_ends_the_other_within_the_timeout(activations, tmp_path, victim):
+    """Process 1 lost: process 0 prints our one line. Process 0 (the coordinator, which hosts JAX's
+    coordination service) lost: JAX itself ends the other at once with its fatal line naming the
+    leader task (it aborts before Python can print anything)."""
+    out = tmp_path / "out"
+    procs = start_pair(lambda i: acts_args(activations, out, "--checkpoint-every", 1), extra_env={SLEEP_ENV: "0.4"})
+    deadline = time.monotonic() + 180
+    while not checkpoint_meta(out, 1 - victim):  # both are working in pass 1
+        assert all(p.poll() is None for p in procs), procs[1].stderr.read()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    procs[victim].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    results = finish(procs, timeout=PEER_TIMEOUT + 60)
+    elapsed = time.monotonic() - killed
+    code, _, err = results[1 - victim]
+    assert code not in (0, None)
+    assert elapsed < PEER_TIMEOUT + 30, f"took {elapsed:.1f} s to notice"
+    if victim == 1:
+        lines = error_lines(err)
+        assert len(lines) == 1 and "lost process 1" in lines[0] and "no sign of life" in lines[0], err[-2000:]
+    else:
+        assert "leader task was preempted/died" in err or "lost process 0" in err, err[-2000:]
+    assert not (out / "dissection.json").exists()
+
+
+@pytest.mark.parametrize("for_dissect", [False, True])
+def test_extract_two_processes_equal_one(tmp_path, for_dissect):
+    """hnd extract: each process computes its slice of the rows, process 0 writes the same file."""
+    if importlib.util.find_spec("facenet_pytorch") is None:
+        pytest.skip("facenet-pytorch is not installed, so mtcnn_onet's shipped weights cannot be located")
+    suffix = [] if not for_dissect else ["--for-dissect"]
+
+    def args(out):
+        return ["extract", "--model", "mtcnn_onet", "--layer", "conv3", "--dictionary", DICT, "--out", out,
+                "--batch-size", 5, *suffix]
+
+    ref, out = tmp_path / "ref.npz", tmp_path / "out.npz"
+    ((code, _, err),) = finish([hnd(args(ref), devices=8)])
+    assert code == 0, err
+    results = finish(start_pair(lambda i: args(out)))
+    for code, _, err in results:
+        assert code == 0, err
+    assert "wrote" in results[0][1] and "wrote" not in results[1][1]
+    with np.load(ref) as a, np.load(out) as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert any("/" in key for key in a.files) == for_dissect  # the global families' group arrays
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
