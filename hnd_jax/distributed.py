@@ -91,7 +91,7 @@ class DistributedOptions:
 
 def add_distributed_options(parser: argparse.ArgumentParser) -> None:
     """``--distributed``, ``--coordinator``, ``--num-processes``, ``--process-id``, ``--peer-timeout``."""
-    g = parser.add_argument_group("several processes (TPU pod hosts, GPU nodes, SLURM tasks; DESIGN.md §6)")
+    g = parser.add_argument_group("several processes (TPU pod hosts, GPU nodes, SLURM tasks)")
     g.add_argument("--distributed", action="store_true",
                    help="join the other processes with JAX's auto-detection (Cloud TPU, SLURM, Open MPI, Kubernetes)")
     g.add_argument("--coordinator", metavar="HOST:PORT", default=None,

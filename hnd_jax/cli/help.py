@@ -18,6 +18,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if "%(default)" in text or "default" in text.lower():
             return text
-        if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+        if not action.option_strings or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:  # `is`: a default of 0 is shown, unlike False
             return text
         return f"{text} (default: %(default)s)"

@@ -112,7 +112,7 @@ def demo_page(summary: dict[str, Any]) -> str:
         + finding_line("biased_toward_planted_group", f"biased toward {esc(group)}")
         + f"</ul><p>Reproduced: {_verdict(f['reproduced'])}. Criterion: {esc(f['criterion'])}.</p>"
         "<p>Significant: paired units whose AUC for the concept is significant, biased units whose "
-        "permutation test is significant (Benjamini-Hochberg over the layer, DESIGN.md §2c).</p>"
+        "permutation test is significant (Benjamini-Hochberg over the layer, docs/algorithm.md §2c).</p>"
         + replicate_table
     )
     links = " · ".join(f'<a href="{esc(n)}/report.html">{esc(n)} model report</a>' for n in names)

@@ -40,7 +40,7 @@ SUMMARY_FILE = "summary.json"
 SUMMARY_KIND = "hnd-demo"
 #: Written first: an interrupted demo's folder is still recognised as a demo's (and reused).
 MARKER_FILE = ".hnd-demo"
-CRITERION = ("in every replicate, the biased model's count of significant units (DESIGN.md §2c: BH at alpha "
+CRITERION = ("in every replicate, the biased model's count of significant units (docs/algorithm.md §2c: BH at alpha "
              "0.05) >= the control's + 3 and the difference significant: one-sided two-proportion z-test over "
              "the dissected units, z >= 2.326 (p < 0.01)")
 #: The two findings: (key of the raw count, key of its significant subset).
@@ -100,7 +100,7 @@ def _finding(models: dict[str, Any]) -> dict[str, Any]:
         b, c = models["biased"][raw], models["control"][raw]
         bs, cs = models["biased"][sig], models["control"][sig]
         if bs is None or cs is None:
-            raise HndError("the demo's dissections carry no significance arrays (DESIGN.md §2c)")
+            raise HndError("the demo's dissections carry no significance arrays (docs/algorithm.md §2c)")
         finding[raw] = {"biased": b, "control": c, "z": round(difference_z(b, c, units), 3),
                         "biased_significant": bs, "control_significant": cs,
                         "z_significant": round(difference_z(bs, cs, units), 3),

@@ -37,8 +37,13 @@ from hnd_jax.sharding import to_host
 
 
 def _ocp():
+    """orbax, imported on first use. Its absl warnings (e.g. removing the unfinished step a
+    ``kill -9`` left) are routine on resume and would break one-line error output: errors only."""
+    import logging
+
     import orbax.checkpoint as ocp
 
+    logging.getLogger("absl").setLevel(logging.ERROR)
     return ocp
 
 

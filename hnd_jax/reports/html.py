@@ -191,7 +191,7 @@ def summary_html(layer: LayerResults, summary: LayerSummary, meta: dict[str, Any
     if summary.has_significance:
         headline += (
             '<p class="note">significant: paired with AUC &gt; 0.5 (Mann-Whitney) or biased by a label permutation'
-            " test, Benjamini-Hochberg over the layer at the run's alpha (DESIGN.md §2c).</p>"
+            " test, Benjamini-Hochberg over the layer at the run's alpha (docs/algorithm.md §2c).</p>"
         )
     panels = [
         _count_table(

@@ -207,7 +207,7 @@ def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR
         raise HndError(f"{path}: cannot read as an .npz of plain arrays ({exc})") from None
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
-        raise HndError(f"{path}: missing key(s) {', '.join(missing)} (expected the DESIGN.md §4 results format)")
+        raise HndError(f"{path}: missing key(s) {', '.join(missing)} (expected the results format of docs/algorithm.md)")
 
     concepts = _strings(data["concepts"])
     c = len(concepts)
