@@ -138,15 +138,10 @@ def profile_hnd(prep: Path, acts: Path, out: Path, args, top: int = 25) -> None:
 
 
 def interpolation_matrix64(n_in: int, size: int) -> np.ndarray:
-    """``[size, n_in]`` float64 bilinear weights, half-pixel centres, edge clamping."""
-    src = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
-    i0 = np.floor(src).astype(int)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    f = src - i0
-    m = np.zeros((size, n_in), np.float64)
-    np.add.at(m, (np.arange(size), i0), 1 - f)
-    np.add.at(m, (np.arange(size), i1), f)
-    return m
+    """``[size, n_in]`` float64 bilinear weights (naive_baseline's, in float64 like the published code)."""
+    from naive_baseline import interpolation_matrix
+
+    return interpolation_matrix(n_in, size, np.float64)
 
 
 def published_tally(prep: Path, acts_path: Path, thresholds: np.ndarray, args, n_images: int) -> dict:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def interpolation_matrix(n_in: int, size: int) -> np.ndarray:
-    """``[size, n_in]`` float32 bilinear weights, half-pixel centres, edge clamping."""
+def interpolation_matrix(n_in: int, size: int, dtype=np.float32) -> np.ndarray:
+    """``[size, n_in]`` bilinear weights (float32 by default), half-pixel centres, edge clamping."""
     src = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
     i0 = np.floor(src).astype(int)
     i1 = np.minimum(i0 + 1, n_in - 1)
@@ -22,7 +22,7 @@ def interpolation_matrix(n_in: int, size: int) -> np.ndarray:
     m = np.zeros((size, n_in), np.float64)
     np.add.at(m, (np.arange(size), i0), 1 - f)
     np.add.at(m, (np.arange(size), i1), f)
-    return m.astype(np.float32)
+    return m.astype(dtype)
 
 
 def naive_thresholds(acts_nhwc: np.ndarray, q: float) -> np.ndarray:

@@ -84,7 +84,27 @@ STORAGE_DTYPES: dict[str, np.dtype] = {
 # --------------------------------------------------------------------------------------------
 
 
-class _Marker:
+class _Frozen:
+    """Objects a pickle may hold but never modify: attribute assignment, deletion and BUILD
+    (``__setstate__``) raise :class:`_Corrupt`, so one file cannot change state a later load sees.
+    Subclasses set their slots with ``object.__setattr__`` and name themselves in ``_label``."""
+
+    __slots__ = ()
+
+    def _label(self) -> str:
+        raise NotImplementedError
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self._label()}'")
+
+    def __delattr__(self, key: str) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self._label()}'")
+
+    def __setstate__(self, state: Any) -> None:
+        raise _Corrupt(f"the pickle tries to modify '{self._label()}' (BUILD on an allowed global)")
+
+
+class _Marker(_Frozen):
     """An immutable stand-in for a torch class or dtype: equal by kind and name, refuses BUILD.
 
     ``dtype`` is the NumPy element type of a storage class or a ``torch.<dtype>`` object (None for
@@ -98,14 +118,9 @@ class _Marker:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "dtype", dtype)
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        raise _Corrupt(f"the pickle tries to modify '{self.name}'")
+    def _label(self) -> str:
+        return self.name
 
-    def __delattr__(self, key: str) -> None:
-        raise _Corrupt(f"the pickle tries to modify '{self.name}'")
-
-    def __setstate__(self, state: Any) -> None:
-        raise _Corrupt(f"the pickle tries to modify '{self.name}' (BUILD on an allowed global)")
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, _Marker) and (self.kind, self.name) == (other.kind, other.name)
@@ -350,7 +365,7 @@ def _torch_size(*args: Any) -> tuple[int, ...]:
     return _int_tuple(args[0], "size")
 
 
-class _Sealed:
+class _Sealed(_Frozen):
     """A callable handed to the unpickler: it forwards calls and cannot be modified.
 
     A pickle can apply ``BUILD`` to any object it holds (setting attributes or ``__dict__`` items);
@@ -364,17 +379,12 @@ class _Sealed:
         object.__setattr__(self, "_fn", fn)
         object.__setattr__(self, "_name", name)
 
+    def _label(self) -> str:
+        return self._name
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn(*args, **kwargs)
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        raise _Corrupt(f"the pickle tries to modify '{self._name}'")
-
-    def __delattr__(self, key: str) -> None:
-        raise _Corrupt(f"the pickle tries to modify '{self._name}'")
-
-    def __setstate__(self, state: Any) -> None:
-        raise _Corrupt(f"the pickle tries to modify '{self._name}' (BUILD on an allowed global)")
 
     def __repr__(self) -> str:
         return f"<{self._name}>"

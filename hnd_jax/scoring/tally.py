@@ -204,12 +204,16 @@ class IoUTally:
         inter_in = np.rint(inter_in).astype(np.int64).reshape(U, C)
         return inter, area_terms - inter_in
 
-    def _update_dense(self, acts, masks, labelled, family, valid):
+    def _sharded_batch(self, acts, labelled, family) -> tuple[int, np.ndarray]:
+        """The batch size (checked: a multiple of the device count) and the in-union flags [B, C]."""
         B = acts.shape[0]
         ndev = int(self.mesh.devices.size)
         if B % ndev:
             raise ValueError(f"batch of {B} is not a multiple of the {ndev} devices (pad it)")
-        inx = self.in_union(labelled, family)
+        return B, self.in_union(labelled, family)
+
+    def _update_dense(self, acts, masks, labelled, family, valid):
+        B, inx = self._sharded_batch(acts, labelled, family)
         with jax.enable_x64(True):
             kernel = self._dense_kernels.get(B)
             if kernel is None:
@@ -224,11 +228,7 @@ class IoUTally:
     def _update_cells(self, acts, masks, labelled, family, valid):
         from hnd_jax.scoring.tally_cells import build_cell_kernel
 
-        B = acts.shape[0]
-        ndev = int(self.mesh.devices.size)
-        if B % ndev:
-            raise ValueError(f"batch of {B} is not a multiple of the {ndev} devices (pad it)")
-        inx = self.in_union(labelled, family)
+        B, inx = self._sharded_batch(acts, labelled, family)
         with jax.enable_x64(True):
             kernel = build_cell_kernel(
                 self.mesh, B, self.map_hw, self.num_units, self.num_concepts, self.image_size,
