@@ -188,7 +188,8 @@ class LayerScorer:
             )
             gp = p64.astype(np.float32)
             pvalues, effect = global_permutation_test(
-                gmax, group, fam.num_groups, res["lo"], res["hi"], p64, cfg.permutations, [cfg.seed, family_pos[name]]
+                gmax, group, fam.num_groups, res["lo"], res["hi"], p64, cfg.permutations, [cfg.seed, family_pos[name]],
+                mesh=self.mesh,
             )
             global_p[name] = pvalues
             out[f"global_pvalues_{name}"] = pvalues.astype(np.float32)

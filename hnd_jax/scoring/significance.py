@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +53,8 @@ from hnd_jax.scoring.hierarchy import ascending_rank_fraction, normalised_activa
 TIE_TOLERANCE = 1e-5
 #: Upper bound on the one-hot block ``[K, n, G]`` float32 values per scan step (memory knob).
 BLOCK_VALUES = 1 << 23
+#: Permutations per block are a multiple of this (a device count up to it divides a block evenly).
+BLOCK_MULTIPLE = 64
 
 
 def permutation_indices(num_images: int, num_permutations: int, seed: int | Sequence[int]) -> np.ndarray:
@@ -79,7 +81,10 @@ def _permutation_counts(weight, labels, valid, observed, inv_size, *, num_groups
 
     weight [n, U] f32; labels [B, K, n] int32 (permuted group labels, B blocks of K); valid [B, K]
     bool (padding rows off); observed [U, G] f32; inv_size [G] f32 (1 / n_g, 0 for empty groups).
-    Returns (#{P_perm >= observed - tol} [U, G] int32, sum of P_perm [U, G] f32).
+    Returns (#{P_perm >= observed - tol} [U, G] int32, sum of P_perm over the blocks [K, U, G] f32).
+    The sum is kept per position k of a block (summed in block order), never across k on the
+    devices: the caller adds the K partial sums in float64 on the host, so the effect sizes do not
+    depend on how the permutations of a block are split over devices.
     """
     groups = jnp.arange(num_groups, dtype=labels.dtype)
 
@@ -92,10 +97,10 @@ def _permutation_counts(weight, labels, valid, observed, inv_size, *, num_groups
         p = jnp.where(denom > 0, s / jnp.where(denom > 0, denom, 1.0), 0.0)  # [K, U, G]
         ok3 = ok[:, None, None]
         count = count + jnp.sum((p >= observed - TIE_TOLERANCE) & ok3, axis=0, dtype=jnp.int32)
-        total = total + jnp.sum(jnp.where(ok3, p, 0.0), axis=0)
+        total = total + jnp.where(ok3, p, 0.0)
         return (count, total), None
 
-    init = (jnp.zeros(observed.shape, jnp.int32), jnp.zeros(observed.shape, jnp.float32))
+    init = (jnp.zeros(observed.shape, jnp.int32), jnp.zeros((labels.shape[1], *observed.shape), jnp.float32))
     (count, total), _ = jax.lax.scan(step, init, (labels, valid))
     return count, total
 
@@ -110,6 +115,7 @@ def global_permutation_test(
     num_permutations: int,
     seed: int | Sequence[int],
     block: int | None = None,
+    mesh: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Permutation p-values and effect sizes of ``P(g|u)`` for one global family (DESIGN.md §2c).
 
@@ -117,7 +123,9 @@ def global_permutation_test(
     family's images, observed [U, G] the unit's ``P(g|u)`` (from
     :func:`hnd_jax.scoring.hierarchy.global_probabilities`). The permutations are
     :func:`permutation_indices` ``(n, num_permutations, seed)``; ``block`` permutations form one matrix
-    product (default: as many as fit ``BLOCK_VALUES``).
+    product (default: as many as fit ``BLOCK_VALUES``). With a ``mesh`` of several devices the
+    permutations of each block are sharded over its ``data`` axis (each device evaluates its share;
+    the counts are summed exactly, so the p-values do not depend on the device count).
 
     Returns ``pvalues`` [U, G] float64 in [1/(1+n_perm), 1] and ``effect`` [U, G] float64 =
     ``P(g|u)`` minus the mean of ``P_perm(g|u)`` over the permutations.
@@ -138,23 +146,36 @@ def global_permutation_test(
     perms = permutation_indices(n, num_permutations, seed)
     labels = group[perms].astype(np.int32)  # [n_perm, n]
     k = block or max(1, min(num_permutations, BLOCK_VALUES // max(1, n * num_groups)))
+    ndev = 1 if mesh is None else int(mesh.devices.size)
+    # A block size that does not depend on the device count (the same permutations share a block on
+    # 1 or 8 devices), split evenly over the devices; padding rows are off.
+    k = -(-k // BLOCK_MULTIPLE) * BLOCK_MULTIPLE
+    k = -(-k // ndev) * ndev
     blocks = -(-num_permutations // k)
     pad = blocks * k - num_permutations
     valid = np.ones(blocks * k, bool)
     if pad:
         labels = np.concatenate([labels, np.zeros((pad, n), np.int32)], axis=0)
         valid[num_permutations:] = False
+    labels, valid = labels.reshape(blocks, k, n), valid.reshape(blocks, k)
+    if ndev > 1:
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        from hnd_jax.sharding import DATA_AXIS
+
+        labels = jax.device_put(labels, NamedSharding(mesh, P(None, DATA_AXIS, None)))
+        valid = jax.device_put(valid, NamedSharding(mesh, P(None, DATA_AXIS)))
     count, total = _permutation_counts(
         jnp.asarray(weight, jnp.float32),
-        jnp.asarray(labels.reshape(blocks, k, n)),
-        jnp.asarray(valid.reshape(blocks, k)),
+        jnp.asarray(labels),
+        jnp.asarray(valid),
         jnp.asarray(observed, jnp.float32),
         jnp.asarray(inv_size, jnp.float32),
         num_groups=int(num_groups),
     )
     count = np.asarray(count, np.float64)
     pvalues = (1.0 + count) / (1.0 + num_permutations)
-    effect = observed - np.asarray(total, np.float64) / num_permutations
+    effect = observed - np.asarray(total).sum(axis=0, dtype=np.float64) / num_permutations
     return pvalues, effect
 
 
