@@ -3,7 +3,7 @@
 * ``check ROOT|PREP|synthetic[:N[:SEED]] [--json] [--skip-bad]``: decode every file and print what
   the dictionary holds (images per family, concept and global subgroup, image size range, problems);
 * ``prepare ROOT --size S --out PREP [--resample bicubic]``: decode and resize once into a
-  tensorflow-datasets array_record dataset that every command accepts in place of ROOT;
+  prepared dataset (format 2: raw images and bit-packed masks) that every command accepts for ROOT;
 * ``synth OUT [--images N] [--seed S]``: write the procedural Face Dictionary in the published layout.
 
 Thin layer over :mod:`hnd_jax.dictionary`.
@@ -23,8 +23,8 @@ Inspect, convert and generate Face Dictionaries.
 
   check ROOT|PREP|synthetic[:N[:SEED]]   decode every file and print what the dictionary holds
                                          (images per family, concept and subgroup, sizes, problems)
-  prepare ROOT --size S --out PREP       decode and resize once into a tensorflow-datasets
-                                         array_record dataset that every command accepts for ROOT
+  prepare ROOT --size S --out PREP       decode and resize once into a prepared dataset (raw
+                                         images, bit-packed masks) that every command accepts for ROOT
   synth OUT [--images N] [--seed S]      write the synthetic Face Dictionary in the published layout
 
 'synthetic' alone means 600 images, seed 0.
@@ -79,9 +79,9 @@ def register(subparsers) -> None:
     _add_common(c)
     c.set_defaults(func=run_check)
 
-    r = sub.add_parser("prepare", help="decode and resize once into a tfds array_record dataset",
-                       description="Decode and resize a Face Dictionary once into a tensorflow-datasets "
-                       "array_record dataset (PREP) that every command accepts in place of ROOT.")
+    r = sub.add_parser("prepare", help="decode and resize once into a prepared dataset (fast to read)",
+                       description="Decode and resize a Face Dictionary once into a prepared dataset (PREP: raw "
+                       "uint8 images and bit-packed masks, memory-mapped) that every command accepts in place of ROOT.")
     r.add_argument("dictionary", metavar="ROOT", help="published-layout root or synthetic[:N[:SEED]]")
     r.add_argument("--size", type=int, required=True, metavar="S", help="analysis size S (the model's input size)")
     r.add_argument("--out", required=True, metavar="PREP", help="output folder (written atomically)")
