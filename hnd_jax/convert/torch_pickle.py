@@ -691,10 +691,12 @@ def _load_legacy(path: Path) -> Any:
             magic = plain_load()
         except HndError:
             raise
-        except Exception as exc:  # not a pickle at all
-            raise HndError(
-                f"{path}: not a PyTorch checkpoint (neither a zip archive nor a legacy torch pickle: {_short(exc)})"
-            ) from None
+        except Exception:  # not a pickle at all
+            what = ("a Git LFS pointer, not the file it points to: fetch it with 'git lfs pull'"
+                    if head.startswith(b"version https://git-lfs") else
+                    "an HTML page (a download link's error page?)" if head.lstrip()[:1] == b"<" else
+                    "neither a zip archive nor a legacy torch pickle")
+            raise HndError(f"{path}: not a PyTorch checkpoint ({what})") from None
         if magic != LEGACY_MAGIC_NUMBER:
             raise HndError(f"{path}: not a PyTorch checkpoint (a pickle, but without torch's magic number)")
         protocol = plain_load()

@@ -310,3 +310,18 @@ def test_forged_string_lengths_do_not_allocate(tmp_path, opcode, fmt):
     out, peak = _peak(lambda: load_torch_file(path))
     assert isinstance(out, HndError) and "len.pt" in str(out), out
     assert peak < MB, peak
+
+
+def test_lfs_pointers_and_html_pages_are_named(tmp_path):
+    """Common mistakes get a message that says what the file is (fresh-user report)."""
+    from hnd_jax.convert.weights_io import read_state_dict
+    from hnd_jax.errors import HndError
+
+    lfs = tmp_path / "w.pth"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 1234\n")
+    with pytest.raises(HndError, match="Git LFS pointer"):
+        read_state_dict(lfs)
+    page = tmp_path / "p.pth"
+    page.write_text("<!DOCTYPE html><html><body>Not found</body></html>")
+    with pytest.raises(HndError, match="HTML page"):
+        read_state_dict(page)
