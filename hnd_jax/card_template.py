@@ -163,7 +163,7 @@ def check_card_runs(card) -> None:
         if layer not in dissectable:
             kind = "not a conv-like map" if layer in set(module_names(model)) else "not a layer"
             raise HndError(f"--layer {layer}: {kind} of {card.architecture} at {card.input_size} px "
-                           f"(list them with `hnd layers --model CARD.toml`)")
+                           f"(list them with: hnd layers --model CARD.toml)")
 
 
 def write_card(out: str | Path, text: str, *, force: bool = False) -> Path:

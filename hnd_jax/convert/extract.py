@@ -197,7 +197,7 @@ def check_layer_names(model: nnx.Module, layers: Sequence[str]) -> None:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
             hint = f"; close matches: {', '.join(close)}" if close else ""
-            raise HndError(f"unknown layer {name!r} for {type(model).__name__}{hint} (list them with `hnd layers`)")
+            raise HndError(f"unknown layer {name!r} for {type(model).__name__}{hint} (list them with: hnd layers --model MODEL)")
 
 
 def _pad(batch: np.ndarray, size: int) -> np.ndarray:

@@ -77,7 +77,7 @@ def _check_layers(model: nnx.Module, layers: Sequence[str]) -> tuple[str, ...]:
         if name not in known_set:
             close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
             hint = f"; close matches: {', '.join(close)}" if close else ""
-            raise HndError(f"unknown layer {name!r} in {type(model).__name__}{hint} (list them with `hnd layers`)")
+            raise HndError(f"unknown layer {name!r} in {type(model).__name__}{hint} (list them with: hnd layers --model MODEL)")
     return names
 
 
