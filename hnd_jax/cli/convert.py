@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="NAME", help="a model card name (see models/) or the path of a card .toml file")
+    p.add_argument("--model", required=True, metavar="NAME", help="a model card name (hnd card list shows them) or the path of a card .toml file")
     p.add_argument("--weights", required=True, metavar="FILE", help="original weights: .pt/.pth/.bin/.safetensors/.npz")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or a folder an earlier hnd convert wrote)")
     p.set_defaults(func=run)

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="NAME", help="model card name (see models/) or a card .toml")
+    p.add_argument("--model", required=True, metavar="NAME", help="a model card name (hnd card list shows them) or the path of a card .toml")
     p.add_argument("--weights", metavar="W", help="original .pt/.pth/.bin/.safetensors/.npz or a converted folder")
     p.add_argument("--layer", action="append", metavar="L", help="layer name (repeatable; default: the card's)")
     src = p.add_mutually_exclusive_group(required=True)

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="NAME", help="a model card name (see models/) or the path of a card .toml file")
+    p.add_argument("--model", required=True, metavar="NAME", help="a model card name (hnd card list shows them) or the path of a card .toml file")
     p.add_argument("--image-size", type=int, metavar="S", help="input side in pixels (default: the card's input size)")
     p.add_argument("--json", action="store_true", help="print JSON: [{name, channels, height, width}, ...]")
     p.set_defaults(func=run)
