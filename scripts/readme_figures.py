@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measured", metavar="DIR", default=str(MEASURED),
                    help="folder of the benchmarks' measured JSON (default: benchmarks/measured/)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--write", metavar="README", help="replace the demo- and bench-figures blocks of this Markdown file")
+    mode.add_argument("--write", metavar="README",
+                      help="replace the demo- and bench-figures blocks of this Markdown file")
     mode.add_argument("--check", metavar="README", help="exit 1 when either generated block of this file is stale")
     args = p.parse_args(argv)
     try:
