@@ -295,8 +295,12 @@ def main(argv=None) -> int:
               f"{naive['images_timed']} images): {naive['tally_s']:.1f} s -> whole hnd process "
               f"{naive['tally_s'] / hnd['wall_s']:.1f}x faster")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT))
+    from hnd_jax.demo.machine import measured_on
+
     doc = {"naive_baseline": naive, "benchmark": "bench_activations_e2e", "label": args.label, "shape": vars(args) | {"work": str(args.work)},
            "load_average_before": load_before, "load_average_after": load_after, "cpu_count": os.cpu_count(),
+           "machine": measured_on(),
            "hnd": hnd, "before": before, "published": base,
            "speedup": None if not base else base["tally_s"] / hnd["wall_s"]}
     path = RESULTS / f"activations_e2e_{args.images}x{args.units}x{args.map}_S{args.size}.json"

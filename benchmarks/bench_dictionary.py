@@ -98,6 +98,7 @@ def main() -> None:
         print(json.dumps(child(mode, spec, args.size, args.batch, args.workers, root)))
         return
 
+    from hnd_jax.demo.machine import measured_on
     from hnd_jax.dictionary.prepare import prepare_dictionary
     from hnd_jax.dictionary.synthetic.generate import write_synthetic_dictionary
 
@@ -121,6 +122,7 @@ def main() -> None:
     result = {
         "benchmark": "dictionary_read",
         "device_kind": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "machine": measured_on(),
         "image_size": args.size,
         "batch_size": args.batch,
         "workers": args.workers,

@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from hnd_jax.atomic import write_json  # noqa: E402
+from hnd_jax.demo.machine import measured_on  # noqa: E402
 from hnd_jax.pipeline.forward import LayerForward  # noqa: E402
 from hnd_jax.sharding import make_data_mesh  # noqa: E402
 from hnd_jax.models.registry import build_model  # noqa: E402
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['torch_images_per_s']:>12.1f} {r['flax_over_torch']:>10.2f}x {r['flax_first_call_s']:>10.1f} "
               f"{r['max_rel_error_vs_torch']:>9.1e} {r['peak_rss_mib']:>13.0f}")
     out = args.out or ROOT / "benchmarks" / "results" / f"models_{config}_{device.platform}.json"
-    write_json(out, {"benchmark": "bench_models", "config": config, "env": env, "rows": rows})
+    write_json(out, {"benchmark": "bench_models", "config": config, "env": env, "machine": measured_on(), "rows": rows})
     print(f"saved {out}")
     return 0
 

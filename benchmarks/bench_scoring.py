@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import jax  # noqa: E402
 
+from hnd_jax.demo.machine import measured_on  # noqa: E402
 from hnd_jax.bench import dense_tally_flops, device_peak_tflops as bench_peak_tflops  # noqa: E402
 from hnd_jax.scoring.accumulator import Batch  # noqa: E402
 from hnd_jax.scoring.tally import IoUTally  # noqa: E402
@@ -286,7 +287,7 @@ def main(argv=None) -> int:
         res = compare_kernels(cfg, taxonomy, mesh, [k for k in args.kernels.split(",") if k])
         res.update({"config": asdict(cfg), "concepts": C, "device_kind": kind, "platform": dev.platform,
                     "devices": int(mesh.devices.size), "host": platform.node(), "cpu_count": os.cpu_count(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine": measured_on()})
         print(json.dumps(res, indent=2, default=float))
         out = args.out or ROOT / "benchmarks" / "results" / f"kernels_{cfg.name}_{dev.platform}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -350,6 +351,7 @@ def main(argv=None) -> int:
             "baseline_count_entries": int(2 * mine["intersection"].size),
         })
     row["loadavg_after"] = os.getloadavg()
+    row["machine"] = measured_on()
     row["peak_rss_mb_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print_table(row)

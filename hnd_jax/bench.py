@@ -210,8 +210,11 @@ def _report(config, dissection, timed, source, end_to_end, tally, tally_method, 
         peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in local if hasattr(d, "memory_stats")]
         peaks = [p for p in peaks if p is not None]
         memory = max(peaks) if peaks else None
+    from hnd_jax.demo.machine import measured_on
+
     return {
         "config": asdict(config),
+        "machine": measured_on(),
         "tally": tally,
         "device_kind": kind,
         "platform": local[0].platform,

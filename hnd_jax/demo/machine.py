@@ -6,12 +6,18 @@ else :func:`platform.processor`, else the architecture), ``cpu_count`` (logical 
 ``os`` (:func:`platform.platform`), ``python``, and JAX's ``jax_backend``, ``jax_device_kind``
 (``jax.devices()[0].device_kind``) and ``jax_device_count``. Never raises: a field that cannot be read
 is ``None``.
+
+:func:`measured_on` adds what a benchmark's JSON needs besides the machine: ``date`` (UTC, ISO 8601)
+and ``load_average`` (``os.getloadavg()``: 1, 5 and 15-minute averages; ``None`` where the OS has
+none). Every benchmark script stores it under the key ``"machine"``; the README's figures are rendered
+from it (:mod:`hnd_jax.demo.bench_figures`).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,4 +51,15 @@ def describe_machine() -> dict[str, Any]:
                     jax_device_count=len(devices), jax=jax.__version__)
     except Exception:  # noqa: BLE001 - a description must never fail the run it describes
         info.update(jax_backend=None, jax_device_kind=None, jax_device_count=None, jax=None)
+    return info
+
+
+def measured_on() -> dict[str, Any]:
+    """:func:`describe_machine` plus ``date`` (UTC, ISO 8601) and ``load_average`` (1/5/15 min, or ``None``)."""
+    info = describe_machine()
+    info["date"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        info["load_average"] = None
     return info
