@@ -26,8 +26,9 @@ get it from :func:`hnd_jax.distributed.joined` with no change to how users start
 before JAX's import copies only Python's state (no XLA threads yet), so the child continues the
 same call as if nothing happened. The child is in its own process group, so a terminal's Ctrl-C
 (sent to the foreground group) reaches it once, through the parent. ``prctl(PR_SET_PDEATHSIG,
-SIGKILL)`` (Linux) kills the child when the parent dies, even by ``kill -9``; ``getppid()`` is
-checked after it, for a parent that died before the call. Where ``os.fork`` is missing, JAX is
+SIGKILL)`` (Linux) kills the child when the parent dies, even by ``kill -9`` (the parent forks
+from its main thread, which lives as long as the parent does); ``getppid()`` is checked after it,
+for a parent that died before the call. Where ``os.fork`` is missing, JAX is
 already imported (a library caller, a test in-process) or this process already is a supervised
 child, :func:`supervise` returns at once: no fork, JAX's own message stays as it was. A single
 process never calls it.
@@ -238,7 +239,6 @@ def _supervise(pid: int, fd: int) -> None:
     ended_at = 0.0
     eof = False
     while True:
-        now = time.monotonic()
         quiet = True
         if not eof:
             ready, _, _ = select.select([fd], [], [], 0.1)
@@ -257,8 +257,6 @@ def _supervise(pid: int, fd: int) -> None:
         # the child ended: read what is left; a grandchild holding the pipe open does not keep us here
         if status is not None and (eof or time.monotonic() - ended_at > 1.0):
             break
-        if eof:
-            time.sleep(0.05)
     filt.close()
     _end_like(status, filt)
 

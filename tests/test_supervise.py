@@ -185,3 +185,55 @@ def test_no_fork_once_jax_is_imported_or_for_a_single_process(monkeypatch):
     monkeypatch.setattr(sv, "supervise", boom)
     with joined(DistributedOptions()) as several:
         assert several is False
+
+
+def test_on_a_terminal_the_child_still_sees_a_terminal_of_the_same_size():
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 123, 0, 0))
+    body = """
+    import fcntl, termios, struct
+    rows, cols = struct.unpack("HHHH", fcntl.ioctl(2, termios.TIOCGWINSZ, b"\\0" * 8))[:2]
+    print(os.isatty(2), rows, cols, flush=True)
+    sys.stderr.write("bar 1/2\\rbar 2/2\\n"); sys.stderr.flush()
+    """
+    code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
+        textwrap.dedent(body)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    assert p.stdout.read() == b"True 33 123\n"
+    assert p.wait(timeout=20) == 0
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: nobody has the terminal open any more
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert seen.replace(b"\r\n", b"\n") == b"bar 1/2\rbar 2/2\n"
+
+
+def test_the_three_commands_parse_without_importing_jax():
+    """supervise() forks only while JAX is not imported: a module-level ``import jax`` in a
+    subcommand would silently turn the supervisor off for every command."""
+    code = textwrap.dedent("""
+    import sys
+    from hnd_jax.cli.main import build_parser
+    from hnd_jax.cli.common import input_options
+    parser = build_parser()
+    for argv in (["bench", "--distributed"],
+                 ["extract", "--model", "m", "--layer", "l", "--dictionary", "d", "--out", "o.npz", "--distributed"],
+                 ["dissect", "--activations", "a.npy", "--dictionary", "d", "--out", "o", "--distributed"]):
+        with input_options(parser.parse_args(argv)):
+            assert "jax" not in sys.modules and "jaxlib" not in sys.modules, argv[0]
+    print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr.decode()[-2000:]
