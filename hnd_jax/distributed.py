@@ -300,7 +300,15 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
     traceback for a bug) is printed here, the peers are told so that they end at once naming this
     process, and the process exits without JAX's shutdown barrier (the peers would never reach it).
     Single process: errors pass through unchanged.
+
+    Several processes: first :func:`hnd_jax.supervise.supervise` forks (before JAX is imported), so
+    that a lost coordinator, which makes JAX abort this process, still ends with one line.
     """
+    if options.enabled:
+        options.check()
+        from hnd_jax.supervise import supervise
+
+        supervise()  # the parent never returns from here: it ends as the child did
     if not initialize(options):
         yield False
         return

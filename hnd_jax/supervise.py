@@ -1,0 +1,275 @@
+"""One line, not a C++ stack trace, when the coordinator of a multi-process run is lost.
+
+DESIGN.md §6 and issue 10: "if a peer dies, the others end with one line naming the lost process".
+:mod:`hnd_jax.distributed` does this in Python for every peer but one. Process 0 hosts JAX's
+coordination service; when it dies, JAX's C++ client in every other process calls ``LOG(FATAL)``
+("Terminating process because the JAX distributed service detected fatal errors ... the leader task
+was preempted/died ...") and aborts, with a stack trace, before Python runs again. Python cannot
+catch an abort, and ``jax.distributed.initialize`` (0.10) takes no callback for it.
+
+So the only place left to turn that abort into our one line is *another process*. Before JAX is
+imported, :func:`supervise` forks: the child does the real work; the parent (the PID that users,
+schedulers and tests see) only
+
+* copies the child's stderr to its own, line by line (a progress bar's ``\\r`` ends a line too), and
+  from JAX's fatal pattern on (:data:`FATAL`) drops the rest: the fatal line and its stack trace. A
+  line that usually precedes it (:data:`PRELUDE`, "Polled an error from coordination service") is
+  held back for :data:`HOLD_SECONDS` and released if no fatal line follows: nothing else is lost;
+* when the child then ends by a signal or a non-zero code, prints ``hnd: error: lost process 0
+  (the coordinator, ...): <reason>`` (:func:`lost_line`) and exits 2 (:data:`EXIT_LOST`), unless
+  the child had already printed an ``hnd: error:`` line itself (then it exits 2 silently);
+* otherwise ends exactly as the child did: the same exit code, or the same signal re-raised;
+* forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child, and SIGTSTP/SIGCONT (job control).
+
+Why a fork and not a wrapper command: all three subcommands (``dissect``, ``extract``, ``bench``)
+get it from :func:`hnd_jax.distributed.joined` with no change to how users start hnd; ``os.fork``
+before JAX's import copies only Python's state (no XLA threads yet), so the child continues the
+same call as if nothing happened. The child is in its own process group, so a terminal's Ctrl-C
+(sent to the foreground group) reaches it once, through the parent. ``prctl(PR_SET_PDEATHSIG,
+SIGKILL)`` (Linux) kills the child when the parent dies, even by ``kill -9`` (the parent forks
+from its main thread, which lives as long as the parent does); ``getppid()`` is checked after it,
+for a parent that died before the call. Where ``os.fork`` is missing, JAX is
+already imported (a library caller, a test in-process) or this process already is a supervised
+child, :func:`supervise` returns at once: no fork, JAX's own message stays as it was. A single
+process never calls it.
+
+When stderr is a terminal, the child's stderr is a pseudo-terminal of the same size (``pty``), so
+that progress bars still see a terminal; otherwise a pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import sys
+import time
+from typing import Callable
+
+#: Exit code when the coordinator was lost (the CLI's code for expected failures).
+EXIT_LOST = 2
+#: JAX's fatal line when its distributed service fails (jaxlib 0.10, ``client.h``), or any line
+#: saying the leader task died.
+FATAL = re.compile(rb"Terminating process because the JAX distributed service detected fatal errors"
+                   rb"|leader task\b.{0,40}\b(?:died|preempted)")
+#: An absl-format warning or error about the coordination service or preemption sync, which JAX
+#: prints just before the fatal line ("Polled an error from coordination service", "Failed to
+#: retrieve preemption notice from coordination service").
+PRELUDE = re.compile(rb"^[WEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*(?:[Cc]oordination|preemption)")
+#: Seconds a :data:`PRELUDE` line is held back waiting for the fatal line.
+HOLD_SECONDS = 10.0
+#: Bytes of held-back output kept at most (a flood after a prelude is released, not stored).
+HOLD_LIMIT = 1 << 16
+#: Signals the parent passes on to the child.
+FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGCONT")
+_PR_SET_PDEATHSIG = 1
+_CHILD = False
+
+
+def lost_line(fatal: bytes) -> str:
+    """The one line (without ``hnd: error: ``) for JAX's fatal text ``fatal`` (bytes, one or more
+    lines): process 0 when it names the leader task; else the one ``/task:K`` it names, if any."""
+    text = " ".join(fatal.decode("utf-8", "replace").split())
+    status = re.search(r"absl::Status: ([A-Z_]+: [^.]{0,120})", text)
+    jax_says = f" (JAX: {status.group(1)})" if status else ""
+    if "leader task" in text:
+        return ("lost process 0 (the coordinator, which hosts JAX's coordination service): it stopped answering; "
+                f"it was killed, crashed or its host is unreachable{jax_says}")
+    tasks = sorted(set(re.findall(r"/task:(\d+)", text)), key=int)
+    if len(tasks) == 1:
+        return f"lost process {tasks[0]} (JAX's distributed service reported it unhealthy){jax_says}"
+    return f"lost a peer process (JAX's distributed service detected fatal errors){jax_says}"
+
+
+class FatalFilter:
+    """Copies bytes to ``write`` line by line, dropping JAX's fatal message and what follows.
+
+    feed(data) with any chunking; tick(now) releases a held prelude after :data:`HOLD_SECONDS` and a
+    partial line once output pauses; close() at the end. ``fatal``: the first fatal line (bytes) or
+    None; ``said_error``: an ``hnd: error:`` line was passed on.
+    """
+
+    def __init__(self, write: Callable[[bytes], None]):
+        self.write = write
+        self.fatal: bytes | None = None
+        self.said_error = False
+        self._partial = b""
+        self._held: list[bytes] = []
+        self._held_since: float | None = None
+
+    def feed(self, data: bytes, now: float | None = None) -> None:
+        self._partial += data
+        while True:
+            ends = [i for i in (self._partial.find(b"\n"), self._partial.find(b"\r")) if i >= 0]
+            if not ends:
+                break
+            cut = min(ends) + 1
+            line, self._partial = self._partial[:cut], self._partial[cut:]
+            self._line(line, time.monotonic() if now is None else now)
+
+    def _line(self, line: bytes, now: float) -> None:
+        if self.fatal is not None:
+            return
+        if FATAL.search(line):
+            self.fatal, self._held, self._held_since = line, [], None
+            return
+        if self._held_since is None and PRELUDE.match(line):
+            self._held_since = now
+        if self._held_since is not None:
+            self._held.append(line)
+            if sum(map(len, self._held)) > HOLD_LIMIT:
+                self._release()
+            return
+        self._out(line)
+
+    def _out(self, line: bytes) -> None:
+        if line.startswith(b"hnd: error:"):
+            self.said_error = True
+        self.write(line)
+
+    def _release(self) -> None:
+        held, self._held, self._held_since = self._held, [], None
+        for line in held:
+            self._out(line)
+
+    def tick(self, now: float, quiet: bool = False) -> None:
+        """``quiet``: no output arrived for a moment (a partial line, e.g. a prompt, is passed on)."""
+        if self._held_since is not None and now - self._held_since > HOLD_SECONDS:
+            self._release()
+        if quiet and self._partial and self._held_since is None and self.fatal is None:
+            partial, self._partial = self._partial, b""
+            self._out(partial)
+
+    def close(self) -> None:
+        if self._partial:
+            partial, self._partial = self._partial, b""
+            self._line(partial, time.monotonic())
+        if self.fatal is None:
+            self._release()
+
+
+def _write_stderr(data: bytes) -> None:
+    try:
+        os.write(2, data)
+    except OSError:  # stderr closed: keep draining the child so that it never blocks
+        pass
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: SIGKILL this process when its parent dies. Elsewhere: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _stderr_pair() -> tuple[int, int]:
+    """(read end for the parent, write end for the child's fd 2): a pty sized like the terminal when
+    stderr is one, else a pipe."""
+    if os.isatty(2):
+        try:
+            import fcntl
+            import pty
+            import termios
+
+            master, slave = pty.openpty()
+            attrs = termios.tcgetattr(slave)
+            attrs[1] &= ~termios.OPOST  # no '\n' -> '\r\n': pass the bytes through unchanged
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(2, termios.TIOCGWINSZ, b"\0" * 8))
+            return master, slave
+        except (OSError, ImportError):
+            pass
+    return os.pipe()
+
+
+def supervise() -> None:
+    """Fork; return in the child (which carries on with the run); in the parent, supervise the
+    child and end the process (never returns). Returns at once, without forking, when there is
+    no ``os.fork``, JAX is already imported, or this process is already a supervised child."""
+    global _CHILD
+    if _CHILD or not hasattr(os, "fork") or "jax" in sys.modules or "jaxlib" in sys.modules:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = _stderr_pair()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        _CHILD = True
+        os.close(read_end)
+        _set_parent_death_signal()
+        if os.getppid() != parent:  # the parent died before prctl: nobody would see our output
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.setpgid(0, 0)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        return
+    os.close(write_end)
+    _supervise(pid, read_end)
+
+
+def _forward(pid: int) -> None:
+    def handler(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(signum, _frame):  # Ctrl-Z: stop the child, then this process (as a shell expects)
+        handler(signum, _frame)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    for name in FORWARDED:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+    if hasattr(signal, "SIGTSTP"):
+        signal.signal(signal.SIGTSTP, stop)
+
+
+def _supervise(pid: int, fd: int) -> None:
+    _forward(pid)
+    filt = FatalFilter(_write_stderr)
+    status: int | None = None
+    ended_at = 0.0
+    eof = False
+    while True:
+        quiet = True
+        if not eof:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except OSError:  # a pty whose other side is closed
+                    data = b""
+                eof, quiet = not data, False
+                filt.feed(data)
+        filt.tick(time.monotonic(), quiet=quiet)
+        if status is None:
+            done, st = os.waitpid(pid, 0 if eof else os.WNOHANG)
+            if done:
+                status, ended_at = st, time.monotonic()
+        # the child ended: read what is left; a grandchild holding the pipe open does not keep us here
+        if status is not None and (eof or time.monotonic() - ended_at > 1.0):
+            break
+    filt.close()
+    _end_like(status, filt)
+
+
+def _end_like(status: int, filt: FatalFilter) -> None:
+    """End this process: the lost-coordinator line (exit 2), or exactly as the child ended."""
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + signum
+    if filt.fatal is not None and (signum or code != 0):
+        if not filt.said_error:
+            _write_stderr(f"hnd: error: {lost_line(filt.fatal)}\n".encode())
+        os._exit(EXIT_LOST)
+    if signum:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    os._exit(code)

@@ -1,0 +1,239 @@
+"""The supervisor of multi-process runs (hnd_jax/supervise.py): JAX's abort when the coordinator is
+lost becomes one line; everything else passes through unchanged. Fake children, no JAX: fast.
+The real case (kill -9 of process 0) is in tests/pipeline/test_multiprocess.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from hnd_jax import supervise as sv
+from hnd_jax.distributed import DistributedOptions, joined
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the supervisor needs os.fork (POSIX)")
+
+# What jaxlib 0.10.2 printed in the surviving process when process 0 was killed (abridged addresses).
+PRELUDE = (b"W1130 13:21:24.311169    5125 preemption_sync_manager.cc:147] Failed to retrieve preemption notice "
+           b"from coordination service: UNAVAILABLE: Socket closed\n"
+           b"Additional GRPC error information from remote target coordination_service:\n"
+           b"E1130 13:20:12.886125     510 coordination_service_agent.cc:289] Polled an error from coordination "
+           b"service (this can be an error from this or another task).\n")
+FATAL = (b"F1130 13:20:12.886167     510 client.h:80] Terminating process because the JAX distributed service "
+         b"detected fatal errors. This most likely indicates that another task died; see the other task logs for "
+         b"more details. absl::Status: UNAVAILABLE: Failed to send RPC to coordination service. Either the leader "
+         b"task was preempted/died/restarted unexpectedly or this task is experiencing network issues.\n")
+STACK = (b":UNKNOWN:Error received from peer  {grpc_status:14, grpc_message:\"Socket closed\"}\n"
+         b"*** Check failure stack trace: ***\n"
+         b"    @     0x7fd9d0640634  absl::lts_20260107::log_internal::LogMessage::SendToLog()\n"
+         b"    @     0x7fd9df8a71f5  (unknown)\n")
+BEFORE = b"pass1 12/24 images\rpass1 24/24 images\rresumed from pass1\n"
+
+
+def filtered(chunks, now=0.0):
+    out = []
+    f = sv.FatalFilter(out.append)
+    for chunk in chunks:
+        f.feed(chunk, now=now)
+    f.close()
+    return b"".join(out), f
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 10**6])
+def test_filter_drops_the_fatal_message_and_its_prelude_in_any_chunking(size):
+    data = BEFORE + PRELUDE + FATAL + STACK + b"more after the fatal line\n"
+    out, f = filtered([data[i:i + size] for i in range(0, len(data), size)])
+    assert out == BEFORE
+    assert f.fatal == FATAL and not f.said_error
+
+
+def test_filter_passes_everything_through_without_a_fatal_line():
+    data = BEFORE + PRELUDE + b"hnd: error: lost process 1 (no sign of life for 4 s)\n" + b"no newline at the end"
+    out, f = filtered([data])
+    assert out == data
+    assert f.fatal is None and f.said_error
+
+
+def test_a_held_prelude_is_released_when_no_fatal_line_follows_in_time():
+    out = []
+    f = sv.FatalFilter(out.append)
+    f.feed(BEFORE + PRELUDE, now=100.0)
+    assert b"".join(out) == BEFORE  # held
+    f.tick(100.0 + sv.HOLD_SECONDS / 2)
+    assert b"".join(out) == BEFORE
+    f.tick(100.0 + sv.HOLD_SECONDS + 1)
+    assert b"".join(out) == BEFORE + PRELUDE
+    f.feed(FATAL + STACK, now=200.0)  # a fatal line later still ends the copying
+    f.close()
+    assert b"".join(out) == BEFORE + PRELUDE and f.fatal == FATAL
+
+
+def test_a_partial_line_is_passed_on_when_output_pauses():
+    out = []
+    f = sv.FatalFilter(out.append)
+    f.feed(b"done 3/8", now=0.0)
+    assert out == []
+    f.tick(0.1, quiet=True)
+    assert out == [b"done 3/8"]
+
+
+def test_the_lost_line_names_the_process():
+    assert sv.lost_line(FATAL).startswith("lost process 0 (the coordinator, which hosts JAX's coordination service)")
+    assert "(JAX: UNAVAILABLE: Failed to send RPC to coordination service)" in sv.lost_line(FATAL)
+    unhealthy = (b"F0101 client.h:80] Terminating process because the JAX distributed service detected fatal "
+                 b"errors. absl::Status: UNAVAILABLE: The following tasks are unhealthy (stopped sending heartbeats):"
+                 b" /job:jax_worker/replica:0/task:1")
+    assert sv.lost_line(unhealthy).startswith("lost process 1 (JAX's distributed service reported it unhealthy)")
+    assert sv.lost_line(b"Terminating process because the JAX distributed service detected fatal errors.") \
+        .startswith("lost a peer process")
+
+
+def run_child(body: str, timeout: float = 30, **popen) -> subprocess.CompletedProcess:
+    """A python process that calls supervise() and then runs ``body`` as the (fake) child."""
+    code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
+        textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout, **popen)
+
+
+def test_a_child_that_aborts_with_jax_fatal_message_ends_with_one_line():
+    body = f"""
+    sys.stderr.write({BEFORE.decode()!r}); sys.stderr.flush()
+    print("stdout is untouched", flush=True)
+    os.write(2, {(PRELUDE + FATAL + STACK).decode()!r}.encode())
+    os.abort()
+    """
+    r = run_child(body)
+    assert r.returncode == sv.EXIT_LOST, r.stderr
+    assert r.stdout == b"stdout is untouched\n"
+    assert r.stderr.startswith(BEFORE)
+    rest = r.stderr[len(BEFORE):]
+    assert rest.startswith(b"hnd: error: lost process 0 (the coordinator") and rest.count(b"\n") == 1, rest
+    assert rest.endswith(b"\n")
+
+
+def test_a_child_that_printed_its_own_line_first_is_not_named_twice():
+    body = f"""
+    sys.stderr.write("hnd: error: lost process 0 (the coordinator stopped answering: x)\\n"); sys.stderr.flush()
+    os.write(2, {(FATAL + STACK).decode()!r}.encode())
+    os.abort()
+    """
+    r = run_child(body)
+    assert r.returncode == 2
+    assert r.stderr == b"hnd: error: lost process 0 (the coordinator stopped answering: x)\n"
+
+
+@pytest.mark.parametrize("body, code", [
+    ("sys.stderr.write('E0101 00:00:00.0 1 x.cc:1] Polled an error from coordination service\\nbye'); sys.exit(3)", 3),
+    ("sys.stderr.write('plain\\n'); sys.stderr.flush(); os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM),
+    ("sys.stderr.write('plain\\n'); sys.stderr.flush(); os.abort()", -signal.SIGABRT),
+    ("print('fine')", 0),
+])
+def test_without_the_fatal_message_the_parent_ends_as_the_child_did(body, code):
+    r = run_child(body)
+    assert r.returncode == code, r.stderr
+    expected = {3: b"E0101 00:00:00.0 1 x.cc:1] Polled an error from coordination service\nbye", 0: b""}
+    assert r.stderr == expected.get(code, b"plain\n")
+    assert b"hnd: error" not in r.stderr
+
+
+def test_signals_reach_the_child_and_kill_9_of_the_parent_kills_the_child(tmp_path):
+    body = """
+    signal.signal(signal.SIGTERM, lambda *a: (print("child got SIGTERM", flush=True), os._exit(5)))
+    print(os.getpid(), os.getppid(), flush=True)
+    time.sleep(60)
+    """
+    code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
+        textwrap.dedent(body)
+    for sig, expect in ((signal.SIGTERM, 5), (signal.SIGKILL, -signal.SIGKILL)):
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child, parent = map(int, p.stdout.readline().split())
+        assert parent == p.pid and child != p.pid
+        p.send_signal(sig)
+        assert p.wait(timeout=20) == expect
+        if sig == signal.SIGTERM:
+            assert p.stdout.read() == b"child got SIGTERM\n"
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{child}") and _alive(child):
+            assert time.monotonic() < deadline, "the child outlived its parent"
+            time.sleep(0.05)
+        p.stdout.close()
+        p.stderr.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie waits for init to reap it
+    except OSError:
+        return False
+
+
+def test_no_fork_once_jax_is_imported_or_for_a_single_process(monkeypatch):
+    code = ("import os, sys\nsys.modules.setdefault('jax', object())\nfrom hnd_jax.supervise import supervise\n"
+            "pid = os.getpid()\nsupervise()\nprint(os.getpid() == pid)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert out.returncode == 0 and out.stdout == b"True\n", out.stderr
+
+    def boom():
+        raise AssertionError("a single process must not fork")
+
+    monkeypatch.setattr(sv, "supervise", boom)
+    with joined(DistributedOptions()) as several:
+        assert several is False
+
+
+def test_on_a_terminal_the_child_still_sees_a_terminal_of_the_same_size():
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 123, 0, 0))
+    body = """
+    import fcntl, termios, struct
+    rows, cols = struct.unpack("HHHH", fcntl.ioctl(2, termios.TIOCGWINSZ, b"\\0" * 8))[:2]
+    print(os.isatty(2), rows, cols, flush=True)
+    sys.stderr.write("bar 1/2\\rbar 2/2\\n"); sys.stderr.flush()
+    """
+    code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
+        textwrap.dedent(body)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    assert p.stdout.read() == b"True 33 123\n"
+    assert p.wait(timeout=20) == 0
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: nobody has the terminal open any more
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert seen.replace(b"\r\n", b"\n") == b"bar 1/2\rbar 2/2\n"
+
+
+def test_the_three_commands_parse_without_importing_jax():
+    """supervise() forks only while JAX is not imported: a module-level ``import jax`` in a
+    subcommand would silently turn the supervisor off for every command."""
+    code = textwrap.dedent("""
+    import sys
+    from hnd_jax.cli.main import build_parser
+    from hnd_jax.cli.common import input_options
+    parser = build_parser()
+    for argv in (["bench", "--distributed"],
+                 ["extract", "--model", "m", "--layer", "l", "--dictionary", "d", "--out", "o.npz", "--distributed"],
+                 ["dissect", "--activations", "a.npy", "--dictionary", "d", "--out", "o", "--distributed"]):
+        with input_options(parser.parse_args(argv)):
+            assert "jax" not in sys.modules and "jaxlib" not in sys.modules, argv[0]
+    print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr.decode()[-2000:]
