@@ -320,7 +320,9 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
     except BaseException as exc:
         from hnd_jax.cli.main import EXPECTED_ERRORS, debug_requested, error_message
 
-        if isinstance(exc, EXPECTED_ERRORS) and not debug_requested():
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C (forwarded by the supervisor): as main() does
+            message, code = "interrupted", 130
+        elif isinstance(exc, EXPECTED_ERRORS) and not debug_requested():
             message, code = error_message(exc), getattr(exc, "exit_code", 2)
         else:
             import traceback
