@@ -53,6 +53,10 @@ from hnd_jax.scoring.hierarchy import ascending_rank_fraction, normalised_activa
 TIE_TOLERANCE = 1e-5
 #: Upper bound on the one-hot block ``[K, n, G]`` float32 values per scan step (memory knob).
 BLOCK_VALUES = 1 << 23
+#: Bias weights ``r_u(x) a_u(x)`` in [0, 1] are rounded to multiples of this for the permutation
+#: sums (a change of at most 3e-8 in a weight, far below the comparison tolerance): their sums are
+#: then exact in float64, so the test's results do not depend on summation order or device count.
+WEIGHT_QUANTUM = 2.0**-24
 #: Permutations per block are a multiple of this (a device count up to it divides a block evenly).
 BLOCK_MULTIPLE = 64
 
@@ -77,30 +81,38 @@ def bias_weights(image_max: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nd
 
 @functools.partial(jax.jit, static_argnames=("num_groups",))
 def _permutation_counts(weight, labels, valid, observed, inv_size, *, num_groups):
-    """Scan over blocks of permutations.
+    """Scan over blocks of permutations, in float64 (call under ``jax.enable_x64``).
 
-    weight [n, U] f32; labels [B, K, n] int32 (permuted group labels, B blocks of K); valid [B, K]
-    bool (padding rows off); observed [U, G] f32; inv_size [G] f32 (1 / n_g, 0 for empty groups).
-    Returns (#{P_perm >= observed - tol} [U, G] int32, sum of P_perm over the blocks [K, U, G] f32).
-    The sum is kept per position k of a block (summed in block order), never across k on the
-    devices: the caller adds the K partial sums in float64 on the host, so the effect sizes do not
-    depend on how the permutations of a block are split over devices.
+    weight [n, U] f64 on the 2**-24 grid (:data:`WEIGHT_QUANTUM`); labels [B, K, n] int32 (permuted
+    group labels, B blocks of K); valid [B, K] bool (padding rows off); observed [U, G] f64; inv_size
+    [G] f64 (1 / n_g, 0 for empty groups).
+    Returns (#{P_perm >= observed - tol} [U, G] int32, sum of P_perm over the blocks [K, U, G] f64).
+
+    Why it does not depend on the device count: every weight is a multiple of 2**-24 in [0, 1], so
+    each group sum ``weight^T onehot`` is an exact float64 integer multiple of 2**-24 whatever order
+    the product sums in (a device's share of a block changes the shape of the product, and with it
+    XLA's summation order); the sum over groups is written as explicit additions in group order; the
+    sums over permutations are kept per position k of a block (summed in block order) and added on
+    the host.
     """
     groups = jnp.arange(num_groups, dtype=labels.dtype)
 
     def step(carry, block):
         count, total = carry
         lab, ok = block
-        onehot = (lab[:, :, None] == groups).astype(jnp.float32)  # [K, n, G]
-        s = jnp.einsum("nu,kng->kug", weight, onehot, precision=jax.lax.Precision.HIGHEST) * inv_size
-        denom = s.sum(axis=-1, keepdims=True)
+        onehot = (lab[:, :, None] == groups).astype(jnp.float64)  # [K, n, G]
+        s = jnp.einsum("nu,kng->kug", weight, onehot) * inv_size
+        denom = s[..., 0]
+        for g in range(1, num_groups):  # fixed order: no reduction XLA may reassociate
+            denom = denom + s[..., g]
+        denom = denom[..., None]
         p = jnp.where(denom > 0, s / jnp.where(denom > 0, denom, 1.0), 0.0)  # [K, U, G]
         ok3 = ok[:, None, None]
         count = count + jnp.sum((p >= observed - TIE_TOLERANCE) & ok3, axis=0, dtype=jnp.int32)
         total = total + jnp.where(ok3, p, 0.0)
         return (count, total), None
 
-    init = (jnp.zeros(observed.shape, jnp.int32), jnp.zeros((labels.shape[1], *observed.shape), jnp.float32))
+    init = (jnp.zeros(observed.shape, jnp.int32), jnp.zeros((labels.shape[1], *observed.shape), jnp.float64))
     (count, total), _ = jax.lax.scan(step, init, (labels, valid))
     return count, total
 
@@ -158,21 +170,24 @@ def global_permutation_test(
         labels = np.concatenate([labels, np.zeros((pad, n), np.int32)], axis=0)
         valid[num_permutations:] = False
     labels, valid = labels.reshape(blocks, k, n), valid.reshape(blocks, k)
-    if ndev > 1:
-        from jax.sharding import NamedSharding, PartitionSpec as P
+    weight = np.round(weight / WEIGHT_QUANTUM) * WEIGHT_QUANTUM  # exact group sums (see _permutation_counts)
+    with jax.enable_x64(True):
+        if ndev > 1:
+            from jax.sharding import NamedSharding, PartitionSpec as P
 
-        from hnd_jax.sharding import DATA_AXIS
+            from hnd_jax.sharding import DATA_AXIS
 
-        labels = jax.device_put(labels, NamedSharding(mesh, P(None, DATA_AXIS, None)))
-        valid = jax.device_put(valid, NamedSharding(mesh, P(None, DATA_AXIS)))
-    count, total = _permutation_counts(
-        jnp.asarray(weight, jnp.float32),
-        jnp.asarray(labels),
-        jnp.asarray(valid),
-        jnp.asarray(observed, jnp.float32),
-        jnp.asarray(inv_size, jnp.float32),
-        num_groups=int(num_groups),
-    )
+            labels = jax.device_put(labels, NamedSharding(mesh, P(None, DATA_AXIS, None)))
+            valid = jax.device_put(valid, NamedSharding(mesh, P(None, DATA_AXIS)))
+        count, total = _permutation_counts(
+            jnp.asarray(weight, jnp.float64),
+            jnp.asarray(labels),
+            jnp.asarray(valid),
+            jnp.asarray(observed, jnp.float64),
+            jnp.asarray(inv_size, jnp.float64),
+            num_groups=int(num_groups),
+        )
+        count, total = np.asarray(count), np.asarray(total)
     count = np.asarray(count, np.float64)
     pvalues = (1.0 + count) / (1.0 + num_permutations)
     effect = observed - np.asarray(total).sum(axis=0, dtype=np.float64) / num_permutations
