@@ -28,17 +28,22 @@ def _pip(*args, cwd):
                           env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def wheel_and_site(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
-    src.mkdir()
+def copy_project(src):
+    """The files a build needs, copied into ``src`` (no caches, no cards bundled by an earlier build)."""
     for name in PROJECT_FILES:
         path = ROOT / name
         if path.is_dir():
             shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "bundled_cards"))
         else:
             shutil.copyfile(path, src / name)
+
+
+@pytest.fixture(scope="module")
+def wheel_and_site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    copy_project(src)
     built = _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), ".", cwd=src)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     (wheel,) = (tmp / "dist").glob("hnd_jax-*.whl")
@@ -103,12 +108,7 @@ def test_editable_install_reads_the_repository_cards(tmp_path):
     """
     src = tmp_path / "src"
     src.mkdir()
-    for name in PROJECT_FILES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "bundled_cards"))
-        else:
-            shutil.copyfile(path, src / name)
+    copy_project(src)
     (src / "models" / "only_in_source.toml").write_text(
         (ROOT / "models" / "demo_cnn.toml").read_text().replace('"demo_cnn"', '"only_in_source"', 1))
     built = subprocess.run([sys.executable, "-c", "from setuptools import build_meta; import sys; "
