@@ -155,12 +155,14 @@ def dissect_layout_activations(
     dictionary = open_card_dictionary(spec, card, taxonomy=taxonomy)
     families = dictionary.taxonomy.global_families
     lo, hi = process_rows(dictionary.num_local)
-    total = (hi - lo) + sum(int(np.subtract(*process_rows(len(dictionary.global_group_of(f.name)))[::-1]))
-                            for f in families)  # this process's images
+    family_rows = [process_rows(len(dictionary.global_group_of(f.name))) for f in families]
+    total = (hi - lo) + sum(b - a for a, b in family_rows)  # this process's images
+    one_image = (int(dictionary.image_size), int(dictionary.image_size), 3)
     bar = StageProgress("extract", total, mode=progress)
     local = (preprocess_uint8(b.images, card)
              for b in dictionary.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
-    out = {"local": gather_rows(extract_activations(model, [layer], local, bar)[layer], dictionary.num_local)}
+    out = {"local": gather_rows(extract_activations(model, [layer], local, bar, one_image)[layer],
+                                dictionary.num_local)}
     for family in families:
         group_of = np.asarray(dictionary.global_group_of(family.name))
         if group_of.size == 0:
@@ -173,10 +175,11 @@ def dissect_layout_activations(
                 order.append(np.asarray(b.index))
                 yield preprocess_uint8(b.images, card)
 
-        part = extract_activations(model, [layer], family_batches(), bar)[layer]
+        part = extract_activations(model, [layer], family_batches(), bar, one_image)[layer]
         f_lo, _ = process_rows(group_of.size)
         by_index = np.empty_like(part)
-        by_index[np.concatenate(order) - f_lo] = part  # place rows by their position in the family's order
+        if order:
+            by_index[np.concatenate(order) - f_lo] = part  # place rows by their position in the family's order
         by_index = gather_rows(by_index, group_of.size)
         for g, group in enumerate(dictionary.global_groups(family.name)):
             rows = np.flatnonzero(group_of == g)
@@ -209,11 +212,14 @@ def _pad(batch: np.ndarray, size: int) -> np.ndarray:
 
 def extract_activations(
     model: nnx.Module, layers: Sequence[str], batches: Iterable[np.ndarray], progress: StageProgress | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """``{layer: float32 [N, C, H, W]}`` for every requested layer, rows in input order.
 
     A layer whose output is not 4-D (e.g. a Linear) is returned as the module outputs it.
-    ``progress`` (optional) is told the images of every batch done.
+    ``progress`` (optional) is told the images of every batch done. No batch at all is an HndError,
+    except in a run of several processes given ``input_shape`` (one image, ``(H, W, 3)``): then the
+    arrays have 0 rows (a process whose slice of a small set is empty still takes part in the gather).
     """
     from hnd_jax.models.capture import forward_with_layers
 
@@ -234,7 +240,13 @@ def extract_activations(
         if progress is not None:
             progress.update(n)
     if full is None:
-        raise HndError("no inputs to extract activations from")
+        import jax
+
+        if input_shape is None or jax.process_count() == 1:  # only another process's rows may exist
+            raise HndError("no inputs to extract activations from")
+        _, acts = forward_with_layers(model, np.zeros((1, *input_shape), np.float32), names)
+        empty = {name: np.asarray(acts[name], np.float32)[:0] for name in names}
+        return {name: a.transpose(0, 3, 1, 2) if a.ndim == 4 else a for name, a in empty.items()}
     return {name: np.concatenate(parts, axis=0) for name, parts in chunks.items()}
 
 
@@ -298,9 +310,11 @@ def run_extract(
         if _writer():
             write_npz(out, arrays, compressed=False)
         return out
+    one_image = (int(card.input_size), int(card.input_size), 3)
     if inputs is not None:
         batches = batches_from_array(inputs, batch_size)
-        total = int(np.load(inputs, mmap_mode="r", allow_pickle=False).shape[0])
+        shape = np.load(inputs, mmap_mode="r", allow_pickle=False).shape
+        total, one_image = int(shape[0]), tuple(int(d) for d in shape[1:])
     elif images is not None:
         batches = batches_from_images(images, card, batch_size)
         total = len(list_image_files(images))
@@ -312,7 +326,7 @@ def run_extract(
                    for b in opened.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
     lo, hi = process_rows(total)
     bar = StageProgress("extract", hi - lo, mode=progress)  # this process's rows
-    acts = extract_activations(net, names, batches, bar)
+    acts = extract_activations(net, names, batches, bar, one_image)
     bar.close()
     acts = {name: gather_rows(a, total) for name, a in acts.items()}
     return write_activations(out, acts) if _writer() else out
