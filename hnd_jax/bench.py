@@ -130,7 +130,7 @@ def run_bench(config: BenchConfig, *, tally: str = "auto", out: str | Path | Non
     from hnd_jax.pipeline.model_source import resolve_model
     from hnd_jax.pipeline.source_model import ModelActivations
     from hnd_jax.scoring.config import ScoringConfig
-    from hnd_jax.scoring.tally import auto_method, tally_factory_for
+    from hnd_jax.scoring.tally import tally_factory_for
     from hnd_jax.sharding import make_data_mesh
 
     factory = tally_factory_for(tally)
@@ -156,7 +156,7 @@ def run_bench(config: BenchConfig, *, tally: str = "auto", out: str | Path | Non
                                 tally_factory=factory)
         dissection.run()
         end_to_end = time.perf_counter() - t0
-        tally_method = auto_method(mesh.devices.ravel()[0].platform) if tally == "auto" else tally
+        tally_method = dissection.tally_method  # what the run used ('auto' resolved per platform)
         report = _report(config, dissection, timed, source, end_to_end, tally, tally_method, dic)
     finally:
         if tmp is not None:

@@ -9,7 +9,7 @@ checkpoints its own slice's states). Each step is an ``ocp.args.Composite`` of
   of the current stage), flattened to ``leaf_<i>`` entries because orbax refuses zero-size arrays
   and dotted layer names make poor keys;
 * ``meta``: JSON with the stage name, the next batch index, the fingerprint of the run
-  (:mod:`hnd_jax.pipeline.fingerprint`), the saved items and small extras.
+  (:mod:`hnd_jax.pipeline.fingerprint`) and the saved items.
 
 Items are restored one at a time, each into the structure of its accumulators' own ``init()``: a
 later stage's accumulators may depend on an earlier stage's results (pass 2 needs the thresholds),
@@ -53,7 +53,6 @@ class Resumed:
 
     stage: str
     next_batch: int
-    extra: dict[str, Any]
     step: int
     items: tuple[str, ...] = ()
 
@@ -129,7 +128,7 @@ class RunCheckpoints:
             self._manager = None
 
     # ------------------------------------------------------------------ save / restore
-    def save(self, stage: str, next_batch: int, items: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def save(self, stage: str, next_batch: int, items: dict[str, Any]) -> None:
         """Checkpoint ``items`` (item name -> pytree of arrays) as the run's state before batch
         ``next_batch`` of ``stage``."""
         meta = {
@@ -137,7 +136,6 @@ class RunCheckpoints:
             "next_batch": int(next_batch),
             "fingerprint": self.fingerprint,
             "items": sorted(items),
-            "extra": canonical(extra or {}),
         }
         if self._plain is not None:
             self._step = (self._plain.latest() or 0) + 1
@@ -177,7 +175,7 @@ class RunCheckpoints:
                 f"{self.directory}: an interrupted run with different settings is here ({shown}); "
                 "refusing to resume: rerun with --fresh to start over"
             )
-        return Resumed(stage=stage, next_batch=next_batch, extra=meta.get("extra", {}), step=step, items=items)
+        return Resumed(stage=stage, next_batch=next_batch, step=step, items=items)
 
     def restore(self, resumed: Resumed, item: str, template: Any) -> Any:
         """The saved ``item``, rebuilt with the structure, dtypes and shardings of ``template``

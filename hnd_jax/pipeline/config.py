@@ -62,7 +62,8 @@ class RunConfig:
         if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, numbers.Integral) \
                 or self.checkpoint_every < 0:
             raise HndError(f"--checkpoint-every {self.checkpoint_every}: expected an integer >= 0")
-        if self.devices is not None and (not isinstance(self.devices, numbers.Integral) or self.devices <= 0):
+        if self.devices is not None and (isinstance(self.devices, bool) or not isinstance(self.devices, numbers.Integral)
+                                         or self.devices <= 0):
             raise HndError(f"--devices {self.devices}: expected a positive integer")
         if self.progress not in PROGRESS_MODES:
             raise HndError(f"--progress {self.progress!r}: expected one of {', '.join(PROGRESS_MODES)}")

@@ -119,9 +119,9 @@ def dissect_model(
     layers = tuple(layers) if layers else source_model.default_layers
     if not layers:
         raise HndError("no layer to dissect: pass --layer NAME (see 'hnd layers --model NAME')")
+    _check_layers(out, layers)
     dic, spec = _open_dictionary(dictionary, config.image_size, taxonomy, resample=source_model.resample)
     mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
-    _check_layers(out, layers)
     source = ModelActivations(source_model, layers, dic, mesh, run_cfg.batch_size, capture=capture,
                               process_index=jax.process_index(), process_count=jax.process_count(),
                               prefetch=run_cfg.prefetch)
@@ -157,10 +157,12 @@ def dissect_activations(
     source = FileActivations(path, layer, dic, prefetch=run_cfg.prefetch)
     try:
         mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
-        Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="activations", dictionary_spec=spec,
-                   tally_factory=tally_factory).run()
-    finally:
-        source.close(completed=True)
+        dissection = Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="activations",
+                                dictionary_spec=spec, tally_factory=tally_factory)
+    except BaseException:
+        source.close(completed=False)
+        raise
+    dissection.run()  # closes the source
     return layer_dir(out, layer)
 
 
@@ -237,7 +239,11 @@ class Dissection:
 
     # ------------------------------------------------------------------ stages
     def _families(self) -> list[tuple[str, np.ndarray]]:
-        return [(f.name, np.asarray(self.dic.global_group_of(f.name), np.int32)) for f in self.tax.global_families]
+        """(family, group of each of its images) in taxonomy order (read from the dictionary once)."""
+        if not hasattr(self, "_family_groups"):
+            self._family_groups = [(f.name, np.asarray(self.dic.global_group_of(f.name), np.int32))
+                                   for f in self.tax.global_families]
+        return self._family_groups
 
     def _plan(self) -> list[tuple[str, Callable[[dict[str, list[Any]]], Stage | None]]]:
         """(stage name, builder) in run order; a builder gets the finished stages' results."""
@@ -294,19 +300,23 @@ class Dissection:
         on the same OUT is refused with one line naming the process that holds it."""
         from hnd_jax.distributed import agree_across_processes, comparable
 
-        agree_across_processes(comparable(self.fingerprint))  # before any work
-        with locked_out(self.out, self.process_index, self.process_count) as taken_over:
-            self.lock_taken_over = taken_over
-            return self._run()
+        completed = False
+        try:
+            agree_across_processes(comparable(self.fingerprint))  # before any work
+            with locked_out(self.out, self.process_index, self.process_count) as taken_over:
+                self.lock_taken_over = taken_over
+                out = self._run()
+            completed = True
+            return out
+        finally:  # files, caches and orbax closed however the run ends (a failed run keeps its disk cache)
+            self.source.close(completed=completed)
+            self.ckpt.close()
 
     def _run(self) -> Path:
         from hnd_jax.distributed import agree_on_resume_stage
 
-        if self.run_config.fresh:
-            self.ckpt.clear()
-            shutil.rmtree(self.cache_dir, ignore_errors=True)
-        resumed = self.ckpt.find()
-        if resumed is None:
+        resumed = None if self.run_config.fresh else self.ckpt.find()
+        if resumed is None:  # a fresh start: no earlier checkpoint or cache may leak in
             self.ckpt.clear()
             shutil.rmtree(self.cache_dir, ignore_errors=True)
         else:
@@ -337,10 +347,10 @@ class Dissection:
             if stage is None:
                 continue
             first = resumed.next_batch if (resumed is not None and i == resume_at) else 0
-            if i < resume_at:  # finished before the interruption: its merged states were saved
-                states = self.ckpt.restore(resumed, name, stage.init())
-            else:
-                states = self.ckpt.restore(resumed, name, stage.init()) if first else stage.init()
+            # Finished before the interruption (its merged states were saved), or interrupted inside.
+            saved = i < resume_at or first
+            states = self.ckpt.restore(resumed, name, stage.init()) if saved else stage.init()
+            if i >= resume_at:
                 states = self.runner.run(stage, self._batches(stage, first), states=states, first=first,
                                          finished=finished)
                 if self._runs_after(names[i + 1:]):  # a crash from here on does not redo this stage
@@ -365,7 +375,6 @@ class Dissection:
                 return self._metadata()
 
             publish_results(self.out, self.layers, arrays, self.tax, metadata)
-        self.source.close(completed=True)
         self.ckpt.clear()
         if self.process_index == 0:
             shutil.rmtree(self.out / ".cache", ignore_errors=True)

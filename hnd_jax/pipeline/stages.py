@@ -171,10 +171,10 @@ class StageRunner:
         jax.block_until_ready(new)
         return new
 
-    def save(self, stage: str, next_batch: int, items: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def save(self, stage: str, next_batch: int, items: dict[str, Any]) -> None:
         if not self.checkpoint_every:
             return
         t = time.perf_counter()
         self.before_checkpoint()
-        self.ckpt.save(stage, next_batch, items, extra)
+        self.ckpt.save(stage, next_batch, items)
         self.split["checkpoint"] += time.perf_counter() - t
