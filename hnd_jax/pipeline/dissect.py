@@ -398,8 +398,9 @@ class Dissection:
                 name: {**results[f"global_{f}"][i], "group": group}
                 for f, (name, group) in enumerate(families) if f"global_{f}" in results
             }
-            arrays = scorer.finalize(results["pass1"][i], results["pass2"][i], global_results)
-            arrays["top_maps"] = results["pass2"][L + i]
+            top = results["pass2"][L + i]  # TopMaps ranked the top images once; finalize reuses them
+            arrays = scorer.finalize(results["pass1"][i], results["pass2"][i], global_results, tops=top["tops"])
+            arrays["top_maps"] = top["maps"]
             out.append(arrays)
         return out
 

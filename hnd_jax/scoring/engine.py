@@ -114,8 +114,12 @@ class LayerScorer:
         pass1_result: Mapping[str, np.ndarray],
         pass2_result: Mapping[str, np.ndarray],
         global_results: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        tops: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """All scores of the layer: the DESIGN §4 keys plus extras.
+
+        ``tops`` [U, 4]: the units' top images when the caller already ranked them (the driver's
+        :class:`~hnd_jax.scoring.top_maps.TopMaps` did, to gather their maps); else ranked here.
 
         pass1_result: ``self.pass1.finalize(...)``; pass2_result: the tally's ``finalize`` (int64
         ``intersection``/``union`` [U, C]); global_results: family name -> ``global_stats(n).finalize``
@@ -164,7 +168,7 @@ class LayerScorer:
             "hi": hi,
             "intersection": inter,
             "union": union,
-            "top_images": top_images(image_max, TOP_IMAGES),
+            "top_images": top_images(image_max, TOP_IMAGES) if tops is None else np.asarray(tops, np.int64),
         }
         auc, auc_p, tested = auc_test(image_max, self.labelled, self.family, tax.concept_family_index)
         _, auc_sig = benjamini_hochberg(auc_p, cfg.alpha, tested)

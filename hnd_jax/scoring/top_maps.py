@@ -47,16 +47,17 @@ class TopMaps:
     def update(self, state: State, batch: Batch) -> State:
         """Copy the maps of the top images present in ``batch`` (``index`` + ``activations`` rows)."""
         batch.require("index")
-        index = np.asarray(batch.index)[batch.valid]
+        positions = np.flatnonzero(batch.valid)  # rows of the (padded) batch that are real images
+        index = np.asarray(batch.index)[positions]
         hit = np.isin(self.tops, index)
         if not hit.any():
             return state
-        acts = np.asarray(batch.activations)[: len(batch.valid)][batch.valid]
-        row_of = {int(i): r for r, i in enumerate(index)}
+        row_of = {int(i): int(r) for r, i in zip(positions, index)}
         uu, jj = np.nonzero(hit)
         rows = np.array([row_of[int(i)] for i in self.tops[uu, jj]])
         maps, found = state["maps"].copy(), state["found"].copy()
-        maps[uu, jj] = acts[rows, :, :, uu]
+        # Gather only the [hits, h, w] maps where the activations live (a device array stays there).
+        maps[uu, jj] = np.asarray(batch.activations[rows, :, :, uu])
         found[uu, jj] = True
         return {"maps": maps, "found": found}
 
@@ -65,8 +66,9 @@ class TopMaps:
         return {"maps": np.where(fb[..., None, None], np.asarray(b["maps"]), np.asarray(a["maps"])),
                 "found": fa | fb}
 
-    def finalize(self, state: State) -> np.ndarray:
-        """float32 ``[U, k, h, w]``; ValueError when a top image never came by (a driver bug)."""
+    def finalize(self, state: State) -> dict[str, np.ndarray]:
+        """``maps`` float32 ``[U, k, h, w]`` and the ``tops`` int64 ``[U, k]`` they belong to;
+        ValueError when a top image never came by (a driver bug)."""
         if not np.asarray(state["found"]).all():
             raise ValueError("top maps: some top images were never seen in pass 2")
-        return np.asarray(state["maps"], np.float32)
+        return {"maps": np.asarray(state["maps"], np.float32), "tops": self.tops.copy()}
