@@ -200,3 +200,22 @@ def test_extract_for_dissect_feeds_hnd_dissect(tmp_path, capsys, demo, monkeypat
     code, _, err = _run(capsys, "extract", "--model", "demo_cnn", "--weights", weights, "--layer", "conv4",
                         "--layer", "conv3", "--dictionary", "synthetic:6:0", "--out", out, "--for-dissect")
     assert code == 2 and "one layer" in err
+
+
+def test_an_empty_slice_takes_part_only_in_a_multi_process_run(monkeypatch):
+    """A process whose slice of a small set is empty returns 0-row arrays of the right shape (it
+    still joins the gather); alone, no input at all stays an error."""
+    import jax
+
+    from hnd_jax.convert.checkpoint import load_model
+    from hnd_jax.convert.extract import extract_activations
+    from hnd_jax.errors import HndError
+
+    model, card = load_model("demo_cnn", None, random_init=True)
+    one = (card.input_size, card.input_size, 3)
+    full = extract_activations(model, ["conv4"], iter([np.zeros((2, *one), np.float32)]))["conv4"]
+    with pytest.raises(HndError, match="no inputs"):
+        extract_activations(model, ["conv4"], iter([]), input_shape=one)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    empty = extract_activations(model, ["conv4"], iter([]), input_shape=one)["conv4"]
+    assert empty.shape == (0, *full.shape[1:]) and empty.dtype == np.float32
