@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, one_line
 
 #: Seconds without a sign of life after which a peer process is declared lost (``--peer-timeout``).
 DEFAULT_PEER_TIMEOUT = 120.0
@@ -184,7 +184,7 @@ class PeerWatch:
                 state = dict(client.key_value_dir_get(f"{_PREFIX}/"))
             except Exception as exc:  # the coordinator (process 0) is gone
                 if self.index != 0:
-                    self._declare(f"lost process 0 (the coordinator stopped answering: {_short(exc)})")
+                    self._declare(f"lost process 0 (the coordinator stopped answering: {one_line(exc)})")
                     return
                 state = {}
             for peer in range(self.count):
@@ -213,7 +213,7 @@ class PeerWatch:
         """A collective failed (``what``, e.g. 'the merge after pass1'): wait (bounded) for the
         watch to name the lost process, then end this process with that line."""
         if not self._lost_event.wait(self.timeout + 3 * self.interval + 5):
-            end_lost(f"a peer process was lost during {what} ({_short(exc)})")
+            end_lost(f"a peer process was lost during {what} ({one_line(exc)})")
         end_lost(self._lost or f"a peer process was lost during {what}")
 
     def finish(self) -> None:
@@ -227,7 +227,7 @@ class PeerWatch:
     def report_failure(self, message: str) -> None:
         """This process ends with an error: peers end at once, naming it."""
         try:
-            _client().key_value_set(f"{_PREFIX}/failed/{self.index}", _short(message, 200), allow_overwrite=True)
+            _client().key_value_set(f"{_PREFIX}/failed/{self.index}", one_line(message, 200), allow_overwrite=True)
         except Exception:
             pass
         self._stop.set()
@@ -328,7 +328,7 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
             import traceback
 
             traceback.print_exc()
-            message, code = f"{type(exc).__name__}: {_short(exc)}", 1
+            message, code = f"{type(exc).__name__}: {one_line(exc)}", 1
         if _WATCH is not None:
             _WATCH.report_failure(message)
             if _WATCH.index == 0:  # the coordinator goes last: its end would abort the peers' JAX clients
@@ -393,7 +393,7 @@ def exchange(what: str, value: Any) -> list[Any]:
             except Exception as exc:
                 if time.monotonic() > deadline:
                     end_lost(f"lost process {peer} (it did not report its {what} within {timeout:g} s: "
-                             f"{_short(exc)})")
+                             f"{one_line(exc)})")
     return values
 
 
@@ -422,7 +422,3 @@ def _value(v: Any) -> str:
     text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     return text if len(text) <= 80 else text[:77] + "..."
 
-
-def _short(exc: Any, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -8,6 +8,8 @@ catch :class:`HndError` like any exception.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HndError(Exception):
     """A problem with user input or environment, reported as one line (CLI exit code 2)."""
@@ -25,3 +27,12 @@ class BadInputError(HndError):
 
     ``kind`` names the category so that ``--skip-bad`` can count what it skipped per kind.
     """
+
+
+def one_line(value: Any, limit: int = 160) -> str:
+    """``value`` (a message or an exception) as one line of at most ``limit`` characters: white space
+    folded, ``...`` where it was cut, an exception without a message named by its type."""
+    text = " ".join(str(value).split())
+    if not text and isinstance(value, BaseException):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, one_line
 
 __all__ = [
     "ArrayHeader",
@@ -77,10 +77,6 @@ class ArrayHeader:
     def ndim(self) -> int:
         return len(self.shape)
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _parse_header(fh: Any, where: str) -> ArrayHeader:
@@ -127,7 +123,7 @@ def _parse_header(fh: Any, where: str) -> ArrayHeader:
     try:
         dtype = np.lib.format.descr_to_dtype(descr)
     except (ValueError, TypeError, KeyError, IndexError, RecursionError, MemoryError) as exc:
-        raise HndError(f"{where}: .npy header has an unknown dtype ({_one_line(exc)[:80]})") from None
+        raise HndError(f"{where}: .npy header has an unknown dtype ({one_line(exc)[:80]})") from None
     if dtype.hasobject:
         raise HndError(
             f"{where}: holds Python objects (a pickle inside the array); refusing to read it -- save plain "
@@ -162,7 +158,7 @@ def read_npy_header(path: str | Path) -> ArrayHeader:
     except HndError:
         raise
     except _PARSE_ERRORS as exc:
-        raise HndError(f"{path}: not a readable .npy file ({_one_line(exc)})") from None
+        raise HndError(f"{path}: not a readable .npy file ({one_line(exc)})") from None
     return _check_fits(header, size - header.data_offset, str(path), "file")
 
 
@@ -173,7 +169,7 @@ def load_npy(path: str | Path, *, mmap_mode: str | None = None) -> np.ndarray:
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except _PARSE_ERRORS as exc:
-        raise HndError(f"{path}: not a readable .npy file ({_one_line(exc)})") from None
+        raise HndError(f"{path}: not a readable .npy file ({one_line(exc)})") from None
 
 
 class NpzReader:
@@ -200,7 +196,7 @@ class NpzReader:
         except HndError:
             raise
         except _PARSE_ERRORS as exc:
-            raise HndError(f"{self.path}: not a readable .npz archive ({_one_line(exc)})") from None
+            raise HndError(f"{self.path}: not a readable .npz archive ({one_line(exc)})") from None
         self.keys: tuple[str, ...] = tuple(self._infos)
 
     def __enter__(self) -> "NpzReader":
@@ -244,7 +240,7 @@ class NpzReader:
         except HndError:
             raise
         except _PARSE_ERRORS as exc:
-            raise HndError(f"{where}: not readable ({_one_line(exc)})") from None
+            raise HndError(f"{where}: not readable ({one_line(exc)})") from None
         return _check_fits(header, info.file_size - header.data_offset, where, "member")
 
     def read(self, key: str) -> np.ndarray:
@@ -263,7 +259,7 @@ class NpzReader:
                         break
                     got += n
         except _PARSE_ERRORS as exc:
-            raise HndError(f"{where}: not readable ({_one_line(exc)})") from None
+            raise HndError(f"{where}: not readable ({one_line(exc)})") from None
         if got != header.nbytes:
             raise HndError(f"{where}: member ends after {got} of {header.nbytes} data bytes (truncated)")
         arr = np.frombuffer(buf, dtype=header.dtype)

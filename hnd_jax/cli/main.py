@@ -26,7 +26,7 @@ from typing import Sequence
 
 from hnd_jax import __version__
 from hnd_jax.cli.common import input_options
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, one_line
 
 SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare",
                       "bench")
@@ -70,26 +70,22 @@ def debug_requested(args: argparse.Namespace | None = None) -> bool:
     return os.environ.get("HND_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _one_line(text: str, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
 
 def error_message(exc: BaseException) -> str:
     """The one line printed for an expected failure (never file content: only names and reasons)."""
     if isinstance(exc, HndError):
-        return _one_line(str(exc), limit=2000)
+        return one_line(str(exc), limit=2000)
     if isinstance(exc, OSError):
-        reason = exc.strerror or _one_line(str(exc)) or type(exc).__name__
+        reason = exc.strerror or one_line(str(exc), 400) or type(exc).__name__
         if exc.errno == errno.ENOSPC:
             reason = "no space left on device (free some space and run again)"
         elif isinstance(exc, PermissionError):
             reason = f"{reason} (check the file's permissions or choose another path)"
         names = [n for n in (exc.filename, exc.filename2) if n is not None]
         where = " -> ".join(os.fsdecode(n) if isinstance(n, (str, bytes)) else str(n) for n in names)
-        return _one_line(f"{where}: {reason}" if where else reason)
+        return one_line(f"{where}: {reason}" if where else reason, 400)
     if isinstance(exc, MemoryError):
-        return "out of memory" + (f" ({_one_line(str(exc))})" if str(exc) else "") + \
+        return "out of memory" + (f" ({one_line(str(exc), 400)})" if str(exc) else "") + \
             "; use a smaller --batch-size or a machine with more memory"
     if isinstance(exc, RecursionError):
         return "input nested too deeply to read (RecursionError); the file is malformed or hostile"
@@ -98,8 +94,8 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
     if isinstance(exc, csv.Error):
-        return f"invalid CSV: {_one_line(str(exc))}"
-    return f"{type(exc).__name__}: {_one_line(str(exc))}"
+        return f"invalid CSV: {one_line(str(exc), 400)}"
+    return f"{type(exc).__name__}: {one_line(str(exc), 400)}"
 
 
 def _silence_stdout() -> None:

@@ -56,7 +56,7 @@ import ml_dtypes
 import numpy as np
 
 from hnd_jax.capped_io import CappedReader
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, one_line
 
 __all__ = ["load_torch_file", "is_torch_zip", "LEGACY_MAGIC_NUMBER"]
 
@@ -726,10 +726,6 @@ def _load_legacy(path: Path) -> Any:
     return _materialize(result, _budget(storages))
 
 
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
-
 
 def load_torch_file(path: str | Path) -> Any:
     """Load a PyTorch checkpoint as plain Python containers holding NumPy arrays.
@@ -756,7 +752,7 @@ def load_torch_file(path: str | Path) -> Any:
             KeyError, IndexError, AttributeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError,
             NotImplementedError, zipfile.LargeZipFile, OSError, RuntimeError, zlib.error) as exc:
         raise HndError(
-            f"{path}: truncated or corrupt PyTorch checkpoint ({type(exc).__name__}: {_short(exc)})", kind="corrupt"
+            f"{path}: truncated or corrupt PyTorch checkpoint ({type(exc).__name__}: {one_line(exc, 120)})", kind="corrupt"
         ) from None
 
 

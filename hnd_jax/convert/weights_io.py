@@ -31,7 +31,7 @@ import ml_dtypes
 import numpy as np
 
 from hnd_jax.convert.torch_pickle import RESAVE_HINT, load_torch_file
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, one_line
 
 __all__ = ["read_state_dict", "unwrap_state_dict", "WRAPPER_KEYS", "TORCH_SUFFIXES"]
 
@@ -157,7 +157,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
         entries = deserialize(path.read_bytes())
     except (SafetensorError, OSError, ValueError, TypeError, KeyError, MemoryError, OverflowError) as exc:
-        raise HndError(f"{path}: cannot read the safetensors file ({_one_line(exc)})") from None
+        raise HndError(f"{path}: cannot read the safetensors file ({one_line(exc)})") from None
     out: dict[str, np.ndarray] = {}
     for name, entry in sorted(entries, key=lambda e: e[0]):
         dtype = SAFETENSORS_DTYPES.get(str(entry.get("dtype")))
@@ -173,7 +173,3 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         out[str(name)] = np.frombuffer(data, dtype=dtype).reshape(shape)
     return out
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hnd_jax.capped_io import CappedReader
-from hnd_jax.errors import BadInputError, HndError
+from hnd_jax.errors import BadInputError, HndError, one_line
 
 #: Resample filter names accepted by ``--resample`` and model cards, mapped to PIL filters.
 RESAMPLE_FILTERS: dict[str, Image.Resampling] = {
@@ -170,12 +170,8 @@ def _open_fully(path: Path, what: str, kind_prefix: str = "") -> Image.Image:
         raise BadInputError(f"{path}: {what} too large to decode in memory", kind=too_large_kind) from None
     except _DECODE_ERRORS as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadInputError(f"{path}: {what} is corrupt or truncated ({_short(reason)})", kind=corrupt_kind) from None
+        raise BadInputError(f"{path}: {what} is corrupt or truncated ({one_line(reason)})", kind=corrupt_kind) from None
 
-
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 #: PIL modes holding 16-bit samples (I is how PIL decodes 16-bit greyscale PNG/TIFF).
@@ -206,7 +202,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     try:
         return im.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise BadInputError(f"image mode {im.mode} cannot be shown as RGB ({_short(str(exc))})", kind="corrupt_image") from None
+        raise BadInputError(f"image mode {im.mode} cannot be shown as RGB ({one_line(str(exc))})", kind="corrupt_image") from None
 
 
 def decode_image(path: str | Path, *, kind_prefix: str = "") -> Image.Image:
