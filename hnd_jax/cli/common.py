@@ -114,3 +114,14 @@ def input_options(args: argparse.Namespace) -> Iterator[None]:
     finally:
         layout.set_allow_outside_root(old_allow)
         decode.set_max_image_pixels(old_pixels)
+
+
+def add_no_progress(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` (``args.no_progress``): the commands that show progress all spell it so."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress output (default: a bar on a terminal, lines with rate and ETA in logs)")
+
+
+def progress_mode(args: argparse.Namespace) -> str:
+    """The :mod:`hnd_jax.pipeline.progress` mode for ``--no-progress``."""
+    return "none" if args.no_progress else "auto"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from hnd_jax.cli.common import add_no_progress
 from hnd_jax.cli.help import HelpFormatter
 from hnd_jax.demo.settings import DemoSettings
 
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
                    help=f"training epochs (default {_DEFAULTS.epochs})")
     p.add_argument("--replicates", type=int, default=_DEFAULTS.replicates, metavar="K",
                    help="biased/control pairs trained from seeds S, S+1, ...; the summary reports their spread")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

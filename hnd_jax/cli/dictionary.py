@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from hnd_jax.cli.common import add_taxonomy_arg, add_untrusted_input_args
+from hnd_jax.cli.common import add_no_progress, add_taxonomy_arg, add_untrusted_input_args, progress_mode
 from hnd_jax.errors import HndError
 
 DESCRIPTION = """\
@@ -57,11 +57,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     add_untrusted_input_args(p)
 
 
-def _add_no_progress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress output (default: a bar on a terminal, lines with rate and ETA in logs)")
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "dictionary",
@@ -87,7 +82,7 @@ def register(subparsers) -> None:
     r.add_argument("--out", required=True, metavar="PREP", help="output folder (written atomically)")
     r.add_argument("--resample", default="bicubic", metavar="FILTER", help="image resample filter of the model card (default bicubic)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing prepared folder at --out")
-    _add_no_progress(r)
+    add_no_progress(r)
     _add_common(r)
     r.set_defaults(func=run_prepare)
 
@@ -97,7 +92,7 @@ def register(subparsers) -> None:
     s.add_argument("out", metavar="OUT", help="output folder")
     s.add_argument("--images", type=int, default=600, metavar="N", help="number of local images (default 600)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    _add_no_progress(s)
+    add_no_progress(s)
     add_taxonomy_arg(s)
     s.set_defaults(func=run_synth)
 
@@ -148,7 +143,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         overwrite=args.overwrite,
         log=lambda msg: print(msg, file=sys.stderr),
-        progress="none" if args.no_progress else "auto",
+        progress=progress_mode(args),
     )
     from hnd_jax.dictionary.prepared import read_metadata
 
@@ -171,6 +166,6 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise HndError(f"--seed {args.seed}: must be >= 0")
     write_synthetic_dictionary(args.out, num_images=args.images, seed=args.seed, taxonomy=resolve_taxonomy(args.taxonomy),
-                               progress="none" if args.no_progress else "auto")
+                               progress=progress_mode(args))
     print(f"wrote a synthetic Face Dictionary with {args.images} local images (seed {args.seed}) to {args.out}")
     return 0

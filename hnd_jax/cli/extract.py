@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from hnd_jax.cli.common import add_taxonomy_arg
+from hnd_jax.cli.common import add_no_progress, add_taxonomy_arg, progress_mode
 from hnd_jax.cli.help import HelpFormatter
 from hnd_jax.distributed import add_distributed_options, joined, options_from_args
 
@@ -44,8 +44,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="with --dictionary and one layer: write 'local' and '<Family>/<group>' arrays for hnd dissect",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress output (default: a bar on a terminal, "
-                   "lines with rate and ETA in logs)")
+    add_no_progress(p)
     add_taxonomy_arg(p)
     add_distributed_options(p)
     p.set_defaults(func=run)
@@ -81,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         taxonomy=taxonomy,
         for_dissect=args.for_dissect,
-        progress="none" if args.no_progress else "auto",
+        progress=progress_mode(args),
     )
     if jax.process_index() == 0:
         print(f"wrote {out}")
