@@ -345,25 +345,27 @@ def comparable(fingerprint: Mapping[str, Any], per_process: tuple[str, ...] = ("
     return {k: v for k, v in fingerprint.items() if k not in per_process}
 
 
-def first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """(dotted key, value in a, value in b) of the first difference in sorted key order, or None."""
+def first_difference(a: Any, b: Any) -> tuple[str, Any, Any] | None:
+    """(dotted key, value in a, value in b) of the first difference in sorted key order, or None
+    (:func:`hnd_jax.pipeline.fingerprint.differing_keys`, the walk the resume check uses too)."""
+    from hnd_jax.pipeline.fingerprint import differing_keys
+
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for key in sorted(set(a) | set(b), key=str):
-            found = first_difference(a.get(key, "<absent>"), b.get(key, "<absent>"), f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-    return None if a == b else (prefix.rstrip("."), a, b)
+        found = differing_keys(a, b)
+        return found[0] if found else None
+    return None if a == b else ("", a, b)
 
 
 def disagreement(fingerprints: list[Any]) -> str | None:
     """The one line naming the first process whose fingerprint differs from process 0's, or None."""
+    from hnd_jax.pipeline.fingerprint import short_value
+
     for i, fp in enumerate(fingerprints[1:], start=1):
         found = first_difference(fingerprints[0], fp)
         if found:
             key, a, b = found
-            return (f"the processes were started with different settings: {key or 'run'}: {_value(a)} on process 0, "
-                    f"{_value(b)} on process {i} (start every process with the same command and files)")
+            return (f"the processes were started with different settings: {key or 'run'}: {short_value(a, 80)} on process 0, "
+                    f"{short_value(b, 80)} on process {i} (start every process with the same command and files)")
     return None
 
 
@@ -416,9 +418,4 @@ def agree_on_resume_stage(stage: str | None) -> None:
         where = ", ".join(f"{s} on process {i}" for i, s in enumerate(stages))
         raise SettingsDiffer(f"the processes' checkpoints are at different stages ({where}): "
                              "rerun every process with --fresh")
-
-
-def _value(v: Any) -> str:
-    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
 

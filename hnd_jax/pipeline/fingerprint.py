@@ -50,20 +50,26 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
-def fingerprint_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Readable differences ``'scoring.quantile: 0.005 -> 0.01'`` between two fingerprints (dotted keys)."""
-    diffs: list[str] = []
-    for key in sorted(set(old) | set(new)):
+def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` of every leaf that differs, in sorted key order."""
+    found: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(old) | set(new), key=str):
         name = f"{prefix}{key}"
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            diffs.extend(fingerprint_differences(a, b, prefix=f"{name}."))
+            found.extend(differing_keys(a, b, prefix=f"{name}."))
         elif a != b:
-            diffs.append(f"{name}: {_short(a)} -> {_short(b)}")
-    return diffs
+            found.append((name, a, b))
+    return found
 
 
-def _short(value: Any, limit: int = 40) -> str:
+def fingerprint_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Readable differences ``'scoring.quantile: 0.005 -> 0.01'`` between two fingerprints (dotted keys)."""
+    return [f"{name}: {short_value(a)} -> {short_value(b)}" for name, a, b in differing_keys(old, new)]
+
+
+def short_value(value: Any, limit: int = 40) -> str:
+    """A setting's value for a one-line message (JSON; a sha256 cut to its first 12 digits)."""
     text = json.dumps(value) if not isinstance(value, str) else value
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # a sha256: the prefix is enough to see it changed
