@@ -10,7 +10,6 @@ checked once, in ``__post_init__`` (HndError naming the option).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,21 +55,17 @@ class RunConfig:
     def __post_init__(self) -> None:
         from hnd_jax.errors import HndError
         from hnd_jax.pipeline.sizes import parse_size
+        from hnd_jax.scoring.config import check_int
 
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) or self.batch_size <= 0:
-            raise HndError(f"--batch-size {self.batch_size}: expected a positive integer")
-        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, numbers.Integral) \
-                or self.checkpoint_every < 0:
-            raise HndError(f"--checkpoint-every {self.checkpoint_every}: expected an integer >= 0")
-        if self.devices is not None and (isinstance(self.devices, bool) or not isinstance(self.devices, numbers.Integral)
-                                         or self.devices <= 0):
-            raise HndError(f"--devices {self.devices}: expected a positive integer")
+        check_int("--batch-size", self.batch_size, low=1)
+        check_int("--checkpoint-every", self.checkpoint_every, low=0)
+        if self.devices is not None:
+            check_int("--devices", self.devices, low=1)
         if self.progress not in PROGRESS_MODES:
             raise HndError(f"--progress {self.progress!r}: expected one of {', '.join(PROGRESS_MODES)}")
         if self.tally not in TALLY_METHODS:
             raise HndError(f"--tally {self.tally!r}: expected one of {', '.join(TALLY_METHODS)}")
-        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, numbers.Integral) or self.prefetch < 0:
-            raise HndError(f"--prefetch {self.prefetch}: expected an integer >= 0")
+        check_int("--prefetch", self.prefetch, low=0)
         parse_size(self.cache_budget)  # raises HndError naming --cache-budget
 
     @property

@@ -66,18 +66,23 @@ class ScoringConfig:
         _check_number("--quantile", self.quantile, low=0.0, high=1.0, low_open=True, high_open=True)
         _check_number("--iou-threshold", self.iou_threshold, low=0.0, high=1.0)
         _check_number("--pair-factor", self.pair_factor, low=0.0, low_open=True)
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, numbers.Integral) or self.image_size <= 0:
-            raise HndError(f"--image-size {self.image_size}: expected a positive integer")
+        check_int("--image-size", self.image_size, low=1)
         for family, cutoff in self.bias_cutoffs.items():
             _check_number(f"bias cut-off of {family}", cutoff, low=0.0, high=1.0, low_open=True)
-        if isinstance(self.permutations, bool) or not isinstance(self.permutations, numbers.Integral) or self.permutations < 1:
-            raise HndError(f"--permutations {self.permutations!r}: expected a whole number of at least 1")
+        check_int("--permutations", self.permutations, low=1)
         _check_number("--alpha", self.alpha, low=0.0, high=1.0, low_open=True, high_open=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
-            raise HndError(f"--permutation-seed {self.seed!r}: expected a whole number >= 0")
+        check_int("--permutation-seed", self.seed, low=0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_int(name: str, value: Any, *, low: int) -> None:
+    """HndError naming the option unless ``value`` is an integer (not a bool) of at least ``low``."""
+    from hnd_jax.errors import HndError
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise HndError(f"{name} {value!r}: expected an integer >= {low}")
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
