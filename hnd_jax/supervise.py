@@ -207,11 +207,19 @@ def supervise() -> None:
         if os.getppid() != parent:  # the parent died before prctl: nobody would see our output
             os.kill(os.getpid(), signal.SIGKILL)
         os.setpgid(0, 0)
+        if hasattr(signal, "pthread_sigmask"):  # the forwarded signals must reach the work too
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _forwarded_signals())
         os.dup2(write_end, 2)
         os.close(write_end)
         return
     os.close(write_end)
     _supervise(pid, read_end)
+
+
+def _forwarded_signals() -> set[int]:
+    """The signals the supervisor passes on to the child (Ctrl-Z included) on this platform."""
+    names = (*FORWARDED, "SIGTSTP")
+    return {getattr(signal, name) for name in names if hasattr(signal, name)}
 
 
 def _forward(pid: int) -> None:
@@ -225,11 +233,10 @@ def _forward(pid: int) -> None:
         handler(signum, _frame)
         os.kill(os.getpid(), signal.SIGSTOP)
 
-    for name in FORWARDED:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), handler)
-    if hasattr(signal, "SIGTSTP"):
-        signal.signal(signal.SIGTSTP, stop)
+    for signum in _forwarded_signals():
+        signal.signal(signum, stop if signum == getattr(signal, "SIGTSTP", None) else handler)
+    if hasattr(signal, "pthread_sigmask"):  # a mask inherited from the launcher must not swallow them
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _forwarded_signals())
 
 
 def _supervise(pid: int, fd: int) -> None:

@@ -237,3 +237,26 @@ def test_the_three_commands_parse_without_importing_jax():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr.decode()[-2000:]
+
+
+def test_signals_reach_the_child_even_when_the_launcher_blocked_them():
+    """A signal mask inherited from the launcher (a library thread, a job runner) must not swallow
+    the forwarded signals: the full suite once hung here because SIGTERM was blocked in pytest."""
+    code = ("import os, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (print('child got SIGTERM', flush=True), os._exit(5)))\n"
+            "print(os.getpid(), flush=True)\ntime.sleep(60)\n")
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    try:
+        p.stdout.readline()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 5
+        assert p.stdout.read() == b"child got SIGTERM\n"
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.stdout.close()
+        p.stderr.close()
