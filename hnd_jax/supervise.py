@@ -191,7 +191,19 @@ def _stderr_pair() -> tuple[int, int]:
 def supervise() -> None:
     """Fork; return in the child (which carries on with the run); in the parent, supervise the
     child and end the process (never returns). Returns at once, without forking, when there is
-    no ``os.fork``, JAX is already imported, or this process is already a supervised child."""
+    no ``os.fork``, JAX is already imported, or this process is already a supervised child.
+
+    What the launcher handed down must not break the hand-over (tests/test_supervise.py launches
+    under each):
+
+    * the forwarded signals are blocked from before the fork until the parent's handlers are in
+      place, so a signal sent to the parent in between waits instead of being lost (an ignored
+      disposition, e.g. under ``nohup`` or a job runner, would otherwise drop it; Linux keeps a
+      blocked signal pending even when it is ignored) or killing the parent alone;
+    * a launcher's blocked mask is lifted for these signals in both processes;
+    * SIGCHLD set to "ignore" would make the kernel reap the child before ``waitpid`` sees its
+      status, so the parent sets it back to the default (the child keeps what it inherited).
+    """
     global _CHILD
     if _CHILD or not hasattr(os, "fork") or "jax" in sys.modules or "jaxlib" in sys.modules:
         return
@@ -199,6 +211,11 @@ def supervise() -> None:
     sys.stderr.flush()
     read_end, write_end = _stderr_pair()
     parent = os.getpid()
+    signals = _forwarded_signals()
+    masked = hasattr(signal, "pthread_sigmask")
+    if masked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    sigchld = getattr(signal, "SIGCHLD", None)
     pid = os.fork()
     if pid == 0:
         _CHILD = True
@@ -207,13 +224,19 @@ def supervise() -> None:
         if os.getppid() != parent:  # the parent died before prctl: nobody would see our output
             os.kill(os.getpid(), signal.SIGKILL)
         os.setpgid(0, 0)
-        if hasattr(signal, "pthread_sigmask"):  # the forwarded signals must reach the work too
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _forwarded_signals())
         os.dup2(write_end, 2)
         os.close(write_end)
+        if masked:  # the forwarded signals must reach the work too
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
         return
     os.close(write_end)
-    _supervise(pid, read_end)
+    if sigchld is not None:
+        signal.signal(sigchld, signal.SIG_DFL)
+    try:
+        _supervise(pid, read_end)
+    except BaseException as err:  # never fall through into the child's work
+        _write_stderr(f"hnd: error: the supervisor of process {pid} failed: {err!r}\n".encode())
+        os._exit(EXIT_LOST)
 
 
 def _forwarded_signals() -> set[int]:
@@ -223,6 +246,8 @@ def _forwarded_signals() -> set[int]:
 
 
 def _forward(pid: int) -> None:
+    """Install the parent's handlers, then unblock the signals :func:`supervise` blocked (a signal
+    that arrived in between is delivered now, to the handler)."""
     def handler(signum, _frame):
         try:
             os.kill(pid, signum)
@@ -235,7 +260,7 @@ def _forward(pid: int) -> None:
 
     for signum in _forwarded_signals():
         signal.signal(signum, stop if signum == getattr(signal, "SIGTSTP", None) else handler)
-    if hasattr(signal, "pthread_sigmask"):  # a mask inherited from the launcher must not swallow them
+    if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _forwarded_signals())
 
 

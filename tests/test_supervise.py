@@ -32,6 +32,10 @@ STACK = (b":UNKNOWN:Error received from peer  {grpc_status:14, grpc_message:\"So
          b"*** Check failure stack trace: ***\n"
          b"    @     0x7fd9d0640634  absl::lts_20260107::log_internal::LogMessage::SendToLog()\n"
          b"    @     0x7fd9df8a71f5  (unknown)\n")
+#: How a fake child waits for a signal. Not one long ``time.sleep``: CPython runs a Python signal
+#: handler between bytecodes, so a signal landing after the last check and before the sleep's
+#: syscall waits for the whole sleep (the suite once hung 20 s here, one run in five under pytest).
+WAIT_FOR_SIGNAL = "for _ in range(1200):\n    time.sleep(0.05)\n"
 BEFORE = b"pass1 12/24 images\rpass1 24/24 images\rresumed from pass1\n"
 
 
@@ -145,16 +149,18 @@ def test_signals_reach_the_child_and_kill_9_of_the_parent_kills_the_child(tmp_pa
     body = """
     signal.signal(signal.SIGTERM, lambda *a: (print("child got SIGTERM", flush=True), os._exit(5)))
     print(os.getpid(), os.getppid(), flush=True)
-    time.sleep(60)
     """
     code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
-        textwrap.dedent(body)
+        textwrap.dedent(body) + WAIT_FOR_SIGNAL
     for sig, expect in ((signal.SIGTERM, 5), (signal.SIGKILL, -signal.SIGKILL)):
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         child, parent = map(int, p.stdout.readline().split())
         assert parent == p.pid and child != p.pid
         p.send_signal(sig)
-        assert p.wait(timeout=20) == expect
+        try:
+            assert p.wait(timeout=20) == expect
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"hung after {sig!r}: parent {_signal_state(p.pid)} | child {_signal_state(child)}")
         if sig == signal.SIGTERM:
             assert p.stdout.read() == b"child got SIGTERM\n"
         deadline = time.monotonic() + 10
@@ -239,24 +245,60 @@ def test_the_three_commands_parse_without_importing_jax():
     assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr.decode()[-2000:]
 
 
-def test_signals_reach_the_child_even_when_the_launcher_blocked_them():
-    """A signal mask inherited from the launcher (a library thread, a job runner) must not swallow
-    the forwarded signals: the full suite once hung here because SIGTERM was blocked in pytest."""
-    code = ("import os, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n"
+def _launch(code: str, launcher: str) -> subprocess.Popen:
+    """Start ``code`` under a launcher that left SIGTERM ignored, blocked or default, or SIGCHLD
+    ignored (what ``nohup``-like wrappers and job runners hand down)."""
+    def prepare():
+        if launcher == "SIGTERM ignored":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        elif launcher == "SIGTERM blocked":
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        elif launcher == "SIGCHLD ignored":
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=prepare)
+
+
+def _signal_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(line.strip() for line in f if line.startswith(("State", "Sig", "Shd")))
+    except OSError:
+        return "gone"
+
+
+@pytest.mark.parametrize("launcher", ["default", "SIGTERM ignored", "SIGTERM blocked", "SIGCHLD ignored"])
+def test_a_signal_sent_before_the_parent_is_ready_still_reaches_the_child(launcher):
+    """The race CI hit: the child printed (so the test signalled) before the parent had installed
+    its handlers. The parent here is held back 1 s after the fork to make the race certain; the
+    signal must wait for it, never kill the parent alone (default) or vanish (ignored)."""
+    code = ("import os, signal, time\nimport hnd_jax.supervise as sv\n"
+            "real = sv._supervise\n"
+            "sv._supervise = lambda pid, fd: (time.sleep(1), real(pid, fd))\n"
+            "sv.supervise()\n"
             "signal.signal(signal.SIGTERM, lambda *a: (print('child got SIGTERM', flush=True), os._exit(5)))\n"
-            "print(os.getpid(), flush=True)\ntime.sleep(60)\n")
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            "print(os.getpid(), flush=True)\n" + WAIT_FOR_SIGNAL)
+    p = _launch(code, launcher)
     try:
-        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    try:
-        p.stdout.readline()
+        child = int(p.stdout.readline())
         p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=20) == 5
+        try:
+            code = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"hung: parent {_signal_state(p.pid)} | child {_signal_state(child)}")
+        assert code == 5, p.stderr.read().decode()[-2000:]
         assert p.stdout.read() == b"child got SIGTERM\n"
     finally:
         if p.poll() is None:
             p.kill()
-        p.stdout.close()
-        p.stderr.close()
+
+
+def test_the_exit_code_survives_a_launcher_that_ignores_sigchld():
+    """With SIGCHLD ignored the kernel reaps the child at once and waitpid fails (ECHILD): the
+    parent once printed a traceback and then ran the work a second time itself."""
+    code = ("import os, sys\nfrom hnd_jax.supervise import supervise\nsupervise()\n"
+            "print('work', flush=True)\nsys.exit(3)\n")
+    p = _launch(code, "SIGCHLD ignored")
+    out, err = p.communicate(timeout=30)
+    assert (p.returncode, out, err) == (3, b"work\n", b"")
