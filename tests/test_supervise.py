@@ -247,17 +247,17 @@ def test_the_three_commands_parse_without_importing_jax():
 
 def _launch(code: str, launcher: str) -> subprocess.Popen:
     """Start ``code`` under a launcher that left SIGTERM ignored, blocked or default, or SIGCHLD
-    ignored (what ``nohup``-like wrappers and job runners hand down)."""
-    def prepare():
-        if launcher == "SIGTERM ignored":
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        elif launcher == "SIGTERM blocked":
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        elif launcher == "SIGCHLD ignored":
-            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=prepare)
+    ignored (what ``nohup``-like wrappers and job runners hand down). The launcher is a small Python
+    process that sets that up and execs ``code`` in the same PID (no ``preexec_fn``: forking this
+    multi-threaded test process to run Python code can deadlock)."""
+    prepare = {
+        "default": "",
+        "SIGTERM ignored": "signal.signal(signal.SIGTERM, signal.SIG_IGN)",
+        "SIGTERM blocked": "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})",
+        "SIGCHLD ignored": "signal.signal(signal.SIGCHLD, signal.SIG_IGN)",
+    }[launcher]
+    exec_code = f"import os, signal, sys\n{prepare}\nos.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])\n"
+    return subprocess.Popen([sys.executable, "-c", exec_code, code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _signal_state(pid: int) -> str:
