@@ -33,6 +33,9 @@ SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "conver
 
 #: Exit code of every expected failure.
 EXIT_ERROR = 2
+#: Exit code when the reader of stdout went away (``hnd card list | head -1``): what a shell reports for
+#: a command killed by SIGPIPE (128 + 13), as ``git`` and coreutils end; not 2, nothing was wrong with the input.
+EXIT_PIPE = 141
 
 #: Exceptions that are the user's or the environment's doing, never a bug in hnd-jax.
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug_requested(args):
             raise
         _silence_stdout()  # the reader went away (`| head`): nothing to report
-        return EXIT_ERROR
+        return EXIT_PIPE
     except EXPECTED_ERRORS as exc:
         if debug_requested(args):
             raise

@@ -123,7 +123,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch, bug):
 def test_broken_pipe_in_process_is_quiet(monkeypatch, capsys):
     monkeypatch.delenv("HND_DEBUG", raising=False)
     monkeypatch.setattr(cli_dictionary, "run_check", _failing(BrokenPipeError(errno.EPIPE, "Broken pipe")))
-    assert main(["dictionary", "check", "anything"]) == 2
+    assert main(["dictionary", "check", "anything"]) == 141  # as if killed by SIGPIPE, like git | head
     assert capsys.readouterr().err == ""
 
 
@@ -141,7 +141,7 @@ def test_broken_pipe_in_a_real_pipe_has_no_traceback(pristine_fixture):
     err = proc.stderr.read().decode()
     code = proc.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
-    assert code == 2
+    assert code == 141
 
 
 def test_os_error_in_a_subprocess_is_one_line(tmp_path):
