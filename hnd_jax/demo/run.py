@@ -40,7 +40,7 @@ SUMMARY_FILE = "summary.json"
 SUMMARY_KIND = "hnd-demo"
 #: Written first: an interrupted demo's folder is still recognised as a demo's (and reused).
 MARKER_FILE = ".hnd-demo"
-CRITERION = ("in every replicate, the biased model's count of significant units (docs/algorithm.md §2c: BH at alpha "
+CRITERION = ("the biased model's count of significant units (docs/algorithm.md §2c: BH at alpha "
              "0.05) >= the control's + 3 and the difference significant: one-sided two-proportion z-test over "
              "the dissected units, z >= 2.326 (p < 0.01)")
 #: The two findings: (key of the raw count, key of its significant subset).
@@ -95,7 +95,7 @@ def _model_entry(out: Path, pair_dir: Path, settings: DemoSettings, trained: Tra
 def _finding(models: dict[str, Any]) -> dict[str, Any]:
     """One replicate's verdict: raw counts with their z beside the significant counts the verdict uses."""
     units = models["biased"]["units"]
-    finding: dict[str, Any] = {"criterion": CRITERION, "units": units}
+    finding: dict[str, Any] = {"criterion": f"in this replicate, {CRITERION}", "units": units}
     for raw, sig in FINDINGS:
         b, c = models["biased"][raw], models["control"][raw]
         bs, cs = models["biased"][sig], models["control"][sig]
@@ -117,7 +117,8 @@ def combine_replicates(findings: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary's ``finding``: the first replicate's counts, the spread over all replicates, and
     ``reproduced`` only when every replicate reproduces."""
     first = findings[0]
-    out: dict[str, Any] = {"criterion": CRITERION, "units": first["units"], "replicates": len(findings)}
+    where = "in the one replicate" if len(findings) == 1 else f"in every one of the {len(findings)} replicates"
+    out: dict[str, Any] = {"criterion": f"{where}, {CRITERION}", "units": first["units"], "replicates": len(findings)}
     for raw, _ in FINDINGS:
         entry = dict(first[raw])
         entry["spread"] = {

@@ -149,6 +149,8 @@ def test_combined_verdict_needs_every_replicate():
     assert both[key]["spread"]["biased_significant"] == {"mean": 12.0, "min": 4, "max": 20}
     assert both[key]["replicates_clearly_more"] == 1 and not both[key]["clearly_more"]
     assert combine_replicates([good, good])["reproduced"]
+    assert combine_replicates([good, bad])["criterion"].startswith("in every one of the 2 replicates, ")
+    assert combine_replicates([good])["criterion"].startswith("in the one replicate, ")  # not "every" of one
 
 
 def test_outputs_exist_and_the_page_links_resolve(demo_out):
