@@ -152,10 +152,6 @@ class Taxonomy:
         return tuple(seen)
 
     # ----------------------------------------------------------------------------- families
-    @cached_property
-    def local_family_index(self) -> dict[str, int]:
-        return {f.name: i for i, f in enumerate(self.local_families)}
-
     def global_family(self, name: str) -> GlobalFamily:
         for fam in self.global_families:
             if fam.name == name:

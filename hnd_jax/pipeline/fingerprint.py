@@ -16,15 +16,6 @@ from typing import Any, Mapping
 import numpy as np
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (streamed)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_arrays(leaves: list[tuple[str, np.ndarray]]) -> str:
     """sha256 over named arrays (name, dtype, shape, bytes): the identity of in-memory parameters."""
     digest = hashlib.sha256()

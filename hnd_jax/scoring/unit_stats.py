@@ -151,23 +151,6 @@ class UnitStats:
         """Combine two states over disjoint image sets (other devices, hosts or resumed runs)."""
         return self._merge(a, b, self.k)
 
-    def adopt(self, state: State) -> State:
-        """Place a state saved under another device count (e.g. a resumed checkpoint) on this mesh.
-
-        The per-device top-k rows are folded into one (top-k of their union) and the other devices
-        start empty, which changes nothing in the final result.
-        """
-        host = {key: np.asarray(value) for key, value in state.items()}
-        if self.k:
-            top = host["topk"]
-            if top.ndim != 3 or top.shape[1:] != (self.num_units, self.k):
-                raise ValueError(f"top-k state {top.shape}: expected [D, {self.num_units}, {self.k}]")
-            union = np.moveaxis(top, 0, 1).reshape(self.num_units, -1)
-            folded = np.full((self.num_devices, self.num_units, self.k), -np.inf, np.float32)
-            folded[0] = np.partition(union, union.shape[1] - self.k, axis=1)[:, union.shape[1] - self.k :]
-            host["topk"] = folded
-        return jax.device_put(host, self._state_shardings())
-
     def finalize(self, state: State) -> dict[str, np.ndarray]:
         """thresholds [U] f32 (absent when quantile is None), lo [U], hi [U], image_max [N, U] f32.
 

@@ -161,11 +161,6 @@ def _flush_jax(x: jax.Array) -> jax.Array:
     return jnp.where(jnp.abs(x) < TINY, jnp.float32(0), x)
 
 
-def flush32_jax(x: jax.Array) -> jax.Array:
-    """float32 with subnormals replaced by zero (explicit, whatever the backend's FTZ mode)."""
-    return _flush_jax(x)
-
-
 def flush64_jax(x: jax.Array) -> jax.Array:
     """float64 values below the smallest normal float32 in magnitude replaced by zero."""
     return jnp.where(jnp.abs(x) < jnp.float64(TINY), jnp.float64(0), x)

@@ -154,7 +154,7 @@ class FaceJitter:
 class FaceSpec:
     """What to draw: present local concepts, global attributes (group names) and jitter.
 
-    ``skin_tone`` is continuous, 0 (brightest) .. 1 (darkest); see :func:`skin_tone_group`.
+    ``skin_tone`` is continuous, 0 (brightest) .. 1 (darkest); groups by :data:`SKIN_TONE_RANGES`.
     ``beard`` draws an unannotated jaw beard (used where ``No_Beard`` is annotated but absent and no
     other facial-hair concept is present, so that "not No_Beard" is visible too).
     """
@@ -169,14 +169,6 @@ class FaceSpec:
 
     def with_concepts(self, concepts) -> "FaceSpec":
         return replace(self, concepts=frozenset(concepts))
-
-
-def skin_tone_group(value: float) -> str | None:
-    """'bright' / 'dark' for a skin-tone value, None in the gap between the two groups."""
-    for group, (lo, hi) in SKIN_TONE_RANGES.items():
-        if lo <= value <= hi:
-            return group
-    return None
 
 
 def sample_jitter(rng: np.random.Generator) -> FaceJitter:
