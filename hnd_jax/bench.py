@@ -126,12 +126,9 @@ def run_bench(config: BenchConfig, *, tally: str = "auto", out: str | Path | Non
     import jax
 
     from hnd_jax.pipeline.config import RunConfig
-    from hnd_jax.pipeline.dissect import Dissection, _open_dictionary
-    from hnd_jax.pipeline.model_source import resolve_model
-    from hnd_jax.pipeline.source_model import ModelActivations
+    from hnd_jax.pipeline.dissect import model_dissection
     from hnd_jax.scoring.config import ScoringConfig
     from hnd_jax.scoring.tally import tally_factory_for
-    from hnd_jax.sharding import make_data_mesh
 
     factory = tally_factory_for(tally)
     tmp = None
@@ -146,26 +143,23 @@ def run_bench(config: BenchConfig, *, tally: str = "auto", out: str | Path | Non
         # overlap the device and the end-to-end time is lower, but no longer splits into stages).
         run_cfg = RunConfig(batch_size=config.batch, checkpoint_every=0, progress=progress, fresh=True, prefetch=0)
         scoring = ScoringConfig(image_size=config.image_size, permutations=config.permutations)
-        model = resolve_model(config.model, None, random_init=True, seed=0)
-        dic, spec = _open_dictionary(f"synthetic:{config.images}", config.image_size, None, resample=model.resample)
-        mesh = make_data_mesh()
-        source = ModelActivations(model, (config.layer,), dic, mesh, config.batch, prefetch=0,
-                                  process_index=jax.process_index(), process_count=jax.process_count())
-        timed = _TimedSource(source)
-        dissection = Dissection(timed, dic, scoring, run_cfg, Path(out), mesh, kind="model", dictionary_spec=spec,
-                                tally_factory=factory)
+        dissection = model_dissection(config.model, dictionary=f"synthetic:{config.images}", out=out,
+                                      layers=(config.layer,), scoring=scoring, run=run_cfg, random_init=True,
+                                      tally_factory=factory)
+        timed = dissection.source = _TimedSource(dissection.source)
         dissection.run()
         end_to_end = time.perf_counter() - t0
-        tally_method = dissection.tally_method  # what the run used ('auto' resolved per platform)
-        report = _report(config, dissection, timed, source, end_to_end, tally, tally_method, dic)
+        report = _report(config, dissection, timed, end_to_end, tally)
     finally:
         if tmp is not None:
             tmp.cleanup()
     return report
 
 
-def _report(config, dissection, timed, source, end_to_end, tally, tally_method, dic) -> dict[str, Any]:
+def _report(config, dissection, timed, end_to_end, tally) -> dict[str, Any]:
     import jax
+
+    dic, source, tally_method = dissection.dic, timed, dissection.tally_method  # 'auto' resolved per platform
 
     processes = jax.process_count()
     devices = jax.devices()

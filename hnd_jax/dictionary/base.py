@@ -129,8 +129,10 @@ class FaceDictionary(Protocol):
         batch_size: int,
         *,
         start: int = 0,
+        stop: int | None = None,
         process_index: int = 0,
         process_count: int = 1,
     ) -> Iterator[GlobalBatch]:
-        """Yield the images of one global family in family image order."""
+        """Yield the family's images ``start..stop`` (positions in family image order), this
+        process's contiguous slice of that range as :meth:`local_batches` does."""
         ...

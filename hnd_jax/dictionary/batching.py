@@ -136,12 +136,14 @@ class RecordDictionary:
         batch_size: int,
         *,
         start: int = 0,
+        stop: int | None = None,
         process_index: int = 0,
         process_count: int = 1,
     ) -> Iterator[GlobalBatch]:
-        """Batches of a global family's images in family order (this process's slice)."""
+        """Batches of a global family's images ``start..stop`` in family order (this process's slice)."""
         groups = self.global_group_of(family)
-        lo, hi = process_slice(max(0, int(start)), len(groups), process_index, process_count)
+        stop = len(groups) if stop is None else min(int(stop), len(groups))
+        lo, hi = process_slice(max(0, int(start)), stop, process_index, process_count)
         for a, b in batch_bounds(lo, hi, batch_size):
             idx = np.arange(a, b, dtype=np.int64)
             imgs = self._load_global_many(family, idx.tolist())

@@ -70,7 +70,15 @@ def _say(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- public API
-def dissect_model(
+def dissect_model(model: Any, **options: Any) -> Path:
+    """Dissect ``layers`` of ``model`` on ``dictionary``; write results under ``out``; return ``out``.
+
+    The options are :func:`model_dissection`'s; this builds the run and runs it.
+    """
+    return model_dissection(model, **options).run()
+
+
+def model_dissection(
     model: Any,
     *,
     dictionary: str | Path | FaceDictionary = "synthetic",
@@ -87,13 +95,15 @@ def dissect_model(
     seed: int = 0,
     capture: Any = None,
     tally_factory: Callable[..., Any] | None = None,
-) -> Path:
-    """Dissect ``layers`` of ``model`` on ``dictionary``; write results under ``out``; return ``out``.
+) -> "Dissection":
+    """The :class:`Dissection` of ``layers`` of ``model`` on ``dictionary``, built and checked but
+    not run (:func:`dissect_model` runs it; ``hnd bench`` times its source first).
 
     model:      a model card name or ``.toml`` path (weights from ``weights``: original file or
                 converted folder), or a ``flax.nnx.Module`` (give ``card`` or ``scoring['image_size']``;
                 ``preprocess`` maps uint8 NHWC -> float32, default: scale to [0, 1]).
     dictionary: ROOT, PREP, ``synthetic[:N[:SEED]]`` or an opened :class:`FaceDictionary`.
+    out:        OUT, the results folder.
     layers:     dotted layer paths; default: the card's ``default_layers``.
     scoring:    a :class:`ScoringConfig` or its fields; ``image_size`` defaults to the model's input size.
     run:        a :class:`RunConfig` or its fields (batch size, cache budget, checkpoints, devices, progress).
@@ -102,7 +112,8 @@ def dissect_model(
     capture / tally_factory: injection points (a custom layer capture for exotic modules; a reference tally in tests).
 
     Raises HndError for every problem a user can cause (unknown layer, bad settings, a checkpoint of
-    a different run, NaN activations, ...).
+    a different run, NaN activations, ...); the ones found while building are raised here, before
+    any image is read.
     """
     from hnd_jax.pipeline.model_source import resolve_model
     from hnd_jax.pipeline.source_model import ModelActivations
@@ -123,10 +134,9 @@ def dissect_model(
     dic, spec = _open_dictionary(dictionary, config.image_size, taxonomy, resample=source_model.resample)
     mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
     source = ModelActivations(source_model, layers, dic, mesh, run_cfg.batch_size, capture=capture,
-                              process_index=jax.process_index(), process_count=jax.process_count(),
                               prefetch=run_cfg.prefetch)
     return Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="model", dictionary_spec=spec,
-                      tally_factory=tally_factory).run()
+                      tally_factory=tally_factory)
 
 
 def dissect_activations(

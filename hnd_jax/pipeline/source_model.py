@@ -10,7 +10,6 @@ to the devices while the current one computes (:mod:`hnd_jax.pipeline.prefetch`)
 
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -44,8 +43,7 @@ class ModelActivations:
     """
 
     def __init__(self, model: ModelSource, layers: tuple[str, ...], dic: FaceDictionary, mesh: Mesh,
-                 batch_size: int, *, capture: LayerCapture | None = None,
-                 process_index: int = 0, process_count: int = 1, prefetch: int = 2):
+                 batch_size: int, *, capture: LayerCapture | None = None, prefetch: int = 2):
         self.model = model
         self.layers = tuple(layers)
         self.dic = dic
@@ -54,7 +52,6 @@ class ModelActivations:
         self.forward = LayerForward(model.module, self.layers, mesh, capture=capture)
         self.shapes = self.forward.shapes(int(dic.image_size), self.padded)  # validates the layer names
         self.identity = model.identity
-        self.process_index, self.process_count = process_index, process_count
         self.prefetch = int(prefetch)
         self.split = {"data": 0.0, "forward": 0.0, "input_wait": 0.0}
         self.cache: ActivationCache | None = None
@@ -140,12 +137,8 @@ class ModelActivations:
         return None if len(self.dic.global_group_of(family)) else "no images"
 
     def family_batches(self, family: str, lo: int, hi: int, batch_size: int, first: int) -> Iterator[SourceBatch]:
-        if self.process_count == 1:
-            batches = self.dic.global_batches(family, batch_size, start=lo + first * batch_size)
-        else:  # the dictionary slices processes itself; skip the batches done before a resume
-            batches = itertools.islice(
-                self.dic.global_batches(family, batch_size, process_index=self.process_index,
-                                        process_count=self.process_count), first, None)
+        # [lo, hi) is this process's slice (the driver cut it); a resume starts past the done batches
+        batches = self.dic.global_batches(family, batch_size, start=lo + first * batch_size, stop=hi)
         ahead = self._ahead(batches, lambda batch: True)
         try:
             for batch, x in ahead:

@@ -182,6 +182,13 @@ def test_multi_process_batches_cover_every_image_once(pristine_fixture):
     n = len(d.global_group_of(fam))
     got = [int(i) for p in range(4) for b in d.global_batches(fam, 1, process_index=p, process_count=4) for i in b.index]
     assert got == list(range(n))
+    # a range of the family (what a resumed process reads: its own slice, past the done batches)
+    for start, stop, bs in ((1, n - 1, 2), (0, 1, 3), (n - 1, n + 5, 1), (3, 3, 2)):
+        got = [int(i) for b in d.global_batches(fam, bs, start=start, stop=stop) for i in b.index]
+        assert got == list(range(start, min(stop, n))), (start, stop, bs)
+    got = [int(i) for p in range(2) for b in d.global_batches(fam, 2, start=1, stop=n - 1, process_index=p, process_count=2)
+           for i in b.index]
+    assert got == list(range(1, n - 1))
     with pytest.raises(HndError, match="process_index"):
         list(d.local_batches(2, process_index=2, process_count=2))
 

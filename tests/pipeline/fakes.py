@@ -77,11 +77,12 @@ class TinyDictionary:
     def global_group_of(self, family):
         return self.global_groups_of[family]
 
-    def global_batches(self, family, batch_size, *, start=0, process_index=0, process_count=1):
+    def global_batches(self, family, batch_size, *, start=0, stop=None, process_index=0, process_count=1):
         from hnd_jax.dictionary.batching import process_slice
 
         groups = self.global_groups_of[family]
-        lo, hi = process_slice(start, len(groups), process_index, process_count)
+        stop = len(groups) if stop is None else min(stop, len(groups))
+        lo, hi = process_slice(start, stop, process_index, process_count)
         for a in range(lo, hi, batch_size):
             idx = np.arange(a, min(a + batch_size, hi))
             yield GlobalBatch(images=self.global_images[family][idx], group=groups[idx], index=idx.astype(np.int64))

@@ -286,3 +286,33 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         dissect_model(TinyNet(), layers=["conv9"], dictionary=TinyDictionary(), out=tmp_path,
                       scoring={"image_size": 12})
     assert not (tmp_path / "dissection.json").exists()
+
+
+@pytest.mark.parametrize("process_count", [1, 3])
+def test_a_resumed_global_family_reads_only_its_remaining_images(process_count):
+    """The model source reads a family's slice [lo, hi) from batch ``first`` on: nothing before it
+    (a resumed process once re-read and skipped its finished batches) and nothing past ``hi``
+    (another process's images)."""
+    from hnd_jax.dictionary.batching import process_slice
+    from hnd_jax.pipeline.model_source import resolve_model
+    from hnd_jax.pipeline.source_model import ModelActivations
+
+    requested: list[int] = []
+
+    class Recording(TinyDictionary):
+        def global_batches(self, *a, **k):
+            for batch in super().global_batches(*a, **k):
+                requested.extend(batch.index.tolist())
+                yield batch
+
+    dic = Recording(per_group=5)
+    family = dic.taxonomy.global_families[0].name
+    n = len(dic.global_group_of(family))
+    model = resolve_model(TinyNet())
+    source = ModelActivations(model, ("conv1",), dic, make_data_mesh(1), 2, prefetch=0)
+    for p in range(process_count):
+        lo, hi = process_slice(0, n, p, process_count)
+        for first in range(0, (hi - lo + 1) // 2 + 1):
+            requested.clear()
+            got = [i for b in source.family_batches(family, lo, hi, 2, first) for i in b.index.tolist()]
+            assert got == requested == list(range(lo + 2 * first, hi)), (p, first)
