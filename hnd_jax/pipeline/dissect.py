@@ -31,6 +31,7 @@ system).
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 import time
@@ -73,7 +74,8 @@ def _say(message: str) -> None:
 def dissect_model(model: Any, **options: Any) -> Path:
     """Dissect ``layers`` of ``model`` on ``dictionary``; write results under ``out``; return ``out``.
 
-    The options are :func:`model_dissection`'s; this builds the run and runs it.
+    The options are :func:`model_dissection`'s (its signature is this function's, for ``help()``);
+    this builds the run and runs it.
     """
     return model_dissection(model, **options).run()
 
@@ -137,6 +139,10 @@ def model_dissection(
                               prefetch=run_cfg.prefetch)
     return Dissection(source, dic, config, run_cfg, Path(out), mesh, kind="model", dictionary_spec=spec,
                       tally_factory=tally_factory)
+
+
+dissect_model.__signature__ = inspect.signature(model_dissection).replace(  # type: ignore[attr-defined]
+    return_annotation=Path)
 
 
 def dissect_activations(
