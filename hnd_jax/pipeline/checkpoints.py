@@ -71,40 +71,26 @@ def _flat(tree: Any) -> dict[str, np.ndarray]:
 class RunCheckpoints:
     """Save / find / restore the accumulator states of one run (see module docstring)."""
 
-    def __init__(self, directory: str | Path, fingerprint: dict[str, Any], *, process_index: int = 0,
-                 process_count: int = 1):
+    def __init__(self, directory: str | Path, fingerprint: dict[str, Any], *, process_count: int = 1):
         self.directory = Path(directory).absolute()
         self.fingerprint = canonical(fingerprint)
         # Several processes: orbax's managers coordinate saves across processes (a primary host writes
         # the metadata), so one process's private checkpoint is written without its data; each
         # process writes plain files instead (:class:`_PlainSteps`, the same atomic-rename rule).
         self._plain = _PlainSteps(self.directory) if process_count > 1 else None
-        self._process = (process_index, process_count)
         self._manager = None
         self._step = 0
-
-    def _manager_options(self):
-        """orbax's options (orbax is imported on first use: ``hnd --help`` and small runs skip it)."""
-        process_index, process_count = self._process
-        ocp = _ocp()
-        if process_count > 1:
-            mp = ocp.options.MultiprocessingOptions(
-                primary_host=process_index, active_processes={process_index},
-                barrier_sync_key_prefix=f"hnd_p{process_index}",
-            )
-        else:
-            mp = ocp.options.MultiprocessingOptions()
-        return ocp.CheckpointManagerOptions(
-            max_to_keep=1, enable_async_checkpointing=False, create=process_count == 1, multiprocessing_options=mp
-        )  # orbax refuses create=True with active_processes: the manager property creates the folder
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def manager(self):
-        """The orbax ``CheckpointManager`` (created, and orbax imported, on first use)."""
+        """The orbax ``CheckpointManager`` of a single-process run (created, and orbax imported, on
+        first use: ``hnd --help`` and small runs skip it). Several processes never use it."""
         if self._manager is None:
+            ocp = _ocp()
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._manager = _ocp().CheckpointManager(self.directory, options=self._manager_options())
+            options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False, create=True)
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
             self._step = self._manager.latest_step() or 0
         return self._manager
 

@@ -246,7 +246,7 @@ class Dissection:
             "process": [self.process_index, self.process_count],
         })
         self.ckpt = RunCheckpoints(checkpoint_dir(out, self.process_index, self.process_count), self.fingerprint,
-                                   process_index=self.process_index, process_count=self.process_count)
+                                   process_count=self.process_count)
         self.cache_dir = out / ".cache" / (f"process_{self.process_index}" if self.process_count > 1 else "")
         self.runner = StageRunner(self.ckpt, run.checkpoint_every, run.batch_size, padded_size(run.batch_size, mesh),
                                   run.progress, before_checkpoint=getattr(source, "flush", lambda: None))
