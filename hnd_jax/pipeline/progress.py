@@ -67,12 +67,16 @@ class StageProgress:
         elif self.mode == "plain":
             self._line(text)
 
-    def close(self) -> float:
-        """End the stage; print its time (bar and plain modes); return the seconds it took."""
+    def close(self, completed: bool = True) -> float:
+        """End the stage; print its time (bar and plain modes); return the seconds it took.
+        ``completed=False`` (an error or an interruption ended it): say where it stopped, not "done"."""
         seconds = time.perf_counter() - self.t0
         if self.bar is not None:
             self.bar.close()
         if self.mode != "none":
-            rate = (self.done - self.start_done) / max(seconds, 1e-9)
-            self._line(f"done in {seconds:.1f} s ({self.done - self.start_done} {self.unit}, {rate:.1f} {self.unit}/s)")
+            if completed:
+                rate = (self.done - self.start_done) / max(seconds, 1e-9)
+                self._line(f"done in {seconds:.1f} s ({self.done - self.start_done} {self.unit}, {rate:.1f} {self.unit}/s)")
+            else:
+                self._line(f"stopped after {seconds:.1f} s at {self.done}/{self.total} {self.unit}")
         return seconds

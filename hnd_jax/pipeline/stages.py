@@ -141,6 +141,7 @@ class StageRunner:
         progress = StageProgress(stage.label, stage.num_images, mode=self.progress,
                                  initial=min(first * self.batch_size, stage.num_images))
         done = first
+        completed = False
         try:
             for source_batch in batches:
                 t = time.perf_counter()
@@ -151,11 +152,12 @@ class StageRunner:
                     self.save(stage.name, done, {**finished, stage.name: states})
                 progress.update(len(source_batch))
                 _sleep_hook()
+            completed = True
         finally:
             close = getattr(batches, "close", None)
             if close is not None:  # stops a source's read-ahead thread now, also on an error
                 close()
-            stage_seconds = progress.close()
+            stage_seconds = progress.close(completed)
         self.split[f"stage:{stage.name}"] = self.split.get(f"stage:{stage.name}", 0.0) + stage_seconds
         return [merge_across_processes(acc.merge, s) for (_, acc), s in zip(stage.accumulators, states)]
 

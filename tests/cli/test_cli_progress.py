@@ -66,3 +66,13 @@ def test_extract_shows_progress_unless_told_not_to(tmp_path, capsys, quiet):
     else:
         _assert_progress(err, "extract", 5)
     assert np.load(tmp_path / "a.npy").shape[0] == 5
+
+
+def test_a_stage_ended_by_an_error_or_an_interrupt_is_not_called_done(capsys):
+    from hnd_jax.pipeline.progress import StageProgress
+
+    progress = StageProgress("pass 2 (IoU tally)", 32, mode="plain")
+    progress.update(8)
+    progress.close(completed=False)
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("hnd: pass 2 (IoU tally): stopped after ") and last.endswith(" at 8/32 img"), last
