@@ -37,12 +37,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from hnd_jax.errors import HndError, one_line
+from hnd_jax.errors import HndError, Terminated, one_line
 
 #: Seconds without a sign of life after which a peer process is declared lost (``--peer-timeout``).
 DEFAULT_PEER_TIMEOUT = 120.0
-#: Seconds to wait for every process to join at the start (``jax.distributed.initialize``).
-DEFAULT_JOIN_TIMEOUT = 300
+#: Seconds the processes wait at least for each other to join at the start (``--peer-timeout`` when
+#: longer): processes of one job legitimately start seconds apart (imports, container start-up).
+JOIN_TIMEOUT_FLOOR = 60
 #: Seconds a finished process waits at JAX's shutdown barrier for process 0 (which writes OUT and
 #: the report after the last merge).
 SHUTDOWN_TIMEOUT = 6 * 3600
@@ -99,7 +100,9 @@ def add_distributed_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-processes", type=int, metavar="N", default=None, help="number of processes")
     g.add_argument("--process-id", type=int, metavar="I", default=None, help="this process's index, 0..N-1")
     g.add_argument("--peer-timeout", type=float, metavar="SECONDS", default=DEFAULT_PEER_TIMEOUT,
-                   help="end with an error when a peer shows no sign of life this long (default: %(default)s)")
+                   help="end with an error when a peer shows no sign of life this long, or when not every "
+                        f"process has joined this long (at least {JOIN_TIMEOUT_FLOOR} s) after the start "
+                        "(default: %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> DistributedOptions:
@@ -113,10 +116,20 @@ def options_from_args(args: argparse.Namespace) -> DistributedOptions:
 _WATCH: "PeerWatch | None" = None
 
 
+#: The line a process prints before it waits for the others, and the one after all have joined
+#: (:mod:`hnd_jax.supervise` reads them: JAX aborts a process whose peers never join).
+JOINING, JOINED = "hnd: joining", "hnd: joined"
+
+
 def initialize(options: DistributedOptions) -> bool:
     """Join the other processes (once per interpreter); start the peer watch. False: single process.
 
-    Raises HndError when the options are incomplete or the coordinator cannot be reached in time.
+    Prints ``hnd: joining ...`` before waiting (:func:`join_timeout_for` seconds at most: JAX then aborts
+    the process, and its supervisor names the cause) and ``hnd: joined ...`` after. Replaces the
+    SIGTERM handler JAX's preemption notifier installs (it would swallow SIGTERM: the run went on)
+    with one that raises :class:`~hnd_jax.errors.Terminated`. Raises HndError when the options are
+    incomplete, the coordinator's host does not resolve, process 0's port is taken, or JAX cannot
+    join (no cluster detected, ...).
     """
     global _WATCH
     options.check()
@@ -127,22 +140,91 @@ def initialize(options: DistributedOptions) -> bool:
     if _WATCH is not None or jax.distributed.is_initialized():
         return True
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    join_timeout = join_timeout_for(options.peer_timeout)
     kwargs: dict[str, Any] = dict(
-        initialization_timeout=DEFAULT_JOIN_TIMEOUT,
+        initialization_timeout=join_timeout,
         heartbeat_timeout_seconds=int(options.peer_timeout * 2 + 10),
         shutdown_timeout_seconds=SHUTDOWN_TIMEOUT,
     )
-    if not options.auto:
+    if options.auto:
+        where, who = "--distributed", "this process"
+    else:
+        _check_coordinator(options)
         kwargs.update(coordinator_address=options.coordinator, num_processes=options.num_processes,
                       process_id=options.process_id)
+        where, who = f"--coordinator {options.coordinator}", f"process {options.process_id} of {options.num_processes}"
+    print(f"{JOINING} ({who}, {where}): waiting up to {join_timeout} s for every process", file=sys.stderr,
+          flush=True)
     try:
         jax.distributed.initialize(**kwargs)
-    except (RuntimeError, ValueError) as exc:  # unreachable coordinator, no cluster detected, ...
-        where = "--distributed" if options.auto else f"--coordinator {options.coordinator}"
+    except (RuntimeError, ValueError) as exc:  # no cluster detected, ...
         raise HndError(f"{where}: could not join the other processes ({' '.join(str(exc).split())[:300]})") from None
+    _stop_on_sigterm()
+    print(f"{JOINED} as process {jax.process_index()} of {jax.process_count()}", file=sys.stderr, flush=True)
     _WATCH = PeerWatch(jax.process_index(), jax.process_count(), options.peer_timeout)
     _WATCH.start()
     return True
+
+
+def join_timeout_for(peer_timeout: float) -> int:
+    """Whole seconds to wait for every process to join: ``peer_timeout`` rounded up, at least
+    :data:`JOIN_TIMEOUT_FLOOR`."""
+    return max(JOIN_TIMEOUT_FLOOR, int(-(-float(peer_timeout) // 1)))
+
+
+def _check_coordinator(options: DistributedOptions) -> None:
+    """HndError, before JAX is asked, for what JAX reports badly: a host name that does not resolve
+    (JAX retried it until the timeout) and, on process 0, a port already in use (JAX's gRPC server
+    failed to bind and the process crashed with a segmentation fault)."""
+    import socket
+
+    host, _, port = options.coordinator.rpartition(":")
+    host = host.strip("[]")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise HndError(f"--coordinator {options.coordinator}: cannot resolve the host {host!r} "
+                       f"({one_line(exc, 120)})") from None
+    if options.process_id == 0 and port_in_use(int(port)):
+        raise HndError(f"--coordinator {options.coordinator}: port {port} is already in use on this host (another "
+                       "run's coordinator?): give every run its own port")
+
+
+def port_in_use(port: int) -> bool:
+    """Is a socket listening on TCP ``port`` of this host (any address, IPv4 or IPv6)? Probed by
+    binding where JAX's coordinator binds (``[::]``, dual stack; ``0.0.0.0`` without IPv6), with
+    SO_REUSEADDR as gRPC does, so a previous run's sockets in TIME_WAIT do not count."""
+    import errno
+    import socket
+
+    for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                sock.bind((address, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+                continue  # this family cannot bind here: try the next
+            return False
+    return False
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises :class:`Terminated` in the main thread (JAX's preemption notifier, started by
+    ``jax.distributed.initialize``, had replaced the default action with a handler that only logs)."""
+    import signal
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def _client():
@@ -236,17 +318,17 @@ class PeerWatch:
 _ENDING = threading.Lock()
 
 
-def end_now(message: str | None, code: int) -> None:
-    """Print ``hnd: error: <message>`` (if any) and end now with ``code``, skipping the interpreter's
-    exit handlers (JAX's shutdown barrier would wait for a peer that never comes). The first caller
-    wins: a second thread arriving here waits for the first to end the process, so exactly one
-    line is printed."""
+def end_now(message: str | None, code: int, *, error: bool = True) -> None:
+    """Print ``hnd: error: <message>`` (``hnd: <message>`` with ``error=False``: an interrupt) if any,
+    and end now with ``code``, skipping the interpreter's exit handlers (JAX's shutdown barrier
+    would wait for a peer that never comes). The first caller wins: a second thread arriving here
+    waits for the first to end the process, so exactly one line is printed."""
     if not _ENDING.acquire(blocking=False):
         while True:
             time.sleep(3600)
     try:
         if message:
-            print(f"hnd: error: {message}", file=sys.stderr, flush=True)
+            print(f"hnd: {'error: ' if error else ''}{message}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
@@ -320,8 +402,11 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
     except BaseException as exc:
         from hnd_jax.cli.main import EXPECTED_ERRORS, debug_requested, error_message
 
+        stopped = isinstance(exc, (KeyboardInterrupt, Terminated))
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C (forwarded by the supervisor): as main() does
             message, code = "interrupted", 130
+        elif isinstance(exc, Terminated):  # SIGTERM (scancel, kubectl delete, timeout)
+            message, code = "terminated", Terminated.exit_code
         elif isinstance(exc, EXPECTED_ERRORS) and not debug_requested():
             message, code = error_message(exc), getattr(exc, "exit_code", 2)
         else:
@@ -333,7 +418,7 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
             _WATCH.report_failure(message)
             if _WATCH.index == 0:  # the coordinator goes last: its end would abort the peers' JAX clients
                 time.sleep(3 * _WATCH.interval + 1)
-        end_now(message, code)
+        end_now(message, code, error=not stopped)
     else:
         if _WATCH is not None:
             _WATCH.finish()

@@ -22,6 +22,14 @@ class HndError(Exception):
         self.kind = kind  # machine-readable category, e.g. "missing_mask" (used by --skip-bad counts)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (``scancel``, Kubernetes, ``timeout``): the run stops like an interrupt, exit
+    143 (128 + SIGTERM). A BaseException, like KeyboardInterrupt, so that no ``except Exception``
+    swallows it. Raised by the handler :func:`hnd_jax.distributed.initialize` installs."""
+
+    exit_code = 143
+
+
 class BadInputError(HndError):
     """A data file that cannot be used as it is (missing, corrupt, wrong shape, unknown concept...).
 

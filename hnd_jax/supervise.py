@@ -67,12 +67,17 @@ _PR_SET_PDEATHSIG = 1
 _CHILD = False
 
 
-def lost_line(fatal: bytes) -> str:
+def lost_line(fatal: bytes, *, joining: bool = False) -> str:
     """The one line (without ``hnd: error: ``) for JAX's fatal text ``fatal`` (bytes, one or more
-    lines): process 0 when it names the leader task; else the one ``/task:K`` it names, if any."""
+    lines): while the processes were still joining (``joining``: the child said it was waiting and
+    not yet that all had joined), that not all of them came; else process 0 when it names the leader
+    task; else the one ``/task:K`` it names, if any."""
     text = " ".join(fatal.decode("utf-8", "replace").split())
     status = re.search(r"absl::Status: ([A-Z_]+: [^.]{0,120})", text)
     jax_says = f" (JAX: {status.group(1)})" if status else ""
+    if joining:
+        return ("not every process joined in time (--peer-timeout): start all of them with the same --coordinator "
+                f"HOST:PORT and --num-processes, with process 0 running and HOST:PORT reachable{jax_says}")
     if "leader task" in text:
         return ("lost process 0 (the coordinator, which hosts JAX's coordination service): it stopped answering; "
                 f"it was killed, crashed or its host is unreachable{jax_says}")
@@ -87,13 +92,15 @@ class FatalFilter:
 
     feed(data) with any chunking; tick(now) releases a held prelude after :data:`HOLD_SECONDS` and a
     partial line once output pauses; close() at the end. ``fatal``: the first fatal line (bytes) or
-    None; ``said_error``: an ``hnd: error:`` line was passed on.
+    None; ``said_error``: an ``hnd: error:`` line was passed on; ``joining``: the child said it waits
+    for the other processes (``hnd: joining``) and has not yet said they all joined (``hnd: joined``).
     """
 
     def __init__(self, write: Callable[[bytes], None]):
         self.write = write
         self.fatal: bytes | None = None
         self.said_error = False
+        self.joining = False
         self._partial = b""
         self._held: list[bytes] = []
         self._held_since: float | None = None
@@ -126,6 +133,8 @@ class FatalFilter:
     def _out(self, line: bytes) -> None:
         if line.startswith(b"hnd: error:"):
             self.said_error = True
+        elif line.startswith((b"hnd: joining", b"hnd: joined")):  # distributed.JOINING / JOINED
+            self.joining = line.startswith(b"hnd: joining")
         self.write(line)
 
     def _release(self) -> None:
@@ -299,9 +308,10 @@ def _end_like(status: int, filt: FatalFilter) -> None:
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + signum
     if filt.fatal is not None and (signum or code != 0):
         if not filt.said_error:
-            _write_stderr(f"hnd: error: {lost_line(filt.fatal)}\n".encode())
+            _write_stderr(f"hnd: error: {lost_line(filt.fatal, joining=filt.joining)}\n".encode())
         os._exit(EXIT_LOST)
     if signum:
-        signal.signal(signum, signal.SIG_DFL)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+            signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
     os._exit(code)

@@ -46,3 +46,48 @@ def test_per_process_fields_are_not_compared():
     fp1 = {"process": [1, 2], "scoring": {"quantile": 0.005}}
     assert disagreement([comparable(fp0), comparable(fp1)]) is None
     assert disagreement([fp0, fp1]) is not None
+
+
+def test_a_port_in_use_is_seen_and_a_free_one_is_not():
+    """Process 0 refuses a taken port up front (JAX's coordinator crashed with a segmentation fault
+    when its gRPC server could not bind), for listeners on any address family."""
+    import socket
+
+    from hnd_jax.distributed import port_in_use
+
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::1")):
+        try:
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.bind((address, 0))
+        except OSError:  # no IPv6 on this machine
+            continue
+        with listener:
+            listener.listen()
+            port = listener.getsockname()[1]
+            assert port_in_use(port), (address, port)
+        assert not port_in_use(port), (address, port)  # closed: free again
+
+
+def test_the_coordinator_is_checked_before_jax_is_asked():
+    import socket
+
+    from hnd_jax.distributed import _check_coordinator
+
+    with pytest.raises(HndError, match="cannot resolve the host 'no-such-host.invalid'"):
+        _check_coordinator(DistributedOptions(coordinator="no-such-host.invalid:1234", num_processes=2, process_id=1))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        busy = DistributedOptions(coordinator=f"127.0.0.1:{port}", num_processes=2, process_id=0)
+        with pytest.raises(HndError, match=f"port {port} is already in use"):
+            _check_coordinator(busy)
+        # only process 0 binds the port: the others connect to it
+        _check_coordinator(DistributedOptions(coordinator=f"127.0.0.1:{port}", num_processes=2, process_id=1))
+
+
+def test_processes_wait_for_each_other_at_least_a_minute_at_the_start():
+    from hnd_jax.distributed import JOIN_TIMEOUT_FLOOR, join_timeout_for
+
+    assert join_timeout_for(4.0) == JOIN_TIMEOUT_FLOOR == 60
+    assert join_timeout_for(120.0) == 120 and join_timeout_for(120.2) == 121

@@ -135,6 +135,8 @@ def test_a_child_that_printed_its_own_line_first_is_not_named_twice():
     ("sys.stderr.write('E0101 00:00:00.0 1 x.cc:1] Polled an error from coordination service\\nbye'); sys.exit(3)", 3),
     ("sys.stderr.write('plain\\n'); sys.stderr.flush(); os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM),
     ("sys.stderr.write('plain\\n'); sys.stderr.flush(); os.abort()", -signal.SIGABRT),
+    # the OOM killer's signal: it has no handler to reset (the supervisor once failed with EINVAL here)
+    ("sys.stderr.write('plain\\n'); sys.stderr.flush(); os.kill(os.getpid(), signal.SIGKILL)", -signal.SIGKILL),
     ("print('fine')", 0),
 ])
 def test_without_the_fatal_message_the_parent_ends_as_the_child_did(body, code):
@@ -302,3 +304,24 @@ def test_the_exit_code_survives_a_launcher_that_ignores_sigchld():
     p = _launch(code, "SIGCHLD ignored")
     out, err = p.communicate(timeout=30)
     assert (p.returncode, out, err) == (3, b"work\n", b"")
+
+
+def test_a_process_whose_peers_never_joined_says_so():
+    """JAX aborts a process whose peers do not join in time (DEADLINE_EXCEEDED on RegisterTask);
+    the child had said it was joining, so the line says what to check, not 'lost a peer'."""
+    deadline = (b"F1130 15:08:07.937334   14483 client.h:80] Terminating process because the JAX distributed "
+                b"service detected fatal errors. This most likely indicates that another task died; see the "
+                b"other task logs for more details. absl::Status: DEADLINE_EXCEEDED: Deadline Exceeded\n"
+                b"RPC: /xla.coordination.CoordinationService/RegisterTask\n")
+    body = f"""
+    sys.stderr.write("hnd: joining (process 0 of 2, --coordinator 127.0.0.1:1): waiting up to 60 s\\n"); sys.stderr.flush()
+    os.write(2, {(deadline + STACK).decode()!r}.encode())
+    os.abort()
+    """
+    r = run_child(body)
+    assert r.returncode == 2
+    lines = r.stderr.decode().splitlines()
+    assert lines[0].startswith("hnd: joining") and len(lines) == 2, r.stderr
+    assert lines[1].startswith("hnd: error: not every process joined in time (--peer-timeout)")
+    out, f = filtered([b"hnd: joining (x)\n", b"hnd: joined as process 0 of 2\n"])
+    assert not f.joining  # joined: a later fatal error is a lost peer again
