@@ -56,6 +56,8 @@ def _run(args: argparse.Namespace) -> int:
     agree_across_processes({"config": args.config, "tally": args.tally, "out": args.out})
     report = run_bench(CONFIGS[args.config], tally=args.tally, out=args.out)
     if jax.process_index() != 0:
+        print(f"hnd: process {jax.process_index()} done; process 0 prints the report"
+              + (f" and writes {args.json}" if args.json else ""), file=sys.stderr)
         return 0
     print(format_table(report))
     if args.json:

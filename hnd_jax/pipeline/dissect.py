@@ -318,7 +318,8 @@ class Dissection:
 
         completed = False
         try:
-            agree_across_processes(comparable(self.fingerprint))  # before any work
+            # before any work; OUT too: process 0 writes there, and the others checkpoint beside it
+            agree_across_processes({**comparable(self.fingerprint), "out": str(self.out.absolute())})
             with locked_out(self.out, self.process_index, self.process_count) as taken_over:
                 self.lock_taken_over = taken_over
                 out = self._run()

@@ -188,6 +188,16 @@ def test_different_settings_on_the_processes_both_exit_2_with_one_line(activatio
     assert not (out / "dissection.json").exists()
 
 
+def test_different_out_folders_are_refused_on_both_processes(activations, tmp_path):
+    """Process 1 once checkpointed into its own OUT and said 'process 0 wrote' it."""
+    results = finish(start_pair(lambda i: acts_args(activations, tmp_path / f"out{i}")))
+    for code, _, err in results:
+        assert code == 2, err
+        (line,) = error_lines(err)
+        assert f"out: {tmp_path / 'out0'} on process 0, {tmp_path / 'out1'} on process 1" in line, line
+    assert not (tmp_path / "out0" / "dissection.json").exists()
+
+
 @pytest.mark.parametrize("victim", [1, 0])
 def test_killing_a_process_ends_the_other_within_the_timeout(activations, tmp_path, victim):
     """Process 1 lost: process 0's peer watch names it. Process 0 lost (it hosts JAX's coordination
