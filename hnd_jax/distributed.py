@@ -240,7 +240,8 @@ class PeerWatch:
     """A daemon thread: sign of life every ``interval`` s; a peer silent for ``timeout`` s is lost.
 
     States in the key-value store under ``hnd/alive/<i>`` (a counter), ``hnd/done/<i>`` (finished
-    normally: no longer watched) and ``hnd/failed/<i>`` (ended with an error: lost at once).
+    normally: no longer watched), ``hnd/failed/<i>`` (ended with an error: lost at once) and
+    ``hnd/ended/<i>`` (ends because a peer failed: what process 0 waits for before it goes).
     """
 
     def __init__(self, index: int, count: int, timeout: float):
@@ -274,6 +275,8 @@ class PeerWatch:
                     continue
                 failed = state.get(f"{_PREFIX}/failed/{peer}")
                 if failed is not None:
+                    with contextlib.suppress(Exception):  # the coordinator is alive: tell it we go
+                        client.key_value_set(f"{_PREFIX}/ended/{self.index}", "1", allow_overwrite=True)
                     self._declare(f"lost process {peer} (it stopped with an error: {failed})")
                     return
                 value = state.get(f"{_PREFIX}/alive/{peer}", "")
@@ -297,6 +300,21 @@ class PeerWatch:
         if not self._lost_event.wait(self.timeout + 3 * self.interval + 5):
             end_lost(f"a peer process was lost during {what} ({one_line(exc)})")
         end_lost(self._lost or f"a peer process was lost during {what}")
+
+    def wait_for_peers_to_end(self, limit: float) -> None:
+        """Process 0 after it reported its failure: wait (at most ``limit`` s) until every peer has
+        ended or finished, so that the end of JAX's coordination service aborts nobody."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                state = dict(_client().key_value_dir_get(f"{_PREFIX}/"))
+            except Exception:
+                return
+            if all(any(f"{_PREFIX}/{what}/{peer}" in state for what in ("ended", "done", "failed"))
+                   for peer in range(self.count) if peer != self.index):
+                time.sleep(0.2)  # their last line and exit, after the key
+                return
+            time.sleep(0.1)
 
     def finish(self) -> None:
         """This process is done: peers stop watching it."""
@@ -417,7 +435,7 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
         if _WATCH is not None:
             _WATCH.report_failure(message)
             if _WATCH.index == 0:  # the coordinator goes last: its end would abort the peers' JAX clients
-                time.sleep(3 * _WATCH.interval + 1)
+                _WATCH.wait_for_peers_to_end(3 * _WATCH.interval + 1)
         end_now(message, code, error=not stopped)
     else:
         if _WATCH is not None:

@@ -232,12 +232,13 @@ def test_killing_a_process_ends_the_other_within_the_timeout(activations, tmp_pa
     assert not (out / "dissection.json").exists()
 
 
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 @pytest.mark.parametrize("victim", [0, 1])
-def test_sigterm_stops_a_process_and_the_other_names_it(activations, tmp_path, victim):
+def test_a_signal_stops_a_process_and_the_other_names_it(activations, tmp_path, victim, sig, code, word):
     """SIGTERM (scancel, kubectl delete, timeout) once did nothing: JAX's preemption notifier had
     replaced its default action with a handler that only logs, and the run went on to the end. Now
-    the process stops like an interrupt (exit 143, ``hnd: terminated``) and the other ends with one
-    line naming it; a rerun resumes to the uninterrupted scores."""
+    it stops the process like Ctrl-C does (``hnd: terminated``, 143; ``hnd: interrupted``, 130) and
+    the other ends with one line naming it."""
     out = tmp_path / "out"
     procs = start_pair(lambda i: acts_args(activations, out, "--checkpoint-every", 1), extra_env={SLEEP_ENV: "0.4"},
                        stderr_dir=tmp_path)
@@ -246,15 +247,15 @@ def test_sigterm_stops_a_process_and_the_other_names_it(activations, tmp_path, v
         assert all(p.poll() is None for p in procs), procs[0].stderr_file.read_text()
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
-    procs[victim].send_signal(signal.SIGTERM)
+    procs[victim].send_signal(sig)
     results = finish(procs, timeout=PEER_TIMEOUT + 60)
-    code, _, err = results[victim]
-    assert code == 143, err[-2000:]
-    assert "hnd: terminated" in err.splitlines() and not error_lines(err), err[-2000:]
+    got, _, err = results[victim]
+    assert got == code, err[-2000:]
+    assert f"hnd: {word}" in err.splitlines() and not error_lines(err), err[-2000:]
     assert "SIGTERM caught" not in err  # JAX's notifier no longer takes the signal
-    code, _, err = results[1 - victim]
-    assert code == 2 and error_lines(err) == [f"hnd: error: lost process {victim} (it stopped with an error: "
-                                              "terminated)"], err[-2000:]
+    got, _, err = results[1 - victim]
+    assert got == 2 and error_lines(err) == [f"hnd: error: lost process {victim} (it stopped with an error: "
+                                             f"{word})"], err[-2000:]
     assert not (out / "dissection.json").exists()
 
 
