@@ -120,13 +120,17 @@ def test_a_child_that_aborts_with_jax_fatal_message_ends_with_one_line():
     assert rest.endswith(b"\n")
 
 
-def test_a_child_that_printed_its_own_line_first_is_not_named_twice():
-    body = f"""
-    sys.stderr.write("hnd: error: lost process 0 (the coordinator stopped answering: x)\\n"); sys.stderr.flush()
-    os.write(2, {(FATAL + STACK).decode()!r}.encode())
+def aborting_child(line: str, fatal: bytes) -> str:
+    """The body of a fake child that prints ``line``, then JAX's ``fatal`` text, and aborts."""
+    return f"""
+    sys.stderr.write({line + chr(10)!r}); sys.stderr.flush()
+    os.write(2, {fatal.decode()!r}.encode())
     os.abort()
     """
-    r = run_child(body)
+
+
+def test_a_child_that_printed_its_own_line_first_is_not_named_twice():
+    r = run_child(aborting_child("hnd: error: lost process 0 (the coordinator stopped answering: x)", FATAL + STACK))
     assert r.returncode == 2
     assert r.stderr == b"hnd: error: lost process 0 (the coordinator stopped answering: x)\n"
 
@@ -313,12 +317,8 @@ def test_a_process_whose_peers_never_joined_says_so():
                 b"service detected fatal errors. This most likely indicates that another task died; see the "
                 b"other task logs for more details. absl::Status: DEADLINE_EXCEEDED: Deadline Exceeded\n"
                 b"RPC: /xla.coordination.CoordinationService/RegisterTask\n")
-    body = f"""
-    sys.stderr.write("hnd: joining (process 0 of 2, --coordinator 127.0.0.1:1): waiting up to 60 s\\n"); sys.stderr.flush()
-    os.write(2, {(deadline + STACK).decode()!r}.encode())
-    os.abort()
-    """
-    r = run_child(body)
+    r = run_child(aborting_child("hnd: joining (process 0 of 2, --coordinator 127.0.0.1:1): waiting up to 60 s",
+                                 deadline + STACK))
     assert r.returncode == 2
     lines = r.stderr.decode().splitlines()
     assert lines[0].startswith("hnd: joining") and len(lines) == 2, r.stderr
