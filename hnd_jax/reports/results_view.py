@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hnd_jax.errors import HndError
-from hnd_jax.results import REQUIRED_KEYS
+from hnd_jax.results import REQUIRED_KEYS, layer_dir
 
 DISSECTION_JSON = "dissection.json"
 SCORES_NPZ = "scores.npz"
@@ -175,6 +175,11 @@ def layer_names(meta: dict[str, Any], out_dir: Path) -> list[str]:
         names = sorted(p.parent.name for p in out_dir.glob(f"*/{SCORES_NPZ}"))
     if not names:
         raise HndError(f"{out_dir / DISSECTION_JSON}: lists no layers and no <layer>/{SCORES_NPZ} was found")
+    for name in names:  # a name becomes a folder to read and to write plots in: never outside OUT
+        try:
+            layer_dir(out_dir, name)
+        except HndError as exc:
+            raise HndError(f"{out_dir / DISSECTION_JSON}: {exc}") from None
     return names
 
 

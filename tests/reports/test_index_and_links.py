@@ -136,3 +136,25 @@ def test_index_names_runs_without_global_families(tmp_path):
     assert text.count("global families not scored") == 1
     assert "global families not scored: Age, Gender, Ethnicity, skin_tone (why: see its report)" in text
     assert "(no report)" in text  # neither run has a report.html: named, not linked
+
+
+@pytest.mark.parametrize("bad", ["{victim}/conv1", "../victim", ".hidden", ""])
+def test_a_layer_name_in_dissection_json_never_leads_outside_out(tmp_path, capsys, bad):
+    """dissection.json is user-supplied: a crafted layer name once made `hnd report` write plots into
+    another run's folder and end with a traceback."""
+    victim = tmp_path / "victim"
+    write_fixture_run(victim, {"conv1": 8})
+    before = sorted(p.relative_to(victim) for p in victim.rglob("*"))
+    run = tmp_path / "runs" / "crafted"
+    write_fixture_run(run, {"conv1": 8})
+    meta = json.loads((run / "dissection.json").read_text())
+    name = bad.format(victim=victim)
+    meta["layers"] = [name]
+    meta["units"], meta["map_hw"] = {name: 8}, {name: [4, 4]}
+    (run / "dissection.json").write_text(json.dumps(meta))
+    for command in (["report", str(run)], ["compare", str(run), str(victim), "--out", str(tmp_path / "cmp")]):
+        code = cli_main.main(command)
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(f"hnd: error: {run / 'dissection.json'}: layer name ") and err.count("\n") == 1, err
+    assert sorted(p.relative_to(victim) for p in victim.rglob("*")) == before  # nothing written there
+    assert not (tmp_path / "runs" / "victim").exists()
