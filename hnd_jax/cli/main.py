@@ -16,17 +16,18 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import errno
 import importlib
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from hnd_jax import __version__
 from hnd_jax.cli.common import input_options
-from hnd_jax.errors import HndError, one_line
+from hnd_jax.errors import HndError, Terminated, one_line
 
 SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare",
                       "bench")
@@ -112,6 +113,30 @@ def _silence_stdout() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """Within the block SIGTERM (``scancel``, ``kubectl delete``, ``timeout``) raises
+    :class:`~hnd_jax.errors.Terminated` like Ctrl-C raises KeyboardInterrupt, so that a run ends with
+    one line and its clean-up runs. A launcher's "ignore" is kept; the previous handler comes back
+    after (``main`` is also called in-process)."""
+    import signal
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -119,12 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
-        with input_options(args):
+        with _sigterm_stops(), input_options(args):
             code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows up here, inside the rule, not at interpreter exit
     except KeyboardInterrupt:
         print("hnd: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("hnd: terminated", file=sys.stderr)
+        return Terminated.exit_code
     except BrokenPipeError:
         if debug_requested(args):
             raise

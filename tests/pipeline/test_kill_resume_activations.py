@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from hnd_jax.pipeline.stages import SLEEP_ENV
 from tests.pipeline.test_activations_file import base_args, global_arrays, local_acts, tiny  # noqa: F401
@@ -23,7 +24,10 @@ def hnd_dissect(args, env=None):
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
-def test_kill_9_then_resume_activations_gives_identical_scores(tiny, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_9_then_resume_activations_gives_identical_scores(tiny, tmp_path, sig):
+    """SIGKILL: nothing runs after it. SIGTERM (scancel, timeout): the run stops with one line and
+    exit 143 (it once died silently by the signal) after closing its files. Both resume exactly."""
     root, tax_path = tiny
     acts = tmp_path / "acts.npz"
     np.savez(acts, local=local_acts(), **global_arrays())
@@ -39,9 +43,13 @@ def test_kill_9_then_resume_activations_gives_identical_scores(tiny, tmp_path):
         assert time.monotonic() < deadline, "no pass-2 checkpoint appeared"
         time.sleep(0.05)
     time.sleep(0.5)  # into pass 2
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        err = proc.stderr.read().splitlines()
+        assert proc.returncode == 143 and err == ["hnd: terminated"], err[-5:]  # --progress none: one line
     assert not (out / "dissection.json").exists()
 
     again = hnd_dissect(base_args(root, tax_path, acts, out) + extra)
