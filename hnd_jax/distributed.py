@@ -156,7 +156,8 @@ def initialize(options: DistributedOptions) -> bool:
     print(f"{JOINING} ({who}, {where}): waiting up to {join_timeout} s for every process", file=sys.stderr,
           flush=True)
     try:
-        jax.distributed.initialize(**kwargs)
+        with _signals_end_at_once():
+            jax.distributed.initialize(**kwargs)
     except (RuntimeError, ValueError) as exc:  # no cluster detected, ...
         raise HndError(f"{where}: could not join the other processes ({' '.join(str(exc).split())[:300]})") from None
     _stop_on_sigterm()
@@ -214,6 +215,25 @@ def port_in_use(port: int) -> bool:
                 continue  # this family cannot bind here: try the next
             return False
     return False
+
+
+@contextlib.contextmanager
+def _signals_end_at_once() -> Iterator[None]:
+    """SIGINT and SIGTERM take their default action (the process ends at once) while JAX waits for
+    the others to join: that wait is one C++ call, during which a Python handler would not run
+    until the join timeout. The supervisor then prints ``hnd: interrupted``/``terminated``. A signal
+    the launcher ignores stays ignored; the handlers come back after."""
+    import signal
+
+    saved = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            saved[signum] = signal.signal(signum, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def _stop_on_sigterm() -> None:

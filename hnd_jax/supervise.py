@@ -18,7 +18,9 @@ schedulers and tests see) only
 * when the child then ends by a signal or a non-zero code, prints ``hnd: error: lost process 0
   (the coordinator, ...): <reason>`` (:func:`lost_line`) and exits 2 (:data:`EXIT_LOST`), unless
   the child had already printed an ``hnd: error:`` line itself (then it exits 2 silently);
-* otherwise ends exactly as the child did: the same exit code, or the same signal re-raised;
+* otherwise ends exactly as the child did: the same exit code, or the same signal re-raised (after
+  ``hnd: interrupted`` / ``hnd: terminated`` for SIGINT / SIGTERM, which end the child by their
+  default action only while it waits for its peers to join);
 * forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the child, and SIGTSTP/SIGCONT (job control).
 
 Why a fork and not a wrapper command: all three subcommands (``dissect``, ``extract``, ``bench``)
@@ -311,6 +313,9 @@ def _end_like(status: int, filt: FatalFilter) -> None:
             _write_stderr(f"hnd: error: {lost_line(filt.fatal, joining=filt.joining)}\n".encode())
         os._exit(EXIT_LOST)
     if signum:
+        stopped = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}.get(signum)
+        if stopped:  # the child was still joining (its handlers were off): the line its handler prints
+            _write_stderr(f"hnd: {stopped}\n".encode())
         if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
             signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)

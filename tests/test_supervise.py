@@ -146,7 +146,8 @@ def test_a_child_that_printed_its_own_line_first_is_not_named_twice():
 def test_without_the_fatal_message_the_parent_ends_as_the_child_did(body, code):
     r = run_child(body)
     assert r.returncode == code, r.stderr
-    expected = {3: b"E0101 00:00:00.0 1 x.cc:1] Polled an error from coordination service\nbye", 0: b""}
+    expected = {3: b"E0101 00:00:00.0 1 x.cc:1] Polled an error from coordination service\nbye", 0: b"",
+                -signal.SIGTERM: b"plain\nhnd: terminated\n"}
     assert r.stderr == expected.get(code, b"plain\n")
     assert b"hnd: error" not in r.stderr
 

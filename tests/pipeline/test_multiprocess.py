@@ -259,6 +259,23 @@ def test_a_signal_stops_a_process_and_the_other_names_it(activations, tmp_path, 
     assert not (out / "dissection.json").exists()
 
 
+@pytest.mark.parametrize("sig, word", [(signal.SIGTERM, "terminated"), (signal.SIGINT, "interrupted")])
+def test_a_signal_while_waiting_for_the_others_ends_at_once(activations, tmp_path, sig, word):
+    """Joining is one long C++ call in JAX (a Python handler would wait for the join timeout): the
+    signal ends the process at once with its one line."""
+    stderr = tmp_path / "stderr"
+    proc = hnd([*acts_args(activations, tmp_path / "out"), "--coordinator", f"127.0.0.1:{free_port()}",
+                "--num-processes", 2, "--process-id", 1], devices=4, stderr_file=stderr)
+    deadline = time.monotonic() + 120
+    while "hnd: joining" not in stderr.read_text(errors="replace"):
+        assert proc.poll() is None and time.monotonic() < deadline, stderr.read_text(errors="replace")
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside jax.distributed.initialize
+    proc.send_signal(sig)
+    ((code, _, err),) = finish([proc], timeout=30)
+    assert code == -sig and err.splitlines()[-1] == f"hnd: {word}", err[-2000:]
+
+
 @pytest.mark.parametrize("for_dissect", [False, True])
 def test_extract_two_processes_equal_one(tmp_path, for_dissect):
     """hnd extract: each process computes its slice of the rows, process 0 writes the same file."""
