@@ -316,3 +316,12 @@ def test_a_resumed_global_family_reads_only_its_remaining_images(process_count):
             requested.clear()
             got = [i for b in source.family_batches(family, lo, hi, 2, first) for i in b.index.tolist()]
             assert got == requested == list(range(lo + 2 * first, hi)), (p, first)
+
+
+def test_a_layer_with_an_empty_map_at_this_image_size_is_refused_up_front(tmp_path):
+    """MTCNN's P-Net shrinks an 8-pixel image to 0 x 0 at conv3: the run once failed later with
+    'cannot compute thresholds over 0 values (no local images?)', blaming the images."""
+    with pytest.raises(HndError, match=r"layer conv3: its activation map is 32 x 0 x 0 at --image-size 8"):
+        dissect_model("mtcnn_pnet", random_init=True, layers=["conv3"], dictionary="synthetic:24", out=tmp_path,
+                      scoring={"image_size": 8})
+    assert not any(tmp_path.iterdir())  # refused before anything is written
