@@ -52,8 +52,10 @@ class ActivationFile:
         suffix = self.path.suffix.lower()
         if suffix not in (".npy", ".npz"):
             raise HndError(f"{self.path}: expected an activations file ending in .npy or .npz")
-        if not self.path.is_file():
+        if not self.path.exists():
             raise HndError(f"{self.path}: activations file not found")
+        if not self.path.is_file():  # a folder, a device such as /dev/zero, a FIFO
+            raise HndError(f"{self.path}: not a regular file (an activations file is a .npy or .npz file)")
         self.format = suffix[1:]
         if suffix == ".npy":
             header = read_npy_header(self.path)

@@ -260,6 +260,23 @@ def test_unreadable_files(name, content, message, tiny, tmp_path, capsys):
     assert code == 2 and message in err and "\n" not in err, err
 
 
+@pytest.mark.parametrize("make", ["dev_zero", "folder", "fifo"])
+def test_an_activations_path_that_is_not_a_regular_file(make, tiny, tmp_path, capsys):
+    """A link to /dev/zero, a folder or a FIFO is not 'not found': it is there but not a file."""
+    import os
+
+    root, tax_path = tiny
+    path = tmp_path / "acts.npy"
+    if make == "dev_zero":
+        path.symlink_to("/dev/zero")
+    elif make == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    code, err = cli(base_args(root, tax_path, path, tmp_path / "out"), capsys)
+    assert code == 2 and f"{path}: not a regular file" in err and "\n" not in err.rstrip("\n"), err
+
+
 def test_cli_subprocess_success_and_error(tiny, tmp_path):
     if not have_tally():
         pytest.skip("the default tally is hnd_jax.scoring.tally (engineer H3b), not landed yet")
