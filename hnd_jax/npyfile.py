@@ -244,9 +244,19 @@ class NpzReader:
         return _check_fits(header, info.file_size - header.data_offset, where, "member")
 
     def read(self, key: str) -> np.ndarray:
-        """Member ``key`` as a (writable) array; inflates exactly the bytes its checked header claims."""
+        """Member ``key`` as a (writable) array; inflates exactly the bytes its checked header claims.
+
+        HndError when those bytes exceed the memory available now (:func:`memory_available`): a few
+        MB of deflated zeros can honestly claim gigabytes, and an ``.npz`` member is read whole."""
         header = self.header(key)
         where = self._where(key)
+        free = memory_available()
+        if free is not None and header.nbytes > free:
+            from hnd_jax.pipeline.sizes import format_size
+
+            raise HndError(f"{where}: needs {format_size(header.nbytes)} uncompressed, more than the "
+                           f"{format_size(free)} of memory available (an .npz member is read whole; "
+                           "a .npy file is read memory-mapped)")
         try:
             with self._zip.open(self._infos[key]) as fh:
                 fh.read(header.data_offset)
@@ -265,6 +275,19 @@ class NpzReader:
         arr = np.frombuffer(buf, dtype=header.dtype)
         order = "F" if header.fortran_order else "C"
         return arr.reshape(header.shape, order=order)
+
+
+def memory_available() -> int | None:
+    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``; elsewhere None:
+    unknown)."""
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

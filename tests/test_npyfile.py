@@ -216,3 +216,20 @@ def test_corrupt_deflate_stream_is_one_line(tmp_path):
     with pytest.raises(HndError) as info:
         load_npz(path)
     assert "c.npz" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_npz_member_larger_than_the_memory_available_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """A few KB of deflated zeros may honestly claim gigabytes; an .npz member is read whole, so the
+    claim is checked against the memory available (here pretended to be 1 MiB) first."""
+    from hnd_jax import npyfile
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, small=np.zeros(10, np.float32), big=np.zeros((1024, 1024), np.float32))  # 4 MiB
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(npyfile, "memory_available", lambda: 1 << 20)
+    with npyfile.NpzReader(path) as npz:
+        assert npz.read("small").shape == (10,)
+        with pytest.raises(HndError, match=r"array 'big': needs 4\.0 MiB uncompressed, more than the 1\.0 MiB of"):
+            npz.read("big")
+    monkeypatch.setattr(npyfile, "memory_available", lambda: None)  # unknown (not Linux): no refusal
+    assert npyfile.load_npz(path)["big"].shape == (1024, 1024)

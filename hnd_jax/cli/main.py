@@ -90,7 +90,8 @@ def error_message(exc: BaseException) -> str:
         return one_line(f"{where}: {reason}" if where else reason, 400)
     if isinstance(exc, MemoryError):
         return "out of memory" + (f" ({one_line(str(exc), 400)})" if str(exc) else "") + \
-            "; use a smaller --batch-size or a machine with more memory"
+            ": the input or a setting asks for more memory than this machine has (for hnd dissect, extract " \
+            "and bench: a smaller --batch-size or --cache-budget)"
     if isinstance(exc, RecursionError):
         return "input nested too deeply to read (RecursionError); the file is malformed or hostile"
     if isinstance(exc, UnicodeDecodeError):

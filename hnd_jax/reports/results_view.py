@@ -15,7 +15,6 @@ when unrecorded).
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hnd_jax.errors import HndError
+from hnd_jax.npyfile import load_npz
 from hnd_jax.results import REQUIRED_KEYS, layer_dir
 
 DISSECTION_JSON = "dissection.json"
@@ -205,11 +205,7 @@ def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR
     path = Path(path)
     if not path.is_file():
         raise HndError(f"{path}: missing (layer {name!r} is listed but has no {SCORES_NPZ})")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise HndError(f"{path}: cannot read as an .npz of plain arrays ({exc})") from None
+    data = load_npz(path)  # headers checked before anything is inflated, no pickles, memory bounded
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise HndError(f"{path}: missing key(s) {', '.join(missing)} (expected the results format of docs/algorithm.md)")

@@ -138,7 +138,7 @@ def test_bad_results_are_one_line_errors(tmp_path):
         load_run(tmp_path)
     run = write_fixture_run(tmp_path / "run", {"l": 5}, top=False)
     (run.out / "l" / "scores.npz").write_bytes(b"not a zip")
-    with pytest.raises(HndError, match=r"scores\.npz: cannot read"):
+    with pytest.raises(HndError, match=r"scores\.npz: not a readable \.npz archive"):
         load_run(run.out)
     arrays = dict(run.layers[0].arrays)
     arrays["iou"] = arrays["iou"][:, :3]
