@@ -152,8 +152,8 @@ def build_reports(out_dir: str | Path, **options: Any) -> ReportOutcome | Folder
     from hnd_jax.reports.results_view import DISSECTION_JSON
 
     folder = Path(out_dir)
-    if (folder / DISSECTION_JSON).is_file() or not folder.is_dir():
-        return build_report(folder, **options)
+    if (folder / DISSECTION_JSON).is_file() or (folder / ".checkpoints").is_dir() or not folder.is_dir():
+        return build_report(folder, **options)  # a stopped run: build_report says to resume it
     runs = find_runs(folder)
     if not runs:
         raise HndError(

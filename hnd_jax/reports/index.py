@@ -42,6 +42,7 @@ def find_runs(folder: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     """Sub-folders of ``folder`` (not itself) holding a ``dissection.json``, sorted; not descending into runs."""
     folder = Path(folder)
     found: list[Path] = []
+    seen = {folder.resolve()}  # a link back up (``self -> .``) or to a run already found is walked once
 
     def walk(d: Path, depth: int) -> None:
         if depth > max_depth:
@@ -51,8 +52,10 @@ def find_runs(folder: str | Path, max_depth: int = MAX_DEPTH) -> list[Path]:
         except OSError:
             return
         for child in children:
-            if child.name in SKIP_DIRS:
+            real = child.resolve()
+            if child.name in SKIP_DIRS or real in seen:
                 continue
+            seen.add(real)
             if (child / DISSECTION_JSON).is_file():
                 found.append(child)
             else:

@@ -145,6 +145,9 @@ def read_meta(out_dir: str | Path) -> dict[str, Any]:
     if not out_dir.is_dir():
         raise HndError(f"{out_dir}: not a folder (expected a dissection output folder with {DISSECTION_JSON})")
     if not path.is_file():
+        if (out_dir / ".checkpoints").is_dir():  # a run was stopped before it finished
+            raise HndError(f"{out_dir}: the dissection here did not finish (no {DISSECTION_JSON}, a checkpoint is "
+                           "here): rerun the same `hnd dissect` command to resume it")
         raise HndError(f"{out_dir}: no {DISSECTION_JSON} here (not a finished `hnd dissect` output folder)")
     try:
         meta = json.loads(path.read_text())
@@ -206,6 +209,9 @@ def load_layer(path: str | Path, name: str, *, pair_factor: float = DEFAULT_PAIR
     if not path.is_file():
         raise HndError(f"{path}: missing (layer {name!r} is listed but has no {SCORES_NPZ})")
     data = load_npz(path)  # headers checked before anything is inflated, no pickles, memory bounded
+    for key, arr in data.items():
+        if arr.dtype.kind not in "biufUS":  # complex, datetime, void...: nothing our writer produces
+            raise HndError(f"{path}: {key!r} has dtype {arr.dtype}, expected real numbers or strings")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise HndError(f"{path}: missing key(s) {', '.join(missing)} (expected the results format of docs/algorithm.md)")

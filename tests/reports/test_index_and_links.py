@@ -65,6 +65,16 @@ def test_find_runs_is_sorted_nested_and_skips_report_folders(tmp_path):
     write_fixture_run(tmp_path / "b" / "plots" / "odd", {"l": 3}, top=False)  # inside a run: not looked at
     (tmp_path / "plots").mkdir()
     assert find_runs(tmp_path) == [tmp_path / "a" / "x", tmp_path / "b"]
+    (tmp_path / "a" / "self").symlink_to(tmp_path)  # a loop back up, and a second way to reach run b
+    (tmp_path / "link_to_b").symlink_to(tmp_path / "b")
+    assert find_runs(tmp_path) == [tmp_path / "a" / "x", tmp_path / "b"]  # each run once, the walk ends
+
+
+def test_a_run_stopped_before_it_finished_says_so(tmp_path, capsys):
+    (tmp_path / "out" / ".checkpoints").mkdir(parents=True)
+    code = cli_main.main(["report", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "did not finish" in err and "rerun the same `hnd dissect` command" in err, err
 
 
 def test_a_folder_without_any_dissection_is_one_line(tmp_path, capsys):

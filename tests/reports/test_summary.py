@@ -141,6 +141,9 @@ def test_bad_results_are_one_line_errors(tmp_path):
     with pytest.raises(HndError, match=r"scores\.npz: not a readable \.npz archive"):
         load_run(run.out)
     arrays = dict(run.layers[0].arrays)
+    np.savez(run.out / "l" / "scores.npz", **{**arrays, "iou": arrays["iou"].astype(np.complex64)})
+    with pytest.raises(HndError, match=r"'iou' has dtype complex64, expected real numbers"):
+        load_run(run.out)  # not accepted with a ComplexWarning, as it once was
     arrays["iou"] = arrays["iou"][:, :3]
     np.savez(run.out / "l" / "scores.npz", **arrays)
     with pytest.raises(HndError, match=r"'iou' has shape \(5, 3\)"):
