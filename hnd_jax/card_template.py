@@ -96,6 +96,10 @@ def card_text(
     layers = list(layers) if layers else [spec.default_layer]
     if num_outputs is not None and (isinstance(num_outputs, bool) or int(num_outputs) < 0):
         raise HndError(f"--num-outputs {num_outputs}: expected a non-negative integer")
+    from hnd_jax.cards import RESIZE_FILTERS
+
+    if resize is not None and resize.lower() not in RESIZE_FILTERS:
+        raise HndError(f"--resize {resize!r}: expected one of {', '.join(RESIZE_FILTERS)}")
 
     kwargs = {}
     if spec.name.startswith(("resnet",)) and head != "fc":

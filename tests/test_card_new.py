@@ -72,7 +72,7 @@ def test_vit_at_another_size_records_it(tmp_path):
     (["--arch", "resnet18", "--head", "mpl"], "--head 'mpl'"),
     (["--arch", "resnet18", "--preprocess", "imagenett"], "--preprocess 'imagenett'"),
     (["--arch", "resnet18", "--input-size", "8"], "--input-size 8"),
-    (["--arch", "resnet18", "--resize", "cubic"], "preprocessing.resize"),
+    (["--arch", "resnet18", "--resize", "cubic"], "--resize 'cubic': expected one of"),  # the option, not a temp file
     (["--arch", "iresnet50", "--input-size", "128"], "built for 112x112"),
     (["--arch", "resnet18", "--layer", "layer4.2"], "--layer layer4.2: not a layer"),
     (["--arch", "resnet18", "--layer", "fc"], "--layer fc: not a conv-like map"),
