@@ -159,7 +159,7 @@ def run_bench(config: BenchConfig, *, tally: str = "auto", out: str | Path | Non
 def _report(config, dissection, timed, end_to_end, tally) -> dict[str, Any]:
     import jax
 
-    dic, source, tally_method = dissection.dic, timed, dissection.tally_method  # 'auto' resolved per platform
+    dic, tally_method = dissection.dic, dissection.tally_method  # 'auto' resolved per platform
 
     processes = jax.process_count()
     devices = jax.devices()
@@ -168,7 +168,7 @@ def _report(config, dissection, timed, end_to_end, tally) -> dict[str, Any]:
     n_dev = len(devices)
     tm = dissection.timings
     concepts = int(dic.taxonomy.num_concepts)
-    units = int(next(iter(source.shapes.values()))[2])
+    units = int(next(iter(timed.shapes.values()))[2])
     n_local = int(dic.num_local)
     n_global = sum(len(dic.global_group_of(f.name)) for f in dic.taxonomy.global_families)
     read_images = sum(timed.images.values()) * processes  # every process reads its slice of each stage
@@ -190,9 +190,9 @@ def _report(config, dissection, timed, end_to_end, tally) -> dict[str, Any]:
         peak = device_peak_tflops(kind)
         tally_extra.update(tflops=tflops, fraction_of_peak=None if peak is None else tflops / (peak * n_dev))
     stages = {
-        "dictionary_read": stage(read_images, source.split["data"]),
-        "forward": stage((timed.images.get("pass1", 0) + source.counts["recomputed"] + timed.images.get("global", 0))
-                         * processes, source.split["forward"]),
+        "dictionary_read": stage(read_images, timed.split["data"]),
+        "forward": stage((timed.images.get("pass1", 0) + timed.counts["recomputed"] + timed.images.get("global", 0))
+                         * processes, timed.split["forward"]),
         "pass1": stage(n_local, pass1),
         "iou_tally": stage(n_local, pass2, **tally_extra),
         "global_families": stage(n_global, glob),
@@ -218,7 +218,7 @@ def _report(config, dissection, timed, end_to_end, tally) -> dict[str, Any]:
         "concepts": concepts,
         "units": units,
         "global_images": n_global,
-        "cache": source.metadata().get("cache", {}).get("mode"),
+        "cache": timed.metadata().get("cache", {}).get("mode"),
         "stages": stages,
         "peak_host_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_device_memory_bytes": memory,

@@ -31,13 +31,14 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from hnd_jax.errors import HndError, Terminated, one_line
+from hnd_jax.errors import HndError, Terminated, one_line, raise_terminated
 
 #: Seconds without a sign of life after which a peer process is declared lost (``--peer-timeout``).
 DEFAULT_PEER_TIMEOUT = 120.0
@@ -160,7 +161,8 @@ def initialize(options: DistributedOptions) -> bool:
             jax.distributed.initialize(**kwargs)
     except (RuntimeError, ValueError) as exc:  # no cluster detected, ...
         raise HndError(f"{where}: could not join the other processes ({' '.join(str(exc).split())[:300]})") from None
-    _stop_on_sigterm()
+    # JAX's preemption notifier, started by initialize, replaced SIGTERM's handler with one that only logs
+    signal.signal(signal.SIGTERM, raise_terminated)
     print(f"{JOINED} as process {jax.process_index()} of {jax.process_count()}", file=sys.stderr, flush=True)
     _WATCH = PeerWatch(jax.process_index(), jax.process_count(), options.peer_timeout)
     _WATCH.start()
@@ -223,8 +225,6 @@ def _signals_end_at_once() -> Iterator[None]:
     the others to join: that wait is one C++ call, during which a Python handler would not run
     until the join timeout. The supervisor then prints ``hnd: interrupted``/``terminated``. A signal
     the launcher ignores stays ignored; the handlers come back after."""
-    import signal
-
     saved = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) != signal.SIG_IGN:
@@ -234,17 +234,6 @@ def _signals_end_at_once() -> Iterator[None]:
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
-
-
-def _stop_on_sigterm() -> None:
-    """SIGTERM raises :class:`Terminated` in the main thread (JAX's preemption notifier, started by
-    ``jax.distributed.initialize``, had replaced the default action with a handler that only logs)."""
-    import signal
-
-    def terminated(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, terminated)
 
 
 def _client():

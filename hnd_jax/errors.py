@@ -25,9 +25,15 @@ class HndError(Exception):
 class Terminated(BaseException):
     """SIGTERM arrived (``scancel``, Kubernetes, ``timeout``): the run stops like an interrupt, exit
     143 (128 + SIGTERM). A BaseException, like KeyboardInterrupt, so that no ``except Exception``
-    swallows it. Raised by the handler :func:`hnd_jax.distributed.initialize` installs."""
+    swallows it. Raised by :func:`raise_terminated`."""
 
     exit_code = 143
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    """The SIGTERM handler of hnd's commands (installed by ``hnd_jax.cli.main``, and again by
+    ``hnd_jax.distributed.initialize`` after JAX's preemption notifier replaced it)."""
+    raise Terminated()
 
 
 class BadInputError(HndError):

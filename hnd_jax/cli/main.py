@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 from hnd_jax import __version__
 from hnd_jax.cli.common import input_options
-from hnd_jax.errors import HndError, Terminated, one_line
+from hnd_jax.errors import HndError, Terminated, one_line, raise_terminated
 
 SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare",
                       "bench")
@@ -122,13 +122,10 @@ def _sigterm_stops() -> Iterator[None]:
     after (``main`` is also called in-process)."""
     import signal
 
-    def terminated(signum, frame):
-        raise Terminated()
-
     try:
         previous = signal.getsignal(signal.SIGTERM)
         if previous == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, terminated)
+            signal.signal(signal.SIGTERM, raise_terminated)
     except ValueError:  # not the main thread: leave signals alone
         previous = None
     try:
