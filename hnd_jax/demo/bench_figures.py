@@ -193,7 +193,6 @@ def bench_table(measured: str | Path) -> str:
 
 def replace_bench_block(readme: str, table: str) -> str:
     """``readme`` with the text between :data:`BEGIN` and :data:`END` replaced by ``table``."""
-    start, end = readme.find(BEGIN), readme.find(END)
-    if start < 0 or end < start:
-        raise HndError(f"the README has no benchmark figures block ({BEGIN} ... {END})")
-    return readme[: start + len(BEGIN)] + "\n" + table + readme[end:]
+    from hnd_jax.demo.figures import replace_marked
+
+    return replace_marked(readme, table, BEGIN, END, "benchmark figures")

@@ -141,9 +141,15 @@ def demo_tables(summaries: Iterable[dict[str, Any]]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def replace_marked(readme: str, text: str, begin: str, end: str, what: str) -> str:
+    """``readme`` with the text between the markers ``begin`` and ``end`` replaced by ``text``;
+    HndError naming ``what`` (e.g. 'demo figures') when the README lacks the markers."""
+    start, stop = readme.find(begin), readme.find(end)
+    if start < 0 or stop < start:
+        raise HndError(f"the README has no {what} block ({begin} ... {end})")
+    return readme[: start + len(begin)] + "\n" + text + readme[stop:]
+
+
 def replace_block(readme: str, tables: str) -> str:
     """``readme`` with the text between :data:`BEGIN` and :data:`END` replaced by ``tables``."""
-    start, end = readme.find(BEGIN), readme.find(END)
-    if start < 0 or end < start:
-        raise HndError(f"the README has no demo figures block ({BEGIN} ... {END})")
-    return readme[: start + len(BEGIN)] + "\n" + tables + readme[end:]
+    return replace_marked(readme, tables, BEGIN, END, "demo figures")
