@@ -98,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """The results are complete at this point; the report is a view of them, written after
-    (by process 0, which wrote them)."""
+    (by process 0, which wrote them). The results are read once: the report's loaded results
+    are what the summary is printed from."""
     import jax
 
     if jax.process_index() != 0:
@@ -114,5 +115,5 @@ def _report(args: argparse.Namespace) -> int:
     outcome = build_report(args.out, dictionary=args.dictionary, taxonomy=args.taxonomy)
     for note in outcome.notes:
         print(f"hnd: note: {note}", file=sys.stderr)
-    print(console_summary(args.out))
+    print(console_summary(args.out, run=outcome.run))
     return 0

@@ -1,9 +1,10 @@
 """What identifies a run, so that an interrupted run is only resumed by the SAME run.
 
 The fingerprint is a JSON-able dict stored with every checkpoint: scoring settings, model identity
-(card, weights sha256, parameter hash), dictionary identity, taxonomy fingerprint, layers, batch size,
-device layout and hnd-jax version. :func:`fingerprint_differences` lists what changed in readable
-``key: old -> new`` form for the one-line refusal message.
+(card, and the weights file's sha256 or the parameter hash: :mod:`.model_source`), dictionary
+identity, taxonomy fingerprint, layers, batch size, device layout and hnd-jax version.
+:func:`fingerprint_differences` lists what changed in readable ``key: old -> new`` form for the
+one-line refusal message.
 """
 
 from __future__ import annotations

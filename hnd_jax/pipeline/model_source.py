@@ -5,8 +5,14 @@ folder); its card gives the input size, the preprocessing, the resize filter and
 module passed by a library user (or the demo) needs either a card or an explicit image size; its
 preprocessing then defaults to scaling uint8 pixels to [0, 1].
 
-The model identity recorded in ``dissection.json`` and in resume fingerprints always includes a
-sha256 of the parameter values actually used, so a different checkpoint can never resume a run.
+The model identity recorded in ``dissection.json`` and in resume fingerprints holds one sha256 of
+the weights, so a different checkpoint can never resume a run, and the weights are hashed once per
+run. A weights file (given with ``weights`` or packaged with the card) is identified by the sha256
+of its bytes (``weights.sha256``): the parameters are read from those bytes by the card's
+architecture mapping, and the card name, architecture and hnd-jax version are in the fingerprint
+too. Anything else is identified by ``params_sha256``, the sha256 of the parameter values actually
+used: a converted folder (its ``weights.sha256`` is the original file's, read from its manifest,
+not recomputed), a module, random init.
 
 Random initialisation (``random_init=True``; ``hnd dissect --random-init --seed S``): the card's
 architecture is built with ``nnx.Rngs(seed)`` and no weights are loaded, not even weights shipped
@@ -126,7 +132,8 @@ def resolve_model(
         }
     else:
         raise HndError(f"model {model!r}: expected a model card name or a flax.nnx.Module")
-    identity["params_sha256"] = params_sha256(module)
+    if identity["weights"].get("kind") != "file":  # a file's bytes are already hashed: once is enough
+        identity["params_sha256"] = params_sha256(module)
     if preprocess is None:
         preprocess = (lambda x, _card=card: preprocess_uint8(x, _card)) if card is not None else scale_to_unit
     return ModelSource(

@@ -16,17 +16,22 @@ from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.errors import HndError
 from hnd_jax.reports.html import write_report
 from hnd_jax.reports.plots import write_plots
-from hnd_jax.reports.results_view import load_run, read_meta
+from hnd_jax.reports.results_view import RunResults, load_run, read_meta
 from hnd_jax.taxonomy import Taxonomy, default_taxonomy, load_taxonomy, taxonomy_from_dict
 
 
 @dataclass
 class ReportOutcome:
-    """What :func:`build_report` wrote, and notes worth telling the user (e.g. why images are missing)."""
+    """What :func:`build_report` wrote, and notes worth telling the user (e.g. why images are missing).
+
+    ``run``: the results the report was written from, loaded once, for the caller to reuse (the
+    console summary of ``hnd dissect``, the folder index) instead of reading the files again.
+    """
 
     html: Path
     plots: list[Path]
     notes: list[str] = field(default_factory=list)
+    run: RunResults | None = None
 
 
 def run_image_size(meta: dict[str, Any]) -> int | None:
@@ -81,12 +86,19 @@ def run_taxonomy(meta: dict[str, Any], taxonomy: str | Path | Taxonomy | None) -
 
 
 def open_run_dictionary(
-    out_dir: str | Path, spec: str | None = None, taxonomy: str | Path | Taxonomy | None = None
+    out_dir: str | Path,
+    spec: str | None = None,
+    taxonomy: str | Path | Taxonomy | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
 ) -> FaceDictionary:
-    """Open the Face Dictionary a run used (or ``spec``) at the run's analysis size."""
+    """Open the Face Dictionary a run used (or ``spec``) at the run's analysis size.
+
+    ``meta``: the run's ``dissection.json`` when the caller has already read it (else it is read here).
+    """
     from hnd_jax.dictionary import open_dictionary
 
-    meta = read_meta(out_dir)
+    meta = read_meta(out_dir) if meta is None else meta
     spec = spec or run_dictionary_spec(meta)
     if spec is None:
         raise HndError(f"{Path(out_dir) / 'dissection.json'}: records no dictionary spec; pass --dictionary")
@@ -107,7 +119,11 @@ def build_report(
     plots: bool = True,
     max_units: int | None = None,
 ) -> ReportOutcome:
-    """Write ``OUT/plots/`` and ``OUT/report.html`` for a finished run (see the module docstring)."""
+    """Write ``OUT/plots/`` and ``OUT/report.html`` for a finished run (see the module docstring).
+
+    ``OUT/dissection.json`` and every ``OUT/<layer>/scores.npz`` are read once; the loaded results are
+    returned in :attr:`ReportOutcome.run`.
+    """
     if max_units is not None and max_units <= 0:
         raise HndError(f"--max-units {max_units}: expected a positive integer")
     run = load_run(out_dir)  # validate the results before anything is written
@@ -115,10 +131,10 @@ def build_report(
     dico = None
     if images:
         if dictionary is not None:
-            dico = open_run_dictionary(out_dir, dictionary, taxonomy)
+            dico = open_run_dictionary(out_dir, dictionary, taxonomy, meta=run.meta)
         else:
             try:
-                dico = open_run_dictionary(out_dir, None, taxonomy)
+                dico = open_run_dictionary(out_dir, None, taxonomy, meta=run.meta)
             except HndError as exc:
                 notes.append(f"report written without images: {exc} (pass --dictionary to point at it)")
         if dico is not None and tuple(dico.taxonomy.concept_names) != run.layers[0].concepts:
@@ -127,8 +143,8 @@ def build_report(
                 " (pass --taxonomy with the taxonomy the run used)"
             )
     written = write_plots(out_dir, run) if plots else []
-    html_path = write_report(out_dir, dictionary=dico, max_units=max_units)
-    return ReportOutcome(html=html_path, plots=written, notes=notes)
+    html_path = write_report(out_dir, dictionary=dico, max_units=max_units, run=run)
+    return ReportOutcome(html=html_path, plots=written, notes=notes, run=run)
 
 
 @dataclass
@@ -160,4 +176,5 @@ def build_reports(out_dir: str | Path, **options: Any) -> ReportOutcome | Folder
             f"{folder}: no {DISSECTION_JSON} here or in its sub-folders (not a `hnd dissect` or `hnd demo` output folder)"
         )
     reports = [build_report(run, **options) for run in runs]
-    return FolderOutcome(index=write_index(folder, runs), reports=reports)
+    loaded = [one.run for one in reports if one.run is not None]
+    return FolderOutcome(index=write_index(folder, runs, loaded=loaded), reports=reports)

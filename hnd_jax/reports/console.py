@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hnd_jax.reports.results_view import SCORES_NPZ, LayerResults, load_run
+from hnd_jax.reports.results_view import SCORES_NPZ, LayerResults, RunResults, load_run
 from hnd_jax.reports.run_notes import global_families_note
 from hnd_jax.reports.summary import LayerSummary, summarize_layer
 
@@ -22,13 +22,15 @@ REPORT_HTML = "report.html"
 
 
 def significant_arrays(layer: LayerResults) -> dict[str, np.ndarray]:
-    """The optional §2c flags of a layer (``paired_significant``, ``biased_significant_<F>``) when present."""
-    try:
-        with np.load(layer.path, allow_pickle=False) as npz:
-            keys = [k for k in npz.files if k == "paired_significant" or k.startswith("biased_significant_")]
-            return {k: np.asarray(npz[k], dtype=bool) for k in keys}
-    except (OSError, ValueError):
-        return {}
+    """The optional §2c flags of a layer (``paired_significant`` [U,C] bool, ``biased_significant_<F>``
+    [U,G] bool) when its results carry them; taken from the loaded layer, the file is not read again."""
+    sig: dict[str, np.ndarray] = {}
+    if layer.paired_significant is not None:
+        sig["paired_significant"] = layer.paired_significant
+    for fam in layer.global_families:
+        if fam.biased_significant is not None:
+            sig[f"biased_significant_{fam.name}"] = fam.biased_significant
+    return sig
 
 
 def _top(counts: dict[str, int], k: int) -> str:
@@ -69,16 +71,20 @@ def layer_lines(layer: LayerResults, summary: LayerSummary, top: int = 3) -> lis
     return lines
 
 
-def console_summary(out: str | Path, *, top: int = 3, report: str | Path | None = None) -> str:
+def console_summary(
+    out: str | Path, *, top: int = 3, report: str | Path | None = None, run: RunResults | None = None
+) -> str:
     """A few lines per layer of the finished dissection in ``out``, the global-families note and the report.
 
     ``out``: a ``hnd dissect`` output folder (``OUT/dissection.json``, ``OUT/<layer>/scores.npz``).
     ``top``: how many concepts and regions to name per layer. ``report``: the report's path to name
-    (default ``OUT/report.html`` when it exists). Returns text without a trailing newline.
+    (default ``OUT/report.html`` when it exists). ``run``: the results of ``out`` when the caller has
+    already loaded them (:func:`~hnd_jax.reports.results_view.load_run`), so they are not read again.
+    Returns text without a trailing newline.
     Raises :class:`~hnd_jax.errors.HndError` (one line naming the file) when the results are missing
     or malformed, like every reader of :mod:`hnd_jax.reports.results_view`.
     """
-    run = load_run(out)
+    run = load_run(out) if run is None else run
     lines: list[str] = []
     for layer in run.layers:
         lines.extend(layer_lines(layer, summarize_layer(layer), top))

@@ -85,6 +85,8 @@ def model_row(model: Any, out_dir: Path) -> str:
         if isinstance(weights.get("path"), str):
             fmt = f" ({esc(weights['format'])})" if weights.get("format") else ""
             bits.append(f"weights {path_html(weights['path'], out_dir)}{fmt}")
+            if isinstance(weights.get("sha256"), str):
+                bits.append(f"weights sha256 {_sha(weights['sha256'])}")
         elif weights.get("kind"):
             bits.append(f"weights: {esc(weights['kind'])}")
     elif isinstance(weights, str):

@@ -480,7 +480,11 @@ def page_html(meta: dict[str, Any], layer_names: list[str], sections: list[str],
 
 
 def write_report(
-    out_dir: str | Path, *, dictionary: FaceDictionary | None = None, max_units: int | None = None
+    out_dir: str | Path,
+    *,
+    dictionary: FaceDictionary | None = None,
+    max_units: int | None = None,
+    run: RunResults | None = None,
 ) -> Path:
     """Write ``OUT/report.html`` (and ``OUT/report_assets/``) for a finished dissection; returns its path.
 
@@ -488,9 +492,10 @@ def write_report(
     say so instead of showing images. ``max_units``: show at most this many unit cards per layer
     (those with the highest IoU); the summaries always count every unit. The results are validated
     before anything is written, the image folder is built under a temporary name and the page is
-    written atomically, so a failure leaves the previous report as it was.
+    written atomically, so a failure leaves the previous report as it was. ``run``: the results of
+    ``out_dir`` when the caller has already loaded them (:func:`load_run`), so they are not read again.
     """
-    run: RunResults = load_run(out_dir)
+    run = load_run(out_dir) if run is None else run
     out = run.out_dir
     iou_cut = iou_threshold_of(run.meta)
     with atomic_dir(out / ASSETS_DIR) as assets:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import quote
 
 from hnd_jax.atomic import write_text
@@ -147,18 +147,22 @@ def index_html(folder: Path, runs: list[IndexedRun], extras: list[tuple[str, str
     )
 
 
-def write_index(folder: str | Path, runs: list[Path] | None = None) -> Path:
+def write_index(folder: str | Path, runs: list[Path] | None = None, *, loaded: Sequence[RunResults] = ()) -> Path:
     """Write ``FOLDER/index.html`` for the dissections under ``folder`` (found with :func:`find_runs`).
 
-    Each run is loaded (validated) for its counts; its report is linked when ``report.html`` exists.
-    Returns the index's path. Raises :class:`~hnd_jax.errors.HndError` for a malformed run.
+    Each run is loaded (validated) for its counts, unless ``loaded`` already holds it (results the
+    caller loaded, matched by folder: ``hnd report FOLDER`` passes those it wrote reports from, so no
+    file is read twice); its report is linked when ``report.html`` exists. Returns the index's path.
+    Raises :class:`~hnd_jax.errors.HndError` for a malformed run.
     """
     folder = Path(folder)
     runs = find_runs(folder) if runs is None else runs
+    known = {run.out_dir.resolve(): run for run in loaded}
     items = []
     for path in runs:
         report = path / "report.html"
-        items.append(IndexedRun(load_run(path), report if report.is_file() else None))
+        run = known.get(Path(path).resolve())
+        items.append(IndexedRun(load_run(path) if run is None else run, report if report.is_file() else None))
     extras = [(url_of(folder / rel, folder), label) for rel, label in EXTRA_PAGES if (folder / rel).is_file()]
     extras += [(url_of(p, folder), f"comparison: {p.parent.relative_to(folder)}/compare.html")
                for p in find_comparisons(folder)]

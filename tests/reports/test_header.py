@@ -94,6 +94,9 @@ def test_header_is_a_table_with_short_paths_and_full_tooltips(tmp_path):
     assert set(rows) >= {"model", "dictionary", "settings", "layers", "global families", "devices", "time",
                          "created", "versions"}
     assert "demo_cnn" in rows["model"] and "synthetic:96:0" in rows["dictionary"]
+    # the weights' identity: a file's sha256 (what `hnd dissect --weights FILE` records), else the parameters'
+    assert "weights sha256 " + "e0" * 6 + "…" in rows["model"] and "params sha256 " + "ab" * 6 + "…" in rows["model"]
+    assert f'title="{"e0" * 32}"' in text  # the full digest in the tooltip
     assert "96 local images" in rows["dictionary"] and "Age 32" in rows["dictionary"]
     assert "quantile q 0.005" in rows["settings"] and "IoU threshold 0.04" in rows["settings"]
     assert "conv3 (64 units, 16×16 maps)" in rows["layers"]
