@@ -86,7 +86,12 @@ def card_text(
     head = spec.heads[0] if head is None else head
     if head not in spec.heads:
         raise HndError(f"--head {head!r}: {architecture} has heads {', '.join(spec.heads)}")
-    size = spec.default_image_size if input_size is None else int(input_size)
+    from hnd_jax.cards import MAX_INPUT_SIZE, MAX_NUM_OUTPUTS, RESIZE_FILTERS, size_bound_error
+
+    size = spec.default_image_size if input_size is None else input_size
+    bad = size_bound_error("--input-size", size, MAX_INPUT_SIZE, " px", option=True)
+    if bad is not None:
+        raise bad
     if size < spec.min_image_size:
         raise HndError(f"--input-size {size}: {architecture} needs at least {spec.min_image_size} pixels")
     preset_name = spec.preprocess if preprocess is None else preprocess
@@ -94,10 +99,10 @@ def card_text(
         raise HndError(f"--preprocess {preset_name!r}: expected one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
     layers = list(layers) if layers else [spec.default_layer]
-    if num_outputs is not None and (isinstance(num_outputs, bool) or int(num_outputs) < 0):
-        raise HndError(f"--num-outputs {num_outputs}: expected a non-negative integer")
-    from hnd_jax.cards import RESIZE_FILTERS
-
+    if num_outputs is not None:  # a card's num_outputs is positive (hnd_jax/cards.py): 0 is refused here, naming
+        bad = size_bound_error("--num-outputs", num_outputs, MAX_NUM_OUTPUTS, option=True)  # the option, not a temporary file
+        if bad is not None:
+            raise bad
     if resize is not None and resize.lower() not in RESIZE_FILTERS:
         raise HndError(f"--resize {resize!r}: expected one of {', '.join(RESIZE_FILTERS)}")
 
