@@ -24,6 +24,7 @@ preset         resize       values                                              
 from __future__ import annotations
 
 import json
+import numbers
 import re
 import tempfile
 from pathlib import Path
@@ -89,6 +90,7 @@ def card_text(
     from hnd_jax.cards import MAX_INPUT_SIZE, MAX_NUM_OUTPUTS, RESIZE_FILTERS, size_bound_error
 
     size = spec.default_image_size if input_size is None else input_size
+    size = int(size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
     bad = size_bound_error("--input-size", size, MAX_INPUT_SIZE, " px", option=True)
     if bad is not None:
         raise bad
@@ -99,8 +101,8 @@ def card_text(
         raise HndError(f"--preprocess {preset_name!r}: expected one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
     layers = list(layers) if layers else [spec.default_layer]
-    if num_outputs is not None:  # a card's num_outputs is positive (hnd_jax/cards.py): 0 is refused here, naming
-        bad = size_bound_error("--num-outputs", num_outputs, MAX_NUM_OUTPUTS, option=True)  # the option, not a temporary file
+    if num_outputs is not None:  # refused here, naming the option; the card parser would name a temporary file
+        bad = size_bound_error("--num-outputs", num_outputs, MAX_NUM_OUTPUTS, option=True)
         if bad is not None:
             raise bad
     if resize is not None and resize.lower() not in RESIZE_FILTERS:

@@ -52,6 +52,7 @@ Card format (all keys are checked; an unknown key is an error, so typos do not g
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import os
 import re
 import tomllib
@@ -97,9 +98,10 @@ def size_bound_error(what: str, value: Any, maximum: int, unit: str = "", *, opt
     """The one-line error for a card size ``value`` that is not a positive integer up to ``maximum``
     (None when it is one). ``what``: the file and key (``CARD.toml: num_outputs``), or with ``option``
     the command-line option (``--num-outputs``)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= maximum:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 < value <= maximum:
         return None
-    named = f"{what} {value}" if option else f"{what} = {value!r}"
+    shown = value if isinstance(value, numbers.Integral) and not isinstance(value, bool) else repr(value)
+    named = f"{what} {shown}" if option else f"{what} = {value!r}"
     return HndError(f"{named}: expected a positive integer, at most {maximum}{unit} (the largest a face model "
                     f"needs; see hnd_jax/cards.py)")
 

@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, metavar="NAME", help="a model card name (hnd card list shows them) or the path of a card .toml file")
     p.add_argument("--image-size", type=int, metavar="S", help="input side in pixels (default: the card's input size)")
-    p.add_argument("--json", action="store_true", help="print JSON: [{name, channels, height, width, dissectable[, reason]}, ...]")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: [{name, channels, height, width, dissectable[, reason]}, ...]")
     p.set_defaults(func=run)
 
 

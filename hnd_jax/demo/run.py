@@ -239,5 +239,5 @@ def run_demo(
     }
     write_json(out / SUMMARY_FILE, summary)
     write_text(out / "report.html", demo_page(summary))
-    write_index(out)  # OUT/index.html, what `hnd report OUT` writes too; last, so that it links report.html and summary.json
+    write_index(out)  # OUT/index.html, as `hnd report OUT` writes it; last: it links report.html and summary.json
     return summary

@@ -94,4 +94,5 @@ def test_a_large_head_is_listed_without_allocating_it(tmp_path):
     small, small_out = _peak_rss_kib(tmp_path, "layers", "--model", cards[10])
     big, big_out = _peak_rss_kib(tmp_path, "layers", "--model", cards[400_000])
     assert small_out.splitlines()[1:] == big_out.splitlines()[1:] and "512 x 7 x 7" in big_out
-    assert big - small < 300 * 1024, f"peak memory {small / 1024:.0f} MiB with a 10-output head, {big / 1024:.0f} MiB with 400,000"
+    assert big - small < 300 * 1024, (f"peak memory {small / 1024:.0f} MiB with a 10-output head, "
+                                      f"{big / 1024:.0f} MiB with 400,000")
