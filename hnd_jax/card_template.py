@@ -158,17 +158,29 @@ def card_text(
 
 
 def check_card_runs(card) -> None:
-    """HndError unless the card's model runs at its input size and has its default layers.
+    """HndError unless the card's model runs at its input size, has its default layers and at most
+    :data:`hnd_jax.cards.MAX_PARAMETERS` parameters.
 
     Shapes only (``nnx.eval_shape`` / ``jax.eval_shape``): nothing is allocated or computed, so a
     ViT-B or IResNet-100 is checked in a second or two.
     """
+    import math
+
+    import jax
     from flax import nnx
 
+    from hnd_jax.cards import MAX_PARAMETERS
     from hnd_jax.convert.checkpoint import build_from_card
     from hnd_jax.models.capture import list_layers, module_names
+    from hnd_jax.pipeline.sizes import format_size
 
     model = nnx.eval_shape(lambda: build_from_card(card))
+    count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(model)))
+    if count > MAX_PARAMETERS:
+        outputs = "" if card.num_outputs is None else f"--num-outputs {card.num_outputs} "
+        raise HndError(f"{card.architecture} {outputs}at --input-size {card.input_size} would have {count:.2e} "
+                       f"parameters ({format_size(4 * count)} of float32), more than {MAX_PARAMETERS:.2e} (far more "
+                       f"than any face model; see hnd_jax/cards.py): a smaller --num-outputs or --input-size")
     dissectable = {info.name for info in list_layers(model, card.input_size)}
     for layer in card.default_layers:
         if layer not in dissectable:

@@ -74,6 +74,7 @@ __all__ = [
     "RESIZE_FILTERS",
     "MAX_INPUT_SIZE",
     "MAX_NUM_OUTPUTS",
+    "MAX_PARAMETERS",
 ]
 
 #: PIL resampling filters a card may name.
@@ -92,6 +93,14 @@ MAX_NUM_OUTPUTS = 2 ** 21
 #: CLIP, FaRL) or 518 px (DINOv2); none takes more than 1024. Beyond it a head that flattens the last
 #: map, or a ViT's position embedding, grows with the square of the side into tens of GB.
 MAX_INPUT_SIZE = 1024
+
+#: Most parameters (and batch-norm statistics) the model of a card written by ``hnd card new`` may
+#: have: 2**33, 8.6e9 (32 GiB of float32). The two bounds above do not bound the model: an IResNet's
+#: ``num_outputs`` is its embedding width, fed by a 25,088-wide flatten (``--num-outputs 1000000``:
+#: 2.5e10 parameters, 94 GiB). Real face models are far below it (IResNet-100: 6.5e7; ViT-B/16: 8.7e7;
+#: ViT-H: 6.3e8); the largest real combination, a ResNet-152 trunk with a full WebFace42M classifier
+#: (2,059,906 x 2048), has 4.3e9.
+MAX_PARAMETERS = 2 ** 33
 
 
 def size_bound_error(what: str, value: Any, maximum: int, unit: str = "", *, option: bool = False) -> HndError | None:

@@ -132,3 +132,21 @@ def test_sizes_at_the_bounds_are_written_and_over_them_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"hnd: error: {option} {value}: expected") and err.count("\n") == 1, err
         assert not bad.exists()
+
+
+def test_a_model_too_large_for_any_face_model_is_refused(tmp_path):
+    """IResNet's num_outputs is its embedding width behind a 512 x 7 x 7 = 25,088-wide flatten: 1,000,000 passes
+    the output bound but is 2.5e10 parameters (94 GiB); refused by the parameter bound (MAX_PARAMETERS = 2**33)
+    with one line naming the option, while the largest real combination (ResNet-152 trunk, full WebFace42M
+    classifier at the output bound) is written."""
+    import re
+
+    out = tmp_path / "x.toml"
+    with pytest.raises(HndError) as err:
+        _run(["card", "new", "--arch", "iresnet50", "--num-outputs", "1000000", "--out", str(out)])
+    msg = str(err.value)
+    m = re.match(r"iresnet50 --num-outputs 1000000 at --input-size 112 would have ([0-9.e+]+) parameters \(", msg)
+    assert m and "\n" not in msg and str(tmp_path) not in msg and "tmp" not in msg, msg
+    assert 25088 * 1_000_000 <= float(m[1]) < 1.01 * 25088 * 1_000_000  # the embedding's weight dominates
+    assert not out.exists()
+    assert _run(["card", "new", "--arch", "resnet152", "--num-outputs", str(2 ** 21), "--out", str(out)]) == 0

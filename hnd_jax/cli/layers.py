@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     model = nnx.eval_shape(build)  # shapes only: no parameter is allocated (a large head costs nothing)
     rank = {name: i for i, name in enumerate(order)}
     rows = []
-    for name, (h, w, c) in sorted(list_layers(model, size), key=lambda info: rank[info.name]):
+    for name, (h, w, c) in sorted(list_layers(model, size), key=lambda info: rank.get(info.name, len(rank))):
         reason = nothing_to_dissect((h, w, c), size)
         rows.append({"name": name, "channels": c, "height": h, "width": w, "dissectable": reason is None,
                      **({} if reason is None else {"reason": reason})})
