@@ -24,6 +24,7 @@ preset         resize       values                                              
 from __future__ import annotations
 
 import json
+import numbers
 import re
 import tempfile
 from pathlib import Path
@@ -86,7 +87,13 @@ def card_text(
     head = spec.heads[0] if head is None else head
     if head not in spec.heads:
         raise HndError(f"--head {head!r}: {architecture} has heads {', '.join(spec.heads)}")
-    size = spec.default_image_size if input_size is None else int(input_size)
+    from hnd_jax.cards import MAX_INPUT_SIZE, MAX_NUM_OUTPUTS, RESIZE_FILTERS, size_bound_error
+
+    size = spec.default_image_size if input_size is None else input_size
+    size = int(size) if isinstance(size, numbers.Integral) and not isinstance(size, bool) else size
+    bad = size_bound_error("--input-size", size, MAX_INPUT_SIZE, " px", option=True)
+    if bad is not None:
+        raise bad
     if size < spec.min_image_size:
         raise HndError(f"--input-size {size}: {architecture} needs at least {spec.min_image_size} pixels")
     preset_name = spec.preprocess if preprocess is None else preprocess
@@ -94,10 +101,10 @@ def card_text(
         raise HndError(f"--preprocess {preset_name!r}: expected one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
     layers = list(layers) if layers else [spec.default_layer]
-    if num_outputs is not None and (isinstance(num_outputs, bool) or int(num_outputs) < 0):
-        raise HndError(f"--num-outputs {num_outputs}: expected a non-negative integer")
-    from hnd_jax.cards import RESIZE_FILTERS
-
+    if num_outputs is not None:  # refused here, naming the option; the card parser would name a temporary file
+        bad = size_bound_error("--num-outputs", num_outputs, MAX_NUM_OUTPUTS, option=True)
+        if bad is not None:
+            raise bad
     if resize is not None and resize.lower() not in RESIZE_FILTERS:
         raise HndError(f"--resize {resize!r}: expected one of {', '.join(RESIZE_FILTERS)}")
 
@@ -151,17 +158,29 @@ def card_text(
 
 
 def check_card_runs(card) -> None:
-    """HndError unless the card's model runs at its input size and has its default layers.
+    """HndError unless the card's model runs at its input size, has its default layers and at most
+    :data:`hnd_jax.cards.MAX_PARAMETERS` parameters.
 
     Shapes only (``nnx.eval_shape`` / ``jax.eval_shape``): nothing is allocated or computed, so a
     ViT-B or IResNet-100 is checked in a second or two.
     """
+    import math
+
+    import jax
     from flax import nnx
 
+    from hnd_jax.cards import MAX_PARAMETERS
     from hnd_jax.convert.checkpoint import build_from_card
     from hnd_jax.models.capture import list_layers, module_names
+    from hnd_jax.pipeline.sizes import format_size
 
     model = nnx.eval_shape(lambda: build_from_card(card))
+    count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nnx.state(model)))
+    if count > MAX_PARAMETERS:
+        outputs = "" if card.num_outputs is None else f"--num-outputs {card.num_outputs} "
+        raise HndError(f"{card.architecture} {outputs}at --input-size {card.input_size} would have {count:.2e} "
+                       f"parameters ({format_size(4 * count)} of float32), more than {MAX_PARAMETERS:.2e} (far more "
+                       f"than any face model; see hnd_jax/cards.py): a smaller --num-outputs or --input-size")
     dissectable = {info.name for info in list_layers(model, card.input_size)}
     for layer in card.default_layers:
         if layer not in dissectable:

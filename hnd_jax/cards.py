@@ -21,8 +21,8 @@ Card format (all keys are checked; an unknown key is an error, so typos do not g
     name = "age"                        # must equal the file stem (models/age.toml)
     architecture = "resnet50"           # registry name
     head = "mlp"                        # optional: passed to build_model(head=...)
-    num_outputs = 1                     # optional: passed to build_model(num_outputs=...)
-    input_size = 128                    # side of the square input, pixels
+    num_outputs = 1                     # optional: passed to build_model(num_outputs=...), <= MAX_NUM_OUTPUTS
+    input_size = 128                    # side of the square input, pixels, <= MAX_INPUT_SIZE
     default_layers = ["layer4.2.conv1"] # PyTorch module paths
     source_format = "..."               # what the original weights file is
     trained_for = "..."
@@ -30,7 +30,7 @@ Card format (all keys are checked; an unknown key is an error, so typos do not g
     notes = "..."                       # optional
 
     [model_kwargs]                      # optional extra keyword arguments of build_model
-    image_size = 128
+    image_size = 128                    # (<= MAX_INPUT_SIZE)
 
     [preprocessing]
     resize = "bicubic"                  # PIL filter: nearest|box|bilinear|hamming|bicubic|lanczos
@@ -52,6 +52,7 @@ Card format (all keys are checked; an unknown key is an error, so typos do not g
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import os
 import re
 import tomllib
@@ -71,11 +72,47 @@ __all__ = [
     "list_cards",
     "load_card",
     "RESIZE_FILTERS",
+    "MAX_INPUT_SIZE",
+    "MAX_NUM_OUTPUTS",
+    "MAX_PARAMETERS",
 ]
 
 #: PIL resampling filters a card may name.
 RESIZE_FILTERS = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
 FACE_CROPS = ("none", "mtcnn")
+
+#: Most head outputs a card may ask for (``num_outputs``, ``hnd card new --num-outputs``): 2**21 =
+#: 2,097,152. The largest heads of real face and vision models are far below it (ImageNet-21k: 21,843
+#: classes; ArcFace on MS1MV3: 93,431 identities; Glint360K: 360,232) and it still holds a full
+#: classifier over WebFace42M, the largest identity-labelled face set (2,059,906 identities). A
+#: larger value is a typo (``--num-outputs 1000000000`` once ran ``hnd layers`` out of memory).
+MAX_NUM_OUTPUTS = 2 ** 21
+
+#: Largest input side a card may ask for (``input_size``, ``model_kwargs.image_size``, ``hnd card new
+#: --input-size``), in pixels. Face models take 112 (ArcFace), 160 (FaceNet), 224-448 (ResNet, ViT,
+#: CLIP, FaRL) or 518 px (DINOv2); none takes more than 1024. Beyond it a head that flattens the last
+#: map, or a ViT's position embedding, grows with the square of the side into tens of GB.
+MAX_INPUT_SIZE = 1024
+
+#: Most parameters (and batch-norm statistics) the model of a card written by ``hnd card new`` may
+#: have: 2**33, 8.6e9 (32 GiB of float32). The two bounds above do not bound the model: an IResNet's
+#: ``num_outputs`` is its embedding width, fed by a 25,088-wide flatten (``--num-outputs 1000000``:
+#: 2.5e10 parameters, 94 GiB). Real face models are far below it (IResNet-100: 6.5e7; ViT-B/16: 8.7e7;
+#: ViT-H: 6.3e8); the largest real combination, a ResNet-152 trunk with a full WebFace42M classifier
+#: (2,059,906 x 2048), has 4.3e9.
+MAX_PARAMETERS = 2 ** 33
+
+
+def size_bound_error(what: str, value: Any, maximum: int, unit: str = "", *, option: bool = False) -> HndError | None:
+    """The one-line error for a card size ``value`` that is not a positive integer up to ``maximum``
+    (None when it is one). ``what``: the file and key (``CARD.toml: num_outputs``), or with ``option``
+    the command-line option (``--num-outputs``)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 < value <= maximum:
+        return None
+    shown = value if isinstance(value, numbers.Integral) and not isinstance(value, bool) else repr(value)
+    named = f"{what} {shown}" if option else f"{what} = {value!r}"
+    return HndError(f"{named}: expected a positive integer, at most {maximum}{unit} (the largest a face model "
+                    f"needs; see hnd_jax/cards.py)")
 
 
 @dataclass(frozen=True)
@@ -282,7 +319,8 @@ class _Reader:
             raise self._fail(key, "a string")
         return value
 
-    def int(self, key: str, default: int | None = None, required: bool = True) -> int | None:
+    def int(self, key: str, default: int | None = None, required: bool = True, maximum: int | None = None,
+            unit: str = "") -> int | None:
         if key not in self.table:
             if required and default is None:
                 raise HndError(f"{self.path}: missing key {self.where}{key}")
@@ -290,6 +328,8 @@ class _Reader:
         value = self.table[key]
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise self._fail(key, "a positive integer")
+        if maximum is not None and value > maximum:
+            raise size_bound_error(f"{self.path}: {self.where}{key}", value, maximum, unit)
         return value
 
     def float(self, key: str, default: float) -> float:
@@ -376,6 +416,9 @@ def _parse_card(path: Path, *, expect_stem: bool) -> ModelCard:
     model_kwargs = data.get("model_kwargs", {})
     if not isinstance(model_kwargs, dict):
         raise HndError(f"{path}: [model_kwargs] must be a table")
+    if "image_size" in model_kwargs:
+        _Reader(path, model_kwargs, "model_kwargs.", set(model_kwargs)).int("image_size", maximum=MAX_INPUT_SIZE,
+                                                                            unit=" px")
     layers = top.strs("default_layers", required=True)
     if not layers:
         raise HndError(f"{path}: default_layers is empty; name at least one layer")
@@ -385,14 +428,14 @@ def _parse_card(path: Path, *, expect_stem: bool) -> ModelCard:
     return ModelCard(
         name=name,
         architecture=top.str("architecture"),
-        input_size=int(top.int("input_size")),
+        input_size=int(top.int("input_size", maximum=MAX_INPUT_SIZE, unit=" px")),
         default_layers=layers,
         source_format=top.str("source_format"),
         trained_for=top.str("trained_for"),
         preprocessing=preprocessing,
         weights=weights,
         head=head,
-        num_outputs=top.int("num_outputs", required=False),
+        num_outputs=top.int("num_outputs", required=False, maximum=MAX_NUM_OUTPUTS),
         model_kwargs=dict(model_kwargs),
         citation=top.str("citation", ""),
         notes=top.str("notes", ""),

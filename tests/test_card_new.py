@@ -76,6 +76,15 @@ def test_vit_at_another_size_records_it(tmp_path):
     (["--arch", "iresnet50", "--input-size", "128"], "built for 112x112"),
     (["--arch", "resnet18", "--layer", "layer4.2"], "--layer layer4.2: not a layer"),
     (["--arch", "resnet18", "--layer", "fc"], "--layer fc: not a conv-like map"),
+    # sizes (hnd_jax/cards.py MAX_NUM_OUTPUTS, MAX_INPUT_SIZE): named by the option, never a temporary file
+    (["--arch", "resnet18", "--num-outputs", "1000000000"], "--num-outputs 1000000000: expected a positive integer, "
+                                                             "at most 2097152 ("),
+    (["--arch", "iresnet50", "--num-outputs", "2097153"], "--num-outputs 2097153: expected"),
+    (["--arch", "resnet18", "--num-outputs", "0"], "--num-outputs 0: expected a positive integer"),
+    (["--arch", "resnet18", "--num-outputs", "-3"], "--num-outputs -3: expected a positive integer"),
+    (["--arch", "vit_tiny_patch16_224", "--input-size", "1040"], "--input-size 1040: expected a positive integer, "
+                                                                  "at most 1024 px ("),
+    (["--arch", "resnet18", "--input-size", "0"], "--input-size 0: expected a positive integer"),
 ])
 def test_bad_requests_are_one_line_errors(tmp_path, argv, fragment):
     out = tmp_path / "x.toml"
@@ -104,3 +113,40 @@ def test_card_list(capsys):
 def test_template_names():
     with pytest.raises(HndError, match="card name"):
         card_text("bad name", "resnet18")
+
+
+def test_sizes_at_the_bounds_are_written_and_over_them_exit_2(tmp_path, capsys):
+    """The real command: the largest allowed head and input are written and traced; one more is one line, exit 2."""
+    from hnd_jax.cli.main import main
+
+    out = tmp_path / "edge.toml"
+    assert main(["card", "new", "--arch", "resnet18", "--head", "fc", "--num-outputs", "2097152", "--input-size", "1024",
+                 "--out", str(out)]) == 0
+    card = load_card(out)
+    assert (card.num_outputs, card.input_size) == (2 ** 21, 1024)
+    assert dict(list_layers(nnx.eval_shape(lambda: _build(card)), 1024))["layer4.1"] == (32, 32, 512)
+    capsys.readouterr()
+    for option, value in (("--num-outputs", "2097153"), ("--input-size", "1025")):
+        bad = tmp_path / "bad.toml"
+        assert main(["card", "new", "--arch", "resnet18", option, value, "--out", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hnd: error: {option} {value}: expected") and err.count("\n") == 1, err
+        assert not bad.exists()
+
+
+def test_a_model_too_large_for_any_face_model_is_refused(tmp_path):
+    """IResNet's num_outputs is its embedding width behind a 512 x 7 x 7 = 25,088-wide flatten: 1,000,000 passes
+    the output bound but is 2.5e10 parameters (94 GiB); refused by the parameter bound (MAX_PARAMETERS = 2**33)
+    with one line naming the option, while the largest real combination (ResNet-152 trunk, full WebFace42M
+    classifier at the output bound) is written."""
+    import re
+
+    out = tmp_path / "x.toml"
+    with pytest.raises(HndError) as err:
+        _run(["card", "new", "--arch", "iresnet50", "--num-outputs", "1000000", "--out", str(out)])
+    msg = str(err.value)
+    m = re.match(r"iresnet50 --num-outputs 1000000 at --input-size 112 would have ([0-9.e+]+) parameters \(", msg)
+    assert m and "\n" not in msg and str(tmp_path) not in msg and "tmp" not in msg, msg
+    assert 25088 * 1_000_000 <= float(m[1]) < 1.01 * 25088 * 1_000_000  # the embedding's weight dominates
+    assert not out.exists()
+    assert _run(["card", "new", "--arch", "resnet152", "--num-outputs", str(2 ** 21), "--out", str(out)]) == 0

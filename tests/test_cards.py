@@ -215,7 +215,24 @@ BAD_CARDS = {
     "bad_regex": (dict(weights='rename = [["(", "x"]]'), "regular expression"),
     "mean_without_std": (dict(pre="mean = [0.5, 0.5, 0.5]"), "together"),
     "bad_face_crop": (dict(pre='face_crop = "dlib"'), "face_crop"),
+    # a typo'd size once ran `hnd layers`/`hnd dissect` out of memory: bounded (MAX_NUM_OUTPUTS, MAX_INPUT_SIZE)
+    "huge_num_outputs": (dict(top="num_outputs = 1000000000"),
+                         "num_outputs = 1000000000: expected a positive integer, at most 2097152 ("),
+    "num_outputs_one_over": (dict(top="num_outputs = 2097153"), "num_outputs = 2097153: expected"),
+    "huge_input_size": (dict(size="100000"), "input_size = 100000: expected a positive integer, at most 1024 px"),
+    "huge_model_kwargs_size": (dict(top="[model_kwargs]\nimage_size = 1025"), "model_kwargs.image_size = 1025: expected"),
 }
+
+
+def test_the_size_bounds_are_inclusive_and_hold_every_built_in_card(tmp_path):
+    from hnd_jax.cards import MAX_INPUT_SIZE, MAX_NUM_OUTPUTS, list_cards
+
+    assert MAX_NUM_OUTPUTS >= 2_059_906  # a full classifier over WebFace42M's identities still fits
+    card = load_card(_write_card(tmp_path, "edge", size=str(MAX_INPUT_SIZE),
+                                 top=f"num_outputs = {MAX_NUM_OUTPUTS}\n[model_kwargs]\nimage_size = {MAX_INPUT_SIZE}"))
+    assert (card.input_size, card.num_outputs, card.model_kwargs) == (1024, 2 ** 21, {"image_size": 1024})
+    for known in list_cards():
+        assert known.input_size <= MAX_INPUT_SIZE and (known.num_outputs or 0) <= MAX_NUM_OUTPUTS, known.name
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CARDS))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from hnd_jax.cards import MAX_INPUT_SIZE, MAX_NUM_OUTPUTS
 from hnd_jax.cli.help import HelpFormatter
 
 
@@ -30,10 +31,12 @@ def register(subparsers) -> None:
     new.add_argument("--arch", required=True, metavar="ARCH", help="architecture name (see `hnd card list`)")
     new.add_argument("--out", required=True, metavar="CARD.toml", help="file to write (refused if it exists)")
     new.add_argument("--name", metavar="NAME", help="card name (default: the file name without .toml)")
-    new.add_argument("--input-size", type=int, metavar="S", help="input side in pixels (default: the architecture's)")
+    new.add_argument("--input-size", type=int, metavar="S",
+                     help=f"input side in pixels, at most {MAX_INPUT_SIZE} (default: the architecture's)")
     new.add_argument("--head", metavar="HEAD", help="head variant (default: the architecture's first)")
     new.add_argument("--num-outputs", type=int, metavar="N",
-                     help="head outputs (default: read from the checkpoint's head when it has one)")
+                     help=f"head outputs, at most {MAX_NUM_OUTPUTS} "
+                          "(default: read from the checkpoint's head when it has one)")
     new.add_argument("--preprocess", metavar="PRESET",
                      help="unit | imagenet | signed | clip | facenet (default: the architecture's usual one)")
     new.add_argument("--resize", metavar="FILTER", help="PIL resize filter (default: the preset's)")

@@ -18,8 +18,9 @@ def register(subparsers) -> None:
         description=(
             "Generate a synthetic Face Dictionary and a training set with a planted bias (the task's\n"
             "positives mostly wear eyeglasses and carry a synthetic group cue), train the demo CNN on it\n"
-            "and a control on unbiased faces, dissect both and write OUT/report.html, OUT/compare/ and\n"
-            "OUT/summary.json. Afterwards, hnd report OUT rewrites both models' reports and OUT/index.html."
+            "and a control on unbiased faces, dissect both and write OUT/report.html, OUT/compare/,\n"
+            "OUT/summary.json and OUT/index.html (every report here). Afterwards, hnd report OUT rewrites\n"
+            "the models' reports and OUT/index.html."
         ),
         formatter_class=HelpFormatter,
     )

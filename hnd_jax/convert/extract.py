@@ -158,34 +158,33 @@ def dissect_layout_activations(
     family_rows = [process_rows(len(dictionary.global_group_of(f.name))) for f in families]
     total = (hi - lo) + sum(b - a for a, b in family_rows)  # this process's images
     one_image = (int(dictionary.image_size), int(dictionary.image_size), 3)
-    bar = StageProgress("extract", total, mode=progress)
-    local = (preprocess_uint8(b.images, card)
-             for b in dictionary.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
-    out = {"local": gather_rows(extract_activations(model, [layer], local, bar, one_image)[layer],
-                                dictionary.num_local)}
-    for family in families:
-        group_of = np.asarray(dictionary.global_group_of(family.name))
-        if group_of.size == 0:
-            continue
-        order: list[np.ndarray] = []
+    with StageProgress("extract", total, mode=progress) as bar:  # an interruption says where it stopped
+        local = (preprocess_uint8(b.images, card)
+                 for b in dictionary.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
+        out = {"local": gather_rows(extract_activations(model, [layer], local, bar, one_image)[layer],
+                                    dictionary.num_local)}
+        for family in families:
+            group_of = np.asarray(dictionary.global_group_of(family.name))
+            if group_of.size == 0:
+                continue
+            order: list[np.ndarray] = []
 
-        def family_batches(name: str = family.name) -> Iterator[np.ndarray]:
-            for b in dictionary.global_batches(name, batch_size, process_index=jax.process_index(),
-                                               process_count=jax.process_count()):
-                order.append(np.asarray(b.index))
-                yield preprocess_uint8(b.images, card)
+            def family_batches(name: str = family.name) -> Iterator[np.ndarray]:
+                for b in dictionary.global_batches(name, batch_size, process_index=jax.process_index(),
+                                                   process_count=jax.process_count()):
+                    order.append(np.asarray(b.index))
+                    yield preprocess_uint8(b.images, card)
 
-        part = extract_activations(model, [layer], family_batches(), bar, one_image)[layer]
-        f_lo, _ = process_rows(group_of.size)
-        by_index = np.empty_like(part)
-        if order:
-            by_index[np.concatenate(order) - f_lo] = part  # place rows by their position in the family's order
-        by_index = gather_rows(by_index, group_of.size)
-        for g, group in enumerate(dictionary.global_groups(family.name)):
-            rows = np.flatnonzero(group_of == g)
-            if rows.size:
-                out[f"{family.name}/{group}"] = by_index[rows]
-    bar.close()
+            part = extract_activations(model, [layer], family_batches(), bar, one_image)[layer]
+            f_lo, _ = process_rows(group_of.size)
+            by_index = np.empty_like(part)
+            if order:
+                by_index[np.concatenate(order) - f_lo] = part  # place rows by their position in the family's order
+            by_index = gather_rows(by_index, group_of.size)
+            for g, group in enumerate(dictionary.global_groups(family.name)):
+                rows = np.flatnonzero(group_of == g)
+                if rows.size:
+                    out[f"{family.name}/{group}"] = by_index[rows]
     return out
 
 
@@ -222,6 +221,7 @@ def extract_activations(
     arrays have 0 rows (a process whose slice of a small set is empty still takes part in the gather).
     """
     from hnd_jax.models.capture import forward_with_layers
+    from hnd_jax.pipeline.stages import _sleep_hook
 
     if not layers:
         raise HndError("no layer requested: pass --layer NAME (see `hnd layers --model NAME`)")
@@ -239,6 +239,7 @@ def extract_activations(
             chunks[name].append(np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a)
         if progress is not None:
             progress.update(n)
+        _sleep_hook()  # $HND_TEST_SLEEP_PER_BATCH: tests interrupt a run mid-way (no effect otherwise)
     if full is None:
         import jax
 
@@ -325,9 +326,8 @@ def run_extract(
         batches = (preprocess_uint8(b.images, card)
                    for b in opened.local_batches(batch_size, with_masks=False, start=lo, stop=hi))
     lo, hi = process_rows(total)
-    bar = StageProgress("extract", hi - lo, mode=progress)  # this process's rows
-    acts = extract_activations(net, names, batches, bar, one_image)
-    bar.close()
+    with StageProgress("extract", hi - lo, mode=progress) as bar:  # this process's rows; says where a stop came
+        acts = extract_activations(net, names, batches, bar, one_image)
     acts = {name: gather_rows(a, total) for name, a in acts.items()}
     return write_activations(out, acts) if _writer() else out
 

@@ -1,7 +1,8 @@
 """``OUT/report.html`` of the demo: what was planted, what the dissection found, and links onwards.
 
 One offline page; the comparison figures are the PNGs beside it (``compare/``), and each model's full
-report is linked (``biased/report.html``, ``control/report.html``).
+report is linked (``biased/report.html``, ``control/report.html``), and so is ``index.html``, the page
+linking every run and page of the folder, which the demo writes last as ``hnd report OUT`` does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from hnd_jax.reports.compare import FIGURES
 from hnd_jax.reports.html import esc
+from hnd_jax.reports.index import INDEX_HTML
 
 _CSS = (
     "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1d2330;padding:0 16px}"
@@ -135,6 +137,7 @@ def demo_page(summary: dict[str, Any]) -> str:
         "<p>Held-out probes: unbiased (the true task), concept only / group only (one shortcut follows the "
         "label), conflicting (both shortcuts point the wrong way).</p>"
         f"{probes}<p>{links} · <a href=\"compare/compare.html\">comparison</a> · "
-        "<a href=\"summary.json\">summary.json</a></p><h2>Comparison</h2>"
+        f"<a href=\"summary.json\">summary.json</a> · <a href=\"{INDEX_HTML}\">all reports here ({INDEX_HTML})</a>"
+        "</p><h2>Comparison</h2>"
         f"{figures}</body></html>\n"
     )

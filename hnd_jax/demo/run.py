@@ -3,9 +3,10 @@
 Steps (each logged with its time): open the synthetic Face Dictionary (generated once, cached),
 render the probe sets, train the biased and the control demo CNN, save their weights, dissect both
 with :func:`hnd_jax.pipeline.dissect.dissect_model`, write each model's report, the comparison and
-finally ``OUT/summary.json`` and ``OUT/report.html``. Layout of OUT::
+finally ``OUT/summary.json``, ``OUT/report.html`` and ``OUT/index.html`` (the page ``hnd report OUT``
+writes: every run's report and every page here, linked from ``report.html``). Layout of OUT::
 
-    OUT/summary.json  OUT/report.html
+    OUT/summary.json  OUT/report.html  OUT/index.html
     OUT/biased/   OUT/control/     dissection results + report.html + plots/ of each model
     OUT/models/biased/ ...         converted weights (hnd dissect --model demo_cnn --weights ...)
     OUT/compare/                   hnd compare's figures, compare.json, compare.html
@@ -35,6 +36,7 @@ from hnd_jax.demo.measure import clearly_more, difference_z, planted_unit_counts
 from hnd_jax.demo.page import demo_page
 from hnd_jax.demo.settings import DemoSettings
 from hnd_jax.errors import HndError
+from hnd_jax.reports.index import write_index
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_KIND = "hnd-demo"
@@ -237,4 +239,5 @@ def run_demo(
     }
     write_json(out / SUMMARY_FILE, summary)
     write_text(out / "report.html", demo_page(summary))
+    write_index(out)  # OUT/index.html, as `hnd report OUT` writes it; last: it links report.html and summary.json
     return summary

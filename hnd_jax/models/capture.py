@@ -49,6 +49,20 @@ class LayerInfo(NamedTuple):
     shape: tuple[int, int, int]
 
 
+def nothing_to_dissect(shape: tuple[int, int, int], image_size: int) -> str | None:
+    """Why a layer with activation ``shape`` = (H, W, C) of one image cannot be dissected at
+    ``image_size``, or None when it can (at least one unit and one pixel).
+
+    The one wording for ``hnd dissect``'s refusal and ``hnd layers``' listing: a map of 0 units, or
+    of 0 x 0 pixels (an input too small for the layer's strides), has no unit to score.
+    """
+    h, w, units = (int(d) for d in shape)
+    if h > 0 and w > 0 and units > 0:
+        return None
+    return (f"its activation map is {units} x {h} x {w} at --image-size {image_size}: nothing to dissect "
+            f"(a larger --image-size, or an earlier layer)")
+
+
 def module_names(model: nnx.Module) -> list[str]:
     """Dotted paths of every submodule, in definition order, parents before children.
 

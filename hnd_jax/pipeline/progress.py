@@ -6,7 +6,9 @@ Modes (``RunConfig.progress`` / ``--progress``):
 * ``bar``: always bars; ``plain``: always lines; ``none``: nothing.
 
 A plain line is printed about every 10% of a stage's images or 30 seconds, and when it ends, with the rate and the ETA; every mode prints the stage's time when it ends (except
-``none``), so the time appears right after the stage, not after the next stage's output.
+``none``), so the time appears right after the stage, not after the next stage's output. A stage
+ended by an error or an interruption says where it stopped (``stopped after S s at N/M img``), not
+"done": ``close(completed=False)``, or ``with StageProgress(...)`` which decides it from the exception.
 """
 
 from __future__ import annotations
@@ -67,13 +69,26 @@ class StageProgress:
         elif self.mode == "plain":
             self._line(text)
 
-    def close(self, completed: bool = True) -> float:
+    def __enter__(self) -> "StageProgress":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """End the stage: "done" when the block finished, "stopped ... at N/M" when Ctrl-C
+        (KeyboardInterrupt), SIGTERM (:class:`~hnd_jax.errors.Terminated`) or an error ended it; never
+        swallows it. An error before any image was done (a bad input found first) adds no line: its own
+        one line says what went wrong."""
+        quiet = exc_type is not None and issubclass(exc_type, Exception) and self.done == self.start_done
+        self.close(completed=exc_type is None, say=not quiet)
+        return False
+
+    def close(self, completed: bool = True, *, say: bool = True) -> float:
         """End the stage; print its time (bar and plain modes); return the seconds it took.
-        ``completed=False`` (an error or an interruption ended it): say where it stopped, not "done"."""
+        ``completed=False`` (an error or an interruption ended it): say where it stopped, not "done".
+        ``say=False``: print nothing (the bar is still closed)."""
         seconds = time.perf_counter() - self.t0
         if self.bar is not None:
             self.bar.close()
-        if self.mode != "none":
+        if self.mode != "none" and say:
             if completed:
                 rate = (self.done - self.start_done) / max(seconds, 1e-9)
                 self._line(f"done in {seconds:.1f} s ({self.done - self.start_done} {self.unit}, {rate:.1f} {self.unit}/s)")

@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.errors import HndError
+from hnd_jax.models.capture import nothing_to_dissect
 from hnd_jax.pipeline.cache import ActivationCache, plan_cache
 from hnd_jax.pipeline.forward import LayerCapture, LayerForward
 from hnd_jax.pipeline.model_source import ModelSource
@@ -52,10 +53,10 @@ class ModelActivations:
         self.padded = padded_size(batch_size, mesh)
         self.forward = LayerForward(model.module, self.layers, mesh, capture=capture)
         self.shapes = self.forward.shapes(int(dic.image_size), self.padded)  # validates the layer names
-        for name, (h, w, units) in self.shapes.items():
-            if not (h and w and units):
-                raise HndError(f"layer {name}: its activation map is {units} x {h} x {w} at --image-size "
-                               f"{dic.image_size}: nothing to dissect (a larger --image-size, or an earlier layer)")
+        for name, shape in self.shapes.items():
+            reason = nothing_to_dissect(shape, dic.image_size)
+            if reason is not None:
+                raise HndError(f"layer {name}: {reason}")
         self.identity = model.identity
         self.prefetch = int(prefetch)
         self.split = {"data": 0.0, "forward": 0.0, "input_wait": 0.0}

@@ -6,6 +6,10 @@ SLURM log gets (hnd_jax/pipeline/progress.py).
 
 from __future__ import annotations
 
+import re
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -76,3 +80,74 @@ def test_a_stage_ended_by_an_error_or_an_interrupt_is_not_called_done(capsys):
     progress.close(completed=False)
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith("hnd: pass 2 (IoU tally): stopped after ") and last.endswith(" at 8/32 img"), last
+
+
+@pytest.mark.parametrize("for_dissect", [False, True])
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_an_interrupted_extract_says_where_it_stopped(tmp_path, sig, code, word, for_dissect):
+    """A real `hnd extract` stopped by Ctrl-C (SIGINT) or SIGTERM mid-way: its progress ends with
+    'stopped after S s at N/M img' (as dissect's stages do), never 'done', then the signal's one line."""
+    from flax import nnx
+
+    from hnd_jax.convert.checkpoint import save_model
+    from hnd_jax.models.registry import build_model
+    from hnd_jax.pipeline.stages import SLEEP_ENV
+    from test_multiprocess import finish, hnd  # the real-process helpers of the dissect interruption tests
+
+    save_model(build_model("demo_cnn", num_outputs=2, rngs=nnx.Rngs(0)), "demo_cnn", tmp_path / "w")
+    args = ["extract", "--model", "demo_cnn", "--weights", tmp_path / "w", "--layer", "conv4", "--batch-size", 1]
+    if for_dissect:  # dissect_layout_activations: the local images then every global family's
+        args += ["--dictionary", "synthetic:6:0", "--for-dissect", "--out", tmp_path / "a.npz"]
+    else:
+        np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 64, 64, 3), dtype=np.float32))
+        args += ["--inputs", tmp_path / "x.npy", "--out", tmp_path / "a.npy"]
+    stderr = tmp_path / "stderr"
+    proc = hnd(args, devices=1, extra_env={SLEEP_ENV: "0.3", "HND_CACHE": str(tmp_path / "cache")}, stderr_file=stderr)
+    deadline = time.monotonic() + 120
+    while not _progress_lines(stderr.read_text(errors="replace"), "extract"):  # a few batches done
+        assert proc.poll() is None and time.monotonic() < deadline, stderr.read_text(errors="replace")
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    ((got, _, err),) = finish([proc], timeout=60)
+    lines = err.splitlines()
+    assert got == code and lines[-1] == f"hnd: {word}", err[-2000:]
+    stop = re.fullmatch(r"hnd: extract: stopped after [0-9.]+ s at (\d+)/(\d+) img", lines[-2])
+    assert stop is not None, lines[-3:]
+    done, total = int(stop[1]), int(stop[2])
+    counted = [int(m[1]) for l in _progress_lines(err, "extract") if (m := re.match(r"hnd: extract: (\d+)/", l))]
+    assert counted and counted[-1] <= done < total, (counted, done, total)  # where it was, not the end
+    if not for_dissect:
+        assert total == 20
+    assert not any("done in" in l for l in lines)
+    assert not (tmp_path / "a.npy").exists() and not (tmp_path / "a.npz").exists()
+
+
+@pytest.mark.parametrize("exc", [None, KeyboardInterrupt, "Terminated", ValueError])
+@pytest.mark.parametrize("first", [0, 3])
+def test_a_stage_in_a_with_block_is_done_only_when_the_block_finished(capsys, exc, first):
+    """An interruption always says where it stopped; an error only once an image was done (a bad input
+    found first is its own one line)."""
+    from hnd_jax.errors import Terminated
+    from hnd_jax.pipeline.progress import StageProgress
+
+    if exc == "Terminated":
+        exc = Terminated  # SIGTERM's exception (hnd_jax/errors.py), a BaseException like KeyboardInterrupt
+
+    def stage():
+        with StageProgress("extract", 10, mode="plain") as progress:
+            progress.update(first)
+            if exc is not None:
+                raise exc()
+
+    if exc is None:
+        stage()
+    else:
+        with pytest.raises(exc):  # never swallowed
+            stage()
+    lines = [l for l in capsys.readouterr().err.splitlines() if "/10 img," not in l]  # the periodic lines
+    if exc is None:
+        assert len(lines) == 1 and re.fullmatch(rf"hnd: extract: done in [0-9.]+ s \({first} img, .*", lines[0]), lines
+    elif exc is ValueError and first == 0:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and re.fullmatch(rf"hnd: extract: stopped after [0-9.]+ s at {first}/10 img", lines[0])

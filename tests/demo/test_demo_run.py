@@ -165,8 +165,31 @@ def test_outputs_exist_and_the_page_links_resolve(demo_out):
     assert parser.errors == [] and parser.stack == []
     local = [u for u in parser.urls if not u.startswith(("http:", "https:", "data:", "#"))]
     assert any(u.endswith(".png") for u in local) and "biased/report.html" in local
+    assert "index.html" in local  # the page linking every report here, as `hnd report OUT` writes it
     for url in local:
         assert (out / url).is_file(), url
+
+
+def test_the_index_links_every_run_and_page_and_is_what_hnd_report_writes(demo_out, tmp_path, capsys):
+    out, summary, _ = demo_out
+    parser = _Links()
+    parser.feed((out / "index.html").read_text())
+    assert parser.errors == [] and parser.stack == []
+    local = {u for u in parser.urls if not u.startswith(("http:", "https:", "data:", "#"))}
+    runs = {f"{r['folder']}/{n}".removeprefix("./") for r in summary["replicates"] for n in ("biased", "control")}
+    assert len(runs) == 4  # two replicates: the top-level pair and replicates/seed<S>/
+    for run in runs:  # every model's report and results, from the summary, not from the index's own search
+        assert f"{run}/report.html" in local and f"{run}/dissection.json" in local, run
+    assert {"report.html", "summary.json", "compare/compare.html"} <= local
+    for url in local:
+        assert (out / url).is_file(), url
+    import shutil
+
+    again = tmp_path / out.name  # `hnd report` over a copy rewrites the same index (reports without images: faster)
+    shutil.copytree(out, again)
+    (again / "index.html").unlink()
+    assert main(["report", str(again), "--no-images", "--no-plots"]) == 0, capsys.readouterr().err
+    assert (again / "index.html").read_text() == (out / "index.html").read_text()
 
 
 def test_saved_weights_reproduce_the_dissection(demo_out, tmp_path):
