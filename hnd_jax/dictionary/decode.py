@@ -168,6 +168,8 @@ def _open_fully(path: Path, what: str, kind_prefix: str = "") -> Image.Image:
         raise BadInputError(f"{path}: {what} file not found", kind=missing_kind) from None
     except MemoryError:
         raise BadInputError(f"{path}: {what} too large to decode in memory", kind=too_large_kind) from None
+    except UnidentifiedImageError:  # PIL's text names the reader object, not the file
+        raise BadInputError(f"{path}: {what} is corrupt or not an image format PIL reads", kind=corrupt_kind) from None
     except _DECODE_ERRORS as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadInputError(f"{path}: {what} is corrupt or truncated ({one_line(reason)})", kind=corrupt_kind) from None
