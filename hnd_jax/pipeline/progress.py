@@ -85,7 +85,7 @@ class StageProgress:
         """End the stage; print its time (bar and plain modes); return the seconds it took.
         ``completed=False`` (an error or an interruption ended it): say where it stopped, not "done".
         ``say=False``: print nothing (the bar is still closed)."""
-        seconds = time.perf_counter() - self.t0
+        seconds = self.seconds = time.perf_counter() - self.t0
         if self.bar is not None:
             self.bar.close()
         if self.mode != "none" and say:

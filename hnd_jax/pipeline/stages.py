@@ -138,26 +138,24 @@ class StageRunner:
         ``states``; checkpoint every ``checkpoint_every`` batches together with the ``finished``
         stages' states; return the states merged across processes."""
         total = -(-stage.num_images // self.batch_size)
-        progress = StageProgress(stage.label, stage.num_images, mode=self.progress,
-                                 initial=min(first * self.batch_size, stage.num_images))
         done = first
-        completed = False
-        try:
-            for source_batch in batches:
-                t = time.perf_counter()
-                states = self._update(stage, states, source_batch)
-                self.split["score"] += time.perf_counter() - t
-                done += 1
-                if self.checkpoint_every and done % self.checkpoint_every == 0 and done < total:
-                    self.save(stage.name, done, {**finished, stage.name: states})
-                progress.update(len(source_batch))
-                _sleep_hook()
-            completed = True
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:  # stops a source's read-ahead thread now, also on an error
-                close()
-            stage_seconds = progress.close(completed)
+        with StageProgress(stage.label, stage.num_images, mode=self.progress,
+                           initial=min(first * self.batch_size, stage.num_images)) as progress:
+            try:
+                for source_batch in batches:
+                    t = time.perf_counter()
+                    states = self._update(stage, states, source_batch)
+                    self.split["score"] += time.perf_counter() - t
+                    done += 1
+                    if self.checkpoint_every and done % self.checkpoint_every == 0 and done < total:
+                        self.save(stage.name, done, {**finished, stage.name: states})
+                    progress.update(len(source_batch))
+                    _sleep_hook()
+            finally:
+                close = getattr(batches, "close", None)
+                if close is not None:  # stops a source's read-ahead thread now, also on an error
+                    close()
+        stage_seconds = progress.seconds
         self.split[f"stage:{stage.name}"] = self.split.get(f"stage:{stage.name}", 0.0) + stage_seconds
         return [merge_across_processes(acc.merge, s) for (_, acc), s in zip(stage.accumulators, states)]
 

@@ -325,3 +325,26 @@ def test_a_layer_with_an_empty_map_at_this_image_size_is_refused_up_front(tmp_pa
         dissect_model("mtcnn_pnet", random_init=True, layers=["conv3"], dictionary="synthetic:24", out=tmp_path,
                       scoring={"image_size": 8})
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_an_error_in_a_stage_is_one_line_until_an_image_was_done(tmp_path, monkeypatch, capfd, fail_at):
+    """An error in the first batch of a stage (a bad input found first) is its own one line; after a
+    batch was done the stage also says where it stopped (hnd_jax/pipeline/progress.py)."""
+    calls = {"n": 0}
+    update = stages_mod.StageRunner._update
+
+    def failing(self, *args):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise HndError("bad batch")
+        return update(self, *args)
+
+    monkeypatch.setattr(stages_mod.StageRunner, "_update", failing)
+    with pytest.raises(HndError, match="bad batch"):
+        run(tmp_path, progress="plain")
+    stopped = [l for l in capfd.readouterr().err.splitlines() if "stopped after" in l]
+    if fail_at == 1:
+        assert stopped == []
+    else:
+        assert len(stopped) == 1 and stopped[0].endswith(f" at {BATCH}/24 img"), stopped
