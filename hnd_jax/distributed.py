@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from hnd_jax.errors import HndError, Terminated, one_line, raise_terminated
 
@@ -343,17 +343,35 @@ class PeerWatch:
 
 
 _ENDING = threading.Lock()
+_BEFORE_END: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def before_ending_now(fn: Callable[[], None]) -> Iterator[None]:
+    """Within the block, :func:`end_now` calls ``fn()`` (its errors ignored) before the process ends:
+    what a ``finally`` would have done, e.g. remove OUT's lock file (:mod:`hnd_jax.pipeline.outlock`).
+    ``fn`` may run in another thread (the peer watch) while the block's own thread is still working."""
+    _BEFORE_END.append(fn)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            _BEFORE_END.remove(fn)
 
 
 def end_now(message: str | None, code: int, *, error: bool = True) -> None:
-    """Print ``hnd: error: <message>`` (``hnd: <message>`` with ``error=False``: an interrupt) if any,
-    and end now with ``code``, skipping the interpreter's exit handlers (JAX's shutdown barrier
-    would wait for a peer that never comes). The first caller wins: a second thread arriving here
-    waits for the first to end the process, so exactly one line is printed."""
+    """Run the :func:`before_ending_now` callbacks, print ``hnd: error: <message>`` (``hnd: <message>``
+    with ``error=False``: an interrupt) if any, and end now with ``code``, skipping the interpreter's
+    exit handlers (JAX's shutdown barrier would wait for a peer that never comes). The first caller
+    wins: a second thread arriving here waits for the first to end the process, so exactly one line
+    is printed."""
     if not _ENDING.acquire(blocking=False):
         while True:
             time.sleep(3600)
     try:
+        for fn in list(_BEFORE_END):
+            with contextlib.suppress(Exception):
+                fn()
         if message:
             print(f"hnd: {'error: ' if error else ''}{message}", file=sys.stderr, flush=True)
         sys.stdout.flush()

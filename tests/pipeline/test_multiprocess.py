@@ -133,7 +133,9 @@ def test_two_processes_equal_one_for_activations(activations, acts_reference, tm
     assert_same_scores(acts_reference, out, "feat")
     meta = json.loads((out / "dissection.json").read_text())
     assert meta["devices"]["process_count"] == 2 and meta["devices"]["count"] == 4
-    assert not (out / ".checkpoints").exists() or not any((out / ".checkpoints").rglob("metadata"))
+    # only results: no lock file of either process, no (empty) checkpoint folder
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "dissection.json", "feat", "feat/scores.npz", "feat/units.csv"]
 
 
 def test_two_processes_equal_one_for_a_model(tmp_path):
@@ -168,12 +170,15 @@ def test_kill_9_one_process_mid_pass2_then_rerun_both(activations, acts_referenc
     lines = error_lines(err0)
     assert len(lines) == 1 and "lost process 1" in lines[0], err0[-2000:]
     assert not (out / "dissection.json").exists()
+    # process 0 ended through its peer watch (os._exit) and still removed its lock file; the killed one could not
+    assert not (out / ".lock").exists() and "pid" in json.loads((out / ".lock.process_1").read_text())
 
     results = finish(start_pair(lambda i: acts_args(activations, out, "--checkpoint-every", 1)))
     for code, _, err in results:
         assert code == 0, err
     assert "resumed from pass2" in results[1][2]
     assert_same_scores(acts_reference, out, "feat")
+    assert not list(out.glob(".lock*"))
 
 
 def test_different_settings_on_the_processes_both_exit_2_with_one_line(activations, tmp_path):
