@@ -23,6 +23,7 @@ that this line comes first.
 Before any work the processes compare their run fingerprints (:func:`agree_across_processes`):
 settings, model and weights, dictionary. When they differ, every process prints the same one line
 naming the first difference (``scoring.quantile: 0.005 on process 0, 0.1 on process 1``), exit 2.
+Right after joining they compare their ``--num-processes`` the same way (:func:`agree_on_process_count`).
 """
 
 from __future__ import annotations
@@ -440,6 +441,7 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
         yield False
         return
     try:
+        agree_on_process_count(options)
         yield True
     except SettingsDiffer as exc:  # every process found the same difference: no peer to tell
         _leave_together("settings")
@@ -536,6 +538,22 @@ def agree_across_processes(fingerprint: Mapping[str, Any]) -> None:
     message = disagreement(exchange("settings", fingerprint))
     if message:
         raise SettingsDiffer(message)
+
+
+def agree_on_process_count(options: DistributedOptions) -> None:
+    """Every process must have been started with the same ``--num-processes``. JAX uses process 0's
+    count: a process given a larger one still joins (``joined as process 1 of 2``) and the run would
+    go on, unless its ``--process-id`` is beyond process 0's count (the coordinator refuses it, see
+    :func:`hnd_jax.supervise.lost_line`); process 0 given a larger count than the others waits for
+    processes that never come (the join timeout). :class:`SettingsDiffer` on every process (the
+    same line) naming the first process whose count differs from process 0's. With
+    ``--distributed`` every count is None: nothing differs."""
+    counts = exchange("--num-processes", options.num_processes)
+    for i, n in enumerate(counts[1:], start=1):
+        if n != counts[0]:
+            raise SettingsDiffer(f"the processes were started with different --num-processes: {counts[0]} on "
+                                 f"process 0, {n} on process {i} (start every process with the same "
+                                 "--coordinator, --num-processes and settings)")
 
 
 def agree_on_resume_stage(stage: str | None) -> None:

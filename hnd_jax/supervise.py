@@ -72,11 +72,17 @@ _CHILD = False
 def lost_line(fatal: bytes, *, joining: bool = False) -> str:
     """The one line (without ``hnd: error: ``) for JAX's fatal text ``fatal`` (bytes, one or more
     lines): while the processes were still joining (``joining``: the child said it was waiting and
-    not yet that all had joined), that not all of them came; else process 0 when it names the leader
-    task; else the one ``/task:K`` it names, if any."""
+    not yet that all had joined), that process 0 has fewer processes than this one's
+    ``--process-id`` (the coordinator refused it: "Unexpected task registered") or else that not all
+    of them came; else process 0 when it names the leader task; else the one ``/task:K`` it names,
+    if any."""
     text = " ".join(fatal.decode("utf-8", "replace").split())
     status = re.search(r"absl::Status: ([A-Z_]+: [^.]{0,120})", text)
     jax_says = f" (JAX: {status.group(1)})" if status else ""
+    unexpected = re.search(r"Unexpected task registered with task=(\d+)", text)
+    if joining and unexpected:  # this --process-id is not below process 0's --num-processes
+        return (f"process 0 (the coordinator) was started with a smaller --num-processes: it has no process "
+                f"{unexpected.group(1)}; start every process with the same --num-processes{jax_says}")
     if joining:
         return ("not every process joined in time (--peer-timeout): start all of them with the same --coordinator "
                 f"HOST:PORT and --num-processes, with process 0 running and HOST:PORT reachable{jax_says}")
