@@ -130,7 +130,11 @@ def test_two_processes_equal_one_for_activations(activations, acts_reference, tm
     results = finish(start_pair(lambda i: acts_args(activations, out)))
     for code, _, err in results:
         assert code == 0, err
+        # hnd's own lines only: gloo's "[Gloo] Rank 0 is connected to 3 peer ranks..." (std::cout) once
+        # filled both processes' stdout; JAX's absl warnings would show on stderr
+        assert all(line.startswith("hnd: ") for line in err.splitlines()), err
     assert "process 0 wrote" in results[1][2]
+    assert "[Gloo]" not in results[0][1] and results[0][1].startswith("layer feat: ") and results[1][1] == ""
     assert_same_scores(acts_reference, out, "feat")
     meta = json.loads((out / "dissection.json").read_text())
     assert meta["devices"]["process_count"] == 2 and meta["devices"]["count"] == 4
