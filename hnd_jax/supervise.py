@@ -41,8 +41,8 @@ child, :func:`supervise` returns at once: no fork, JAX's own message stays as it
 process never calls it.
 
 When stderr (stdout) is a terminal, the child's stderr (stdout) is a pseudo-terminal of the same
-size (``pty``), so that progress bars and Python's line buffering still see a terminal; otherwise a
-pipe.
+size (``pty``), so that progress bars, ``isatty`` checks and C's stdio buffering still see a
+terminal; otherwise a pipe.
 """
 
 from __future__ import annotations

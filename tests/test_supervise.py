@@ -390,3 +390,39 @@ def test_a_child_whose_gloo_prints_on_stdout_shows_only_its_own_output():
     """
     r = run_child(body)
     assert (r.returncode, r.stdout, r.stderr) == (4, OURS, b"hnd: joined as process 0 of 2\n")
+
+
+def test_on_a_terminal_the_childs_stdout_is_a_terminal_of_the_same_size_too():
+    """The child's stdout goes through the parent (to drop gloo's reports); on a terminal it stays a
+    terminal (what isatty() checks and C's stdio buffering see)."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 21, 77, 0, 0))
+    body = f"""
+    import fcntl, termios, struct
+    rows, cols = struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, b"\\0" * 8))[:2]
+    sys.stderr.write(f"{{os.isatty(1)}} {{rows}} {{cols}}\\n"); sys.stderr.flush()
+    os.write(1, {(GLOO % (0, 1, 1)).decode()!r}.encode())
+    print("results line")
+    """
+    code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
+        textwrap.dedent(body)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    assert p.stderr.read() == b"True 21 77\n"
+    assert p.wait(timeout=20) == 0
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: nobody has the terminal open any more
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert seen.replace(b"\r\n", b"\n") == b"results line\n"
