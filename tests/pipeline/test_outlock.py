@@ -139,3 +139,35 @@ def test_a_lock_file_that_cannot_be_removed_is_left_empty(tmp_path, monkeypatch)
 
 def test_lock_path_names():
     assert lock_path("o").name == ".lock" and lock_path("o", 2).name == ".lock.process_2"
+
+
+def test_runs_hammering_one_out_never_hold_it_together(tmp_path):
+    """Real processes take and leave OUT's lock in a tight loop; each marks its tenure with a file
+    created exclusively (O_EXCL): a second holder at the same time would find the mark there."""
+    worker = f"""
+        import os, sys, time
+        from hnd_jax.errors import HndError
+        from hnd_jax.pipeline.outlock import locked_out
+        out, mark = {str(tmp_path)!r}, {str(tmp_path / "held")!r}
+        held = refused = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            try:
+                with locked_out(out):
+                    os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # FileExistsError: two holders
+                    os.unlink(mark)
+                    held += 1
+            except HndError:
+                refused += 1
+        print(held, refused)
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(worker)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+    counts = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err[-2000:]
+        counts.append([int(x) for x in out.split()])
+    assert sum(held for held, _ in counts) > 4 and sum(refused for _, refused in counts) > 0, counts
+    assert lock_files(tmp_path) == []
