@@ -23,6 +23,7 @@ that this line comes first.
 Before any work the processes compare their run fingerprints (:func:`agree_across_processes`):
 settings, model and weights, dictionary. When they differ, every process prints the same one line
 naming the first difference (``scoring.quantile: 0.005 on process 0, 0.1 on process 1``), exit 2.
+Right after joining they compare their ``--num-processes`` the same way (:func:`agree_on_process_count`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from hnd_jax.errors import HndError, Terminated, one_line, raise_terminated
 
@@ -343,17 +344,35 @@ class PeerWatch:
 
 
 _ENDING = threading.Lock()
+_BEFORE_END: list[Callable[[], None]] = []
+
+
+@contextlib.contextmanager
+def before_ending_now(fn: Callable[[], None]) -> Iterator[None]:
+    """Within the block, :func:`end_now` calls ``fn()`` (its errors ignored) before the process ends:
+    what a ``finally`` would have done, e.g. remove OUT's lock file (:mod:`hnd_jax.pipeline.outlock`).
+    ``fn`` may run in another thread (the peer watch) while the block's own thread is still working."""
+    _BEFORE_END.append(fn)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            _BEFORE_END.remove(fn)
 
 
 def end_now(message: str | None, code: int, *, error: bool = True) -> None:
-    """Print ``hnd: error: <message>`` (``hnd: <message>`` with ``error=False``: an interrupt) if any,
-    and end now with ``code``, skipping the interpreter's exit handlers (JAX's shutdown barrier
-    would wait for a peer that never comes). The first caller wins: a second thread arriving here
-    waits for the first to end the process, so exactly one line is printed."""
+    """Run the :func:`before_ending_now` callbacks, print ``hnd: error: <message>`` (``hnd: <message>``
+    with ``error=False``: an interrupt) if any, and end now with ``code``, skipping the interpreter's
+    exit handlers (JAX's shutdown barrier would wait for a peer that never comes). The first caller
+    wins: a second thread arriving here waits for the first to end the process, so exactly one line
+    is printed."""
     if not _ENDING.acquire(blocking=False):
         while True:
             time.sleep(3600)
     try:
+        for fn in list(_BEFORE_END):
+            with contextlib.suppress(Exception):
+                fn()
         if message:
             print(f"hnd: {'error: ' if error else ''}{message}", file=sys.stderr, flush=True)
         sys.stdout.flush()
@@ -422,6 +441,7 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
         yield False
         return
     try:
+        agree_on_process_count(options)
         yield True
     except SettingsDiffer as exc:  # every process found the same difference: no peer to tell
         _leave_together("settings")
@@ -518,6 +538,22 @@ def agree_across_processes(fingerprint: Mapping[str, Any]) -> None:
     message = disagreement(exchange("settings", fingerprint))
     if message:
         raise SettingsDiffer(message)
+
+
+def agree_on_process_count(options: DistributedOptions) -> None:
+    """Every process must have been started with the same ``--num-processes``. JAX uses process 0's
+    count: a process given a larger one still joins (``joined as process 1 of 2``) and the run would
+    go on, unless its ``--process-id`` is beyond process 0's count (the coordinator refuses it, see
+    :func:`hnd_jax.supervise.lost_line`); process 0 given a larger count than the others waits for
+    processes that never come (the join timeout). :class:`SettingsDiffer` on every process (the
+    same line) naming the first process whose count differs from process 0's. With
+    ``--distributed`` every count is None: nothing differs."""
+    counts = exchange("--num-processes", options.num_processes)
+    for i, n in enumerate(counts[1:], start=1):
+        if n != counts[0]:
+            raise SettingsDiffer(f"the processes were started with different --num-processes: {counts[0]} on "
+                                 f"process 0, {n} on process {i} (start every process with the same "
+                                 "--coordinator, --num-processes and settings)")
 
 
 def agree_on_resume_stage(stage: str | None) -> None:

@@ -1,4 +1,4 @@
-"""One line, not a C++ stack trace, when the coordinator of a multi-process run is lost.
+"""One line, not a C++ stack trace, when the coordinator of a multi-process run is lost; no gloo chatter.
 
 DESIGN.md §6 and issue 10: "if a peer dies, the others end with one line naming the lost process".
 :mod:`hnd_jax.distributed` does this in Python for every peer but one. Process 0 hosts JAX's
@@ -15,6 +15,11 @@ schedulers and tests see) only
   from JAX's fatal pattern on (:data:`FATAL`) drops the rest: the fatal line and its stack trace. A
   line that usually precedes it (:data:`PRELUDE`, "Polled an error from coordination service") is
   held back for :data:`HOLD_SECONDS` and released if no fatal line follows: nothing else is lost;
+* copies the child's stdout to its own the same way, dropping only gloo's "[Gloo] Rank N is
+  connected to K peer ranks. Expected number of connected peer ranks is : K" reports
+  (:data:`GLOO_CONNECTED`), which gloo writes with ``std::cout`` each time a CPU process opens its
+  collectives, with no setting to turn them off (jaxlib 0.10); a report of fewer peers than
+  expected is passed on;
 * when the child then ends by a signal or a non-zero code, prints ``hnd: error: lost process 0
   (the coordinator, ...): <reason>`` (:func:`lost_line`) and exits 2 (:data:`EXIT_LOST`), unless
   the child had already printed an ``hnd: error:`` line itself (then it exits 2 silently);
@@ -35,8 +40,9 @@ already imported (a library caller, a test in-process) or this process already i
 child, :func:`supervise` returns at once: no fork, JAX's own message stays as it was. A single
 process never calls it.
 
-When stderr is a terminal, the child's stderr is a pseudo-terminal of the same size (``pty``), so
-that progress bars still see a terminal; otherwise a pipe.
+When stderr (stdout) is a terminal, the child's stderr (stdout) is a pseudo-terminal of the same
+size (``pty``), so that progress bars, ``isatty`` checks and C's stdio buffering still see a
+terminal; otherwise a pipe.
 """
 
 from __future__ import annotations
@@ -63,6 +69,11 @@ PRELUDE = re.compile(rb"^[WEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*(?:[Cc]oordinati
 HOLD_SECONDS = 10.0
 #: Bytes of held-back output kept at most (a flood after a prelude is released, not stored).
 HOLD_LIMIT = 1 << 16
+#: gloo's report on stdout (std::cout, no switch to turn it off) each time a CPU process opens its
+#: collectives with the other processes: ``[Gloo] Rank 0 is connected to 3 peer ranks. Expected
+#: number of connected peer ranks is : 3``. Groups: rank, connected, expected.
+GLOO_CONNECTED = re.compile(rb"\[Gloo\] Rank (\d+) is connected to (\d+) peer ranks\. "
+                            rb"Expected number of connected peer ranks is : (\d+)\r?\n?$")
 #: Signals the parent passes on to the child.
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGCONT")
 _PR_SET_PDEATHSIG = 1
@@ -72,11 +83,17 @@ _CHILD = False
 def lost_line(fatal: bytes, *, joining: bool = False) -> str:
     """The one line (without ``hnd: error: ``) for JAX's fatal text ``fatal`` (bytes, one or more
     lines): while the processes were still joining (``joining``: the child said it was waiting and
-    not yet that all had joined), that not all of them came; else process 0 when it names the leader
-    task; else the one ``/task:K`` it names, if any."""
+    not yet that all had joined), that process 0 has fewer processes than this one's
+    ``--process-id`` (the coordinator refused it: "Unexpected task registered") or else that not all
+    of them came; else process 0 when it names the leader task; else the one ``/task:K`` it names,
+    if any."""
     text = " ".join(fatal.decode("utf-8", "replace").split())
     status = re.search(r"absl::Status: ([A-Z_]+: [^.]{0,120})", text)
     jax_says = f" (JAX: {status.group(1)})" if status else ""
+    unexpected = re.search(r"Unexpected task registered with task=(\d+)", text)
+    if joining and unexpected:  # this --process-id is not below process 0's --num-processes
+        return (f"process 0 (the coordinator) was started with a smaller --num-processes: it has no process "
+                f"{unexpected.group(1)}; start every process with the same --num-processes{jax_says}")
     if joining:
         return ("not every process joined in time (--peer-timeout): start all of them with the same --coordinator "
                 f"HOST:PORT and --num-processes, with process 0 running and HOST:PORT reachable{jax_says}")
@@ -160,11 +177,53 @@ class FatalFilter:
             self._release()
 
 
-def _write_stderr(data: bytes) -> None:
-    try:
-        os.write(2, data)
-    except OSError:  # stderr closed: keep draining the child so that it never blocks
-        pass
+class GlooFilter:
+    """Copies bytes to ``write`` line by line, dropping gloo's connection reports (:data:`GLOO_CONNECTED`)
+    whose count of connected peers is the expected one; a report of fewer peers is passed on.
+
+    The same interface as :class:`FatalFilter`: feed(data), tick(now, quiet), close().
+    """
+
+    def __init__(self, write: Callable[[bytes], None]):
+        self.write = write
+        self._partial = b""
+
+    def feed(self, data: bytes, now: float | None = None) -> None:
+        self._partial += data
+        while True:
+            cut = self._partial.find(b"\n") + 1
+            if not cut:
+                break
+            line, self._partial = self._partial[:cut], self._partial[cut:]
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        found = GLOO_CONNECTED.match(line)
+        if found and found.group(2) == found.group(3):
+            return
+        self.write(line)
+
+    def tick(self, now: float, quiet: bool = False) -> None:
+        if quiet and self._partial:
+            partial, self._partial = self._partial, b""
+            self.write(partial)
+
+    def close(self) -> None:
+        if self._partial:
+            partial, self._partial = self._partial, b""
+            self._line(partial)
+
+
+def _writer(fd: int) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        try:
+            os.write(fd, data)
+        except OSError:  # closed (or a reader gone): keep draining the child so that it never blocks
+            pass
+    return write
+
+
+_write_stderr = _writer(2)
 
 
 def _set_parent_death_signal() -> None:
@@ -179,10 +238,10 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _stderr_pair() -> tuple[int, int]:
-    """(read end for the parent, write end for the child's fd 2): a pty sized like the terminal when
-    stderr is one, else a pipe."""
-    if os.isatty(2):
+def _pair(fd: int) -> tuple[int, int]:
+    """(read end for the parent, write end for the child's ``fd``, 1 or 2): a pty sized like the
+    terminal when ``fd`` is one, else a pipe."""
+    if os.isatty(fd):
         try:
             import fcntl
             import pty
@@ -192,7 +251,7 @@ def _stderr_pair() -> tuple[int, int]:
             attrs = termios.tcgetattr(slave)
             attrs[1] &= ~termios.OPOST  # no '\n' -> '\r\n': pass the bytes through unchanged
             termios.tcsetattr(slave, termios.TCSANOW, attrs)
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(2, termios.TIOCGWINSZ, b"\0" * 8))
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
             return master, slave
         except (OSError, ImportError):
             pass
@@ -220,7 +279,8 @@ def supervise() -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    read_end, write_end = _stderr_pair()
+    read_end, write_end = _pair(2)
+    out_read, out_write = _pair(1)
     parent = os.getpid()
     signals = _forwarded_signals()
     masked = hasattr(signal, "pthread_sigmask")
@@ -231,20 +291,24 @@ def supervise() -> None:
     if pid == 0:
         _CHILD = True
         os.close(read_end)
+        os.close(out_read)
         _set_parent_death_signal()
         if os.getppid() != parent:  # the parent died before prctl: nobody would see our output
             os.kill(os.getpid(), signal.SIGKILL)
         os.setpgid(0, 0)
         os.dup2(write_end, 2)
+        os.dup2(out_write, 1)
         os.close(write_end)
+        os.close(out_write)
         if masked:  # the forwarded signals must reach the work too
             signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
         return
     os.close(write_end)
+    os.close(out_write)
     if sigchld is not None:
         signal.signal(sigchld, signal.SIG_DFL)
     try:
-        _supervise(pid, read_end)
+        _supervise(pid, read_end, out_read)
     except BaseException as err:  # never fall through into the child's work
         _write_stderr(f"hnd: error: the supervisor of process {pid} failed: {err!r}\n".encode())
         os._exit(EXIT_LOST)
@@ -275,33 +339,41 @@ def _forward(pid: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _forwarded_signals())
 
 
-def _supervise(pid: int, fd: int) -> None:
+def _supervise(pid: int, err: int, out: int) -> None:
+    """Copy the child's stderr (read end ``err``) through :class:`FatalFilter` and its stdout (``out``)
+    through :class:`GlooFilter` until it has ended, then end like it (:func:`_end_like`)."""
     _forward(pid)
-    filt = FatalFilter(_write_stderr)
+    fatal = FatalFilter(_write_stderr)
+    filters = {err: fatal, out: GlooFilter(_writer(1))}
+    reading = set(filters)
     status: int | None = None
     ended_at = 0.0
-    eof = False
     while True:
-        quiet = True
-        if not eof:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
+        ready: list[int] = []
+        if reading:
+            ready, _, _ = select.select(sorted(reading), [], [], 0.1)
+            for fd in ready:
                 try:
                     data = os.read(fd, 1 << 16)
                 except OSError:  # a pty whose other side is closed
                     data = b""
-                eof, quiet = not data, False
-                filt.feed(data)
-        filt.tick(time.monotonic(), quiet=quiet)
+                if data:
+                    filters[fd].feed(data)
+                else:
+                    reading.discard(fd)
+        now = time.monotonic()
+        for fd, filt in filters.items():
+            filt.tick(now, quiet=fd not in ready)
         if status is None:
-            done, st = os.waitpid(pid, 0 if eof else os.WNOHANG)
+            done, st = os.waitpid(pid, os.WNOHANG if reading else 0)
             if done:
                 status, ended_at = st, time.monotonic()
-        # the child ended: read what is left; a grandchild holding the pipe open does not keep us here
-        if status is not None and (eof or time.monotonic() - ended_at > 1.0):
+        # the child ended: read what is left; a grandchild holding a pipe open does not keep us here
+        if status is not None and (not reading or time.monotonic() - ended_at > 1.0):
             break
-    filt.close()
-    _end_like(status, filt)
+    for filt in filters.values():
+        filt.close()
+    _end_like(status, fatal)
 
 
 def _end_like(status: int, filt: FatalFilter) -> None:

@@ -282,7 +282,7 @@ def test_a_signal_sent_before_the_parent_is_ready_still_reaches_the_child(launch
     signal must wait for it, never kill the parent alone (default) or vanish (ignored)."""
     code = ("import os, signal, time\nimport hnd_jax.supervise as sv\n"
             "real = sv._supervise\n"
-            "sv._supervise = lambda pid, fd: (time.sleep(1), real(pid, fd))\n"
+            "sv._supervise = lambda pid, *fds: (time.sleep(1), real(pid, *fds))\n"
             "sv.supervise()\n"
             "signal.signal(signal.SIGTERM, lambda *a: (print('child got SIGTERM', flush=True), os._exit(5)))\n"
             "print(os.getpid(), flush=True)\n" + WAIT_FOR_SIGNAL)
@@ -326,3 +326,103 @@ def test_a_process_whose_peers_never_joined_says_so():
     assert lines[1].startswith("hnd: error: not every process joined in time (--peer-timeout)")
     out, f = filtered([b"hnd: joining (x)\n", b"hnd: joined as process 0 of 2\n"])
     assert not f.joining  # joined: a later fatal error is a lost peer again
+
+
+def test_a_process_id_beyond_the_coordinators_count_says_so():
+    """Process 0 started with --num-processes 2, this one with --num-processes 3 --process-id 2: the
+    coordinator refuses task 2 at once (what jaxlib 0.10.2 printed, abridged)."""
+    refused = (b"F1130 16:27:34.607997   16993 client.h:80] Terminating process because the JAX distributed "
+               b"service detected fatal errors. This most likely indicates that another task died; see the other "
+               b"task logs for more details. absl::Status: INVALID_ARGUMENT: Unexpected task registered with "
+               b"task=2\n\nRPC: /xla.coordination.CoordinationService/RegisterTask\n")
+    assert sv.lost_line(refused.split(b"\n")[0], joining=True) == (  # FatalFilter.fatal: the fatal line
+        "process 0 (the coordinator) was started with a smaller --num-processes: it has no process 2; start every "
+        "process with the same --num-processes (JAX: INVALID_ARGUMENT: Unexpected task registered with task=2)")
+    r = run_child(aborting_child("hnd: joining (process 2 of 3, --coordinator 127.0.0.1:1): waiting up to 60 s",
+                                 refused + STACK))
+    assert r.returncode == 2
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("hnd: error: process 0 (the coordinator) was started with a "
+                                                   "smaller --num-processes: it has no process 2"), r.stderr
+
+
+GLOO = b"[Gloo] Rank %d is connected to %d peer ranks. Expected number of connected peer ranks is : %d\n"
+OURS = b"layer feat: 6 units, 1 localizable (17%)\n  top concepts (paired units): right_cheek 1\n"
+
+
+def gloo_filtered(chunks):
+    out = []
+    f = sv.GlooFilter(out.append)
+    for chunk in chunks:
+        f.feed(chunk)
+    f.close()
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("size", [1, 5, 40, 10**6])
+def test_gloo_connection_reports_are_dropped_in_any_chunking(size):
+    short = GLOO % (1, 2, 3)  # fewer peers than expected: a real problem, kept
+    data = GLOO % (3, 3, 3) + OURS + GLOO % (0, 1, 1) + short + b"[Gloo] something else\n" + GLOO % (2, 3, 3)
+    out = gloo_filtered([data[i:i + size] for i in range(0, len(data), size)])
+    assert out == OURS + short + b"[Gloo] something else\n"
+
+
+def test_the_gloo_filter_passes_a_partial_line_on_when_output_pauses_and_at_the_end():
+    out = []
+    f = sv.GlooFilter(out.append)
+    f.feed(b"Continue? [y/N] ")
+    assert out == []
+    f.tick(0.0, quiet=False)
+    assert out == []
+    f.tick(0.1, quiet=True)
+    assert out == [b"Continue? [y/N] "]
+    assert gloo_filtered([OURS + b"no newline"]) == OURS + b"no newline"
+
+
+def test_a_child_whose_gloo_prints_on_stdout_shows_only_its_own_output():
+    """gloo writes with std::cout straight to fd 1 (not through Python): the parent drops the reports."""
+    body = f"""
+    os.write(1, {(GLOO % (0, 3, 3) + GLOO % (1, 3, 3)).decode()!r}.encode())
+    sys.stdout.write({OURS.decode()!r}); sys.stdout.flush()
+    os.write(1, {(GLOO % (0, 1, 1)).decode()!r}.encode())
+    sys.stderr.write("hnd: joined as process 0 of 2\\n"); sys.stderr.flush()
+    sys.exit(4)
+    """
+    r = run_child(body)
+    assert (r.returncode, r.stdout, r.stderr) == (4, OURS, b"hnd: joined as process 0 of 2\n")
+
+
+def test_on_a_terminal_the_childs_stdout_is_a_terminal_of_the_same_size_too():
+    """The child's stdout goes through the parent (to drop gloo's reports); on a terminal it stays a
+    terminal (what isatty() checks and C's stdio buffering see)."""
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 21, 77, 0, 0))
+    body = f"""
+    import fcntl, termios, struct
+    rows, cols = struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, b"\\0" * 8))[:2]
+    sys.stderr.write(f"{{os.isatty(1)}} {{rows}} {{cols}}\\n"); sys.stderr.flush()
+    os.write(1, {(GLOO % (0, 1, 1)).decode()!r}.encode())
+    print("results line")
+    """
+    code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
+        textwrap.dedent(body)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    assert p.stderr.read() == b"True 21 77\n"
+    assert p.wait(timeout=20) == 0
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: nobody has the terminal open any more
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert seen.replace(b"\r\n", b"\n") == b"results line\n"

@@ -23,6 +23,7 @@ save leaves the previous step intact. Only one step is kept. orbax is imported o
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,9 @@ class RunCheckpoints:
             self._manager.close()
             self._manager = None
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self._plain is not None:  # OUT/.checkpoints/process_<i>: the last process to clear removes the parent
+            with contextlib.suppress(OSError):
+                self.directory.parent.rmdir()
         self._step = 0
 
     def close(self) -> None:

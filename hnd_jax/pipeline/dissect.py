@@ -316,18 +316,28 @@ class Dissection:
         on the same OUT is refused with one line naming the process that holds it."""
         from hnd_jax.distributed import agree_across_processes, comparable
 
-        completed = False
+        completed = closed = False
+
+        def close():  # files, caches and orbax closed however the run ends (a failed run keeps its disk cache)
+            nonlocal closed
+            if not closed:
+                closed = True
+                self.source.close(completed=completed)
+                self.ckpt.close()
+
         try:
             # before any work; OUT too: process 0 writes there, and the others checkpoint beside it
             agree_across_processes({**comparable(self.fingerprint), "out": str(self.out.absolute())})
             with locked_out(self.out, self.process_index, self.process_count) as taken_over:
-                self.lock_taken_over = taken_over
-                out = self._run()
-            completed = True
+                try:
+                    self.lock_taken_over = taken_over
+                    out = self._run()
+                    completed = True
+                finally:  # still locked: the next run on OUT must not see this one remove its cache
+                    close()
             return out
-        finally:  # files, caches and orbax closed however the run ends (a failed run keeps its disk cache)
-            self.source.close(completed=completed)
-            self.ckpt.close()
+        finally:
+            close()
 
     def _run(self) -> Path:
         from hnd_jax.distributed import agree_on_resume_stage

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hnd_jax.distributed import JOIN_TIMEOUT_FLOOR
 from hnd_jax.pipeline.stages import SLEEP_ENV
 
 DICT = "synthetic:24"
@@ -129,11 +130,17 @@ def test_two_processes_equal_one_for_activations(activations, acts_reference, tm
     results = finish(start_pair(lambda i: acts_args(activations, out)))
     for code, _, err in results:
         assert code == 0, err
+        # hnd's own lines only: gloo's "[Gloo] Rank 0 is connected to 3 peer ranks..." (std::cout) once
+        # filled both processes' stdout; JAX's absl warnings would show on stderr
+        assert all(line.startswith("hnd: ") for line in err.splitlines()), err
     assert "process 0 wrote" in results[1][2]
+    assert "[Gloo]" not in results[0][1] and results[0][1].startswith("layer feat: ") and results[1][1] == ""
     assert_same_scores(acts_reference, out, "feat")
     meta = json.loads((out / "dissection.json").read_text())
     assert meta["devices"]["process_count"] == 2 and meta["devices"]["count"] == 4
-    assert not (out / ".checkpoints").exists() or not any((out / ".checkpoints").rglob("metadata"))
+    # only results: no lock file of either process, no (empty) checkpoint folder
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "dissection.json", "feat", "feat/scores.npz", "feat/units.csv"]
 
 
 def test_two_processes_equal_one_for_a_model(tmp_path):
@@ -168,12 +175,15 @@ def test_kill_9_one_process_mid_pass2_then_rerun_both(activations, acts_referenc
     lines = error_lines(err0)
     assert len(lines) == 1 and "lost process 1" in lines[0], err0[-2000:]
     assert not (out / "dissection.json").exists()
+    # process 0 ended through its peer watch (os._exit) and still removed its lock file; the killed one could not
+    assert not (out / ".lock").exists() and "pid" in json.loads((out / ".lock.process_1").read_text())
 
     results = finish(start_pair(lambda i: acts_args(activations, out, "--checkpoint-every", 1)))
     for code, _, err in results:
         assert code == 0, err
     assert "resumed from pass2" in results[1][2]
     assert_same_scores(acts_reference, out, "feat")
+    assert not list(out.glob(".lock*"))
 
 
 def test_different_settings_on_the_processes_both_exit_2_with_one_line(activations, tmp_path):
@@ -186,6 +196,65 @@ def test_different_settings_on_the_processes_both_exit_2_with_one_line(activatio
         assert len(lines) == 1, err
         assert "scoring.quantile: 0.005 on process 0, 0.1 on process 1" in lines[0]
     assert not (out / "dissection.json").exists()
+
+
+def start_counted(args, counts, ids, stderr_dir: Path) -> list[subprocess.Popen]:
+    """Process k started with ``--num-processes counts[k] --process-id ids[k]`` (stderr to files)."""
+    port = free_port()
+    return [hnd([*args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", n, "--process-id", i,
+                 "--peer-timeout", PEER_TIMEOUT], devices=4, stderr_file=stderr_dir / f"stderr_{k}")
+            for k, (n, i) in enumerate(zip(counts, ids))]
+
+
+def test_a_process_given_more_processes_than_process_0_is_refused_on_both(activations, tmp_path):
+    """JAX takes process 0's count: process 1 (told 3) joined as 'process 1 of 2' and the run went
+    through as if nothing was wrong. Now both say so in the same line right after joining."""
+    out = tmp_path / "out"
+    results = finish(start_counted(acts_args(activations, out), [2, 3], [0, 1], tmp_path), timeout=120)
+    for code, so, err in results:
+        assert code == 2 and so == "", err
+        assert error_lines(err) == ["hnd: error: the processes were started with different --num-processes: 2 on "
+                                    "process 0, 3 on process 1 (start every process with the same --coordinator, "
+                                    "--num-processes and settings)"], err
+        assert all(line.startswith("hnd: ") for line in err.splitlines()), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_process_id_process_0_does_not_expect_ends_at_once_with_one_line(activations, tmp_path):
+    """Process 1 started as process 2 of 3 while process 0 expects 2: JAX's coordinator refuses it
+    (the client aborts); its supervisor says why in one line, long before the join timeout. Process
+    0 would wait out the join timeout for its process 1 (as the next test checks): stopped here."""
+    procs = start_counted(acts_args(activations, tmp_path / "out"), [2, 3], [0, 2], tmp_path)
+    started = time.monotonic()
+    try:
+        ((code, so, err),) = finish(procs[1:], timeout=60)
+        assert time.monotonic() - started < 45
+        assert code == 2 and so == "", err
+        assert err.splitlines()[1:] == [
+            "hnd: error: process 0 (the coordinator) was started with a smaller --num-processes: it has no process 2; "
+            "start every process with the same --num-processes (JAX: INVALID_ARGUMENT: Unexpected task registered "
+            "with task=2)"], err
+        assert procs[0].poll() is None  # still waiting for a process 1
+    finally:
+        procs[0].send_signal(signal.SIGTERM)
+        ((code, _, err),) = finish(procs[:1], timeout=30)
+    assert code == -signal.SIGTERM and err.splitlines()[-1] == "hnd: terminated", err
+
+
+def test_a_process_given_fewer_processes_than_process_0_ends_both_at_the_join_timeout(activations, tmp_path):
+    """Process 0 told 3, process 1 told 2: process 0 waits for a process 2 that nobody starts (it
+    cannot tell a late one from a missing one), and process 1 waits with it. Both end with the
+    join-timeout line naming --num-processes, exit 2, within the join timeout (60 s) and start-up."""
+    procs = start_counted(acts_args(activations, tmp_path / "out"), [3, 2], [0, 1], tmp_path)
+    started = time.monotonic()
+    results = finish(procs, timeout=150)
+    assert time.monotonic() - started < JOIN_TIMEOUT_FLOOR + 30
+    for code, so, err in results:
+        assert code == 2 and so == "", err
+        (line,) = error_lines(err)
+        assert line.startswith("hnd: error: not every process joined in time (--peer-timeout): start all of them "
+                               "with the same --coordinator HOST:PORT and --num-processes"), err
+        assert all(line.startswith("hnd: ") for line in err.splitlines()), err
 
 
 def test_different_out_folders_are_refused_on_both_processes(activations, tmp_path):
