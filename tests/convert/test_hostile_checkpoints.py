@@ -9,7 +9,6 @@ by what the file honestly holds.
 from __future__ import annotations
 
 import argparse
-import io
 import pickle
 import struct
 import tracemalloc

@@ -68,7 +68,7 @@ def test_cr_only_line_numbers_in_errors(fresh_fixture):
     _write_rows(path, rows, "\r")
     with pytest.raises(BadInputError) as info:
         read_layout(fresh_fixture.root, default_taxonomy())
-    assert f"Parts.csv:3" in str(info.value) and info.value.kind == "missing_image"
+    assert "Parts.csv:3" in str(info.value) and info.value.kind == "missing_image"
 
 
 def test_huge_field_is_one_line_exit_2(fresh_fixture, capsys):

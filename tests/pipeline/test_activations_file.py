@@ -22,14 +22,6 @@ U, h, w = 4, 3, 2
 LAYER = "layer4.2.conv1"
 
 
-def have_tally() -> bool:
-    try:
-        from hnd_jax.scoring.tally import IoUTally  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root, tax_path = write_tiny_dictionary(tmp_path_factory.mktemp("dic") / "root")
@@ -234,8 +226,6 @@ def test_bad_file_is_one_line_error_and_keeps_previous_results(case, tiny, tmp_p
     (out / LAYER).mkdir(parents=True)
     (out / "dissection.json").write_text('{"previous": true}')
     (out / LAYER / "scores.npz").write_bytes(b"previous")
-    if case == "group_nan" and not have_tally():
-        pytest.skip("reaches pass 2: needs hnd_jax.scoring.tally (engineer H3b), not landed yet")
     code, err = cli(base_args(root, tax_path, path, out), capsys)
     assert code == 2
     assert err.startswith("hnd: error: ") and "\n" not in err, err
@@ -278,8 +268,6 @@ def test_an_activations_path_that_is_not_a_regular_file(make, tiny, tmp_path, ca
 
 
 def test_cli_subprocess_success_and_error(tiny, tmp_path):
-    if not have_tally():
-        pytest.skip("the default tally is hnd_jax.scoring.tally (engineer H3b), not landed yet")
     root, tax_path = tiny
     path = tmp_path / "acts.npz"
     np.savez(path, local=local_acts(), **global_arrays(families=("Gender", "Age", "skin_tone")))

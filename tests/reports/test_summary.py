@@ -111,7 +111,7 @@ def test_results_without_significance_still_summarize(tmp_path):
 
 
 def test_unit_without_top_concept_is_counted_nowhere(tmp_path):
-    run = write_fixture_run(tmp_path / "run", {"l": 12}, seed=6, top=False)
+    write_fixture_run(tmp_path / "run", {"l": 12}, seed=6, top=False)
     layer = load_run(tmp_path / "run").layers[0]
     assert layer.top_concept[3] == -1 and not layer.localizable[3] and layer.region[3] == ""
     s = summarize_layer(layer)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hnd_jax.dictionary.synthetic.draw import band_polygon, ellipse_pts, quad_curve
+from hnd_jax.dictionary.synthetic.draw import band_polygon, ellipse_pts
 
 @dataclass(frozen=True)
 class MouthShape:
