@@ -328,7 +328,7 @@ class Dissection:
         try:
             # before any work; OUT too: process 0 writes there, and the others checkpoint beside it
             agree_across_processes({**comparable(self.fingerprint), "out": str(self.out.absolute())})
-            with locked_out(self.out, self.process_index, self.process_count) as taken_over:
+            with locked_out(self.out, self.process_index) as taken_over:
                 try:
                     self.lock_taken_over = taken_over
                     out = self._run()

@@ -101,15 +101,14 @@ class _Held:
 
 
 @contextlib.contextmanager
-def locked_out(out: str | Path, process_index: int = 0, process_count: int = 1) -> Iterator[str | None]:
+def locked_out(out: str | Path, process_index: int = 0) -> Iterator[str | None]:
     """Hold OUT's lock for the block; HndError naming the holder when another run has it.
 
     Yields None, or who held the lock last when that run ended without releasing it (a killed
     run; recorded in dissection.json). Creates OUT if needed (OSError when impossible). The lock
     file is removed when the block ends, however it ends, and also when the process ends at once
-    through :func:`hnd_jax.distributed.end_now` inside the block (a lost peer). ``process_count``
-    is accepted for the callers' symmetry; the file depends only on ``process_index``
-    (:func:`lock_path`).
+    through :func:`hnd_jax.distributed.end_now` inside the block (a lost peer). The file depends only
+    on ``process_index`` (:func:`lock_path`): process 0 of any run, and a single process, lock ``.lock``.
     """
     from hnd_jax.distributed import before_ending_now
 
