@@ -14,8 +14,9 @@ Measured, in that subprocess:
 * per stage (``setup``, ``pass1``, ``pass2``, ``global``, ``finalize``): the peak RSS while that stage
   ran, by resetting the kernel's high-water mark (``/proc/self/clear_refs`` = 5, Linux) at the stage
   start and reading ``VmHWM`` at its end; ``base`` is the RSS at the stage start;
-* ``estimate``: :func:`hnd_jax.pipeline.memory_plan.plan_activations` for the same shape (the
-  planner's figure the refusal uses), so estimate/peak can be read side by side.
+* ``extra``: the peak minus the RSS when the run was set up (what the plan estimates);
+* ``estimate``: :func:`hnd_jax.pipeline.memory_plan.plan_layer` for the same shape (the figure the
+  refusal compares with the memory available), so estimate and extra can be read side by side.
 
 Linux only (``/proc``). Keep each run under a minute on a shared CPU.
 """
@@ -110,12 +111,14 @@ def measure(root: Path, work: Path, n: int, u: int, h: int, w: int, batch: int, 
                   file_bytes=n * u * h * w * 4)
     try:
         sys.path.insert(0, str(ROOT))
-        from hnd_jax.pipeline.memory_plan import plan_activations
+        from hnd_jax.pipeline.memory_plan import plan_layer
 
-        plan = plan_activations(n, u, (h, w), batch_size=batch, image_size=size, num_concepts=38, quantile=0.005)
+        plan = plan_layer("L", n, u, (h, w), batch_size=batch, image_size=size, num_concepts=38, quantile=0.005,
+                          prefetch=2)
         result["estimate"] = plan.total
     except ImportError:  # an older checkout without the planner
         pass
+    result["extra"] = result["peak"] - result["stages"]["setup"]["base"]
     return result
 
 
@@ -145,7 +148,8 @@ def main() -> None:
         points = [{**base, key: int(v), **({"w": int(v)} if factor == "hw" else {})} for v in values.split(",")]
     roots = [ROOT] + ([args.before_root.resolve()] if args.before_root else [])
     rows = []
-    print(f"{'root':>6} {'N':>5} {'U':>5} {'hxw':>7} {'B':>4} {'file':>7} {'peak':>7} {'est':>7}  per stage: base/peak/file-backed at end, MiB")
+    print(f"{'root':>6} {'N':>5} {'U':>5} {'hxw':>7} {'B':>4} {'file':>7} {'peak':>7} {'extra':>7} {'est':>7}  "
+          "per stage: base/peak/file-backed at end, MiB")
     for p in points:
         for root in roots:
             r = measure(root, args.work, p["n"], p["u"], p["h"], p["w"], p["batch"], args.image_size, args.extra)
@@ -155,7 +159,7 @@ def main() -> None:
             est = mib(r["estimate"]) if "estimate" in r else "      -"
             tag = "this" if root == ROOT else "before"
             print(f"{tag:>6} {p['n']:5d} {p['u']:5d} {p['h']:3d}x{p['w']:<3d} {p['batch']:4d} {mib(r['file_bytes'])} "
-                  f"{mib(r['peak'])} {est}  {stages}", flush=True)
+                  f"{mib(r['peak'])} {mib(r['extra'])} {est}  {stages}", flush=True)
     print(f"load {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

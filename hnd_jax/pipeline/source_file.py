@@ -272,6 +272,17 @@ class FileActivations:
             yield SourceBatch(idx, {layer: rows}, np.asarray(batch.masks, bool), np.asarray(batch.labelled, bool),
                               np.asarray(batch.family, np.int32))
 
+    def npz_bytes(self) -> tuple[int, dict[str, int]]:
+        """Bytes an ``.npz`` holds in memory when read: ``local`` (for the whole run) and, per
+        family in the file, its group arrays together (during its stage); ``(0, {})`` for a ``.npy``
+        (memory-mapped and read in pieces)."""
+        f = self.file
+        if f.format != "npz":
+            return 0, {}
+        fams = {fam: sum(f._npz.header(key).nbytes for key in keys.values())
+                for fam, keys in self.groups_in_file.items()}
+        return int(f.local.nbytes), fams
+
     def family_skip_reason(self, family: str) -> str | None:
         if family not in self.groups_in_file:
             return f"no '{family}/<group>' arrays in {self.file.path.name}"
