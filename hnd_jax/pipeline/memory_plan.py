@@ -16,8 +16,9 @@ bytes, from the quantities that decide them (measured with ``benchmarks/bench_me
   dictionary's, the padded one, the kernel's), the kernel's chunk of active maps (bounded by
   ``tally_runs.CHUNK_ELEMENTS``), one image's checks, the top maps ``[U, 4, h, w]`` (three copies);
 * **global families**: their images' ``image_max`` ``[n_F, U]`` (no top-k);
-* **finalize** (significance and probabilities, NumPy float64): about ``FINALIZE_BYTES_PER_VALUE``
-  bytes per ``N x U`` value (ranks, orders and weights of every unit over the images; measured 28-50).
+* **finalize** (significance and probabilities, NumPy float64): every ``image_max`` plus about
+  ``FINALIZE_LOCAL_BYTES`` per local ``N x U`` value or ``FINALIZE_GLOBAL_BYTES`` per value of the
+  largest global family's ``n_F x U``, whichever is more (ranks, orders and weights of the units).
 
 An ``.npz`` activations file's arrays are read whole (:mod:`hnd_jax.pipeline.source_file`): ``local``
 for the whole run, a family's group arrays during its stage.
@@ -39,8 +40,12 @@ from hnd_jax import npyfile
 from hnd_jax.errors import HndError
 from hnd_jax.pipeline.sizes import format_size
 
-#: Bytes of finalize's float64 work per value of ``image_max`` ``[N, U]`` (upper end of the measured 28-50).
-FINALIZE_BYTES_PER_VALUE = 48
+#: Bytes of finalize's work per value of the local ``image_max`` ``[N, U]`` (AUC ranks in blocks of
+#: units, probabilities per region; measured 9.4 at N=20000, U=1024) and per value of the largest
+#: global family's ``[n_F, U]`` (rank fractions, weights and the permutation kernel's copy, float64;
+#: measured about 39 at n_F=10000).
+FINALIZE_LOCAL_BYTES = 12
+FINALIZE_GLOBAL_BYTES = 40
 #: Compiled programs, allocator slack and the like: a constant on top of the modelled terms.
 RUNTIME_BYTES = 128 << 20
 #: The measured peak lies within estimate / ESTIMATE_FACTOR .. estimate * ESTIMATE_FACTOR (tested).
@@ -136,7 +141,8 @@ def plan_layer(
         fam_arrays = max((int(x) for x in npz_family_bytes), default=0)
         stages["global"] = reading + 2 * worst * U * F32 + 5 * h * w * U + fam_arrays + N * U * F32
     kept = N * U * F32 + sum(int(n) for n in family_sizes) * U * F32  # every image_max, finalize's inputs
-    stages["finalize"] = kept + FINALIZE_BYTES_PER_VALUE * max([N, *(int(n) for n in family_sizes)]) * U
+    largest_family = max((int(n) for n in family_sizes), default=0)
+    stages["finalize"] = kept + max(FINALIZE_LOCAL_BYTES * N, FINALIZE_GLOBAL_BYTES * largest_family) * U
 
     unmodelled = [] if tally == "runs" else [f"the '{tally}' tally kernel's memory"]
     return MemoryPlan(layer, stages, RUNTIME_BYTES + int(npz_local_bytes), not unmodelled, tuple(unmodelled))

@@ -166,3 +166,48 @@ def test_suggested_batch_size_is_the_largest_that_fits(seed):
     fits = lambda b: b <= limit  # noqa: E731 (monotone, like the plans)
     got = mp.suggest_batch_size(fits, 64)
     assert got == (None if limit < 1 else min(limit, 63))
+
+
+FINALIZE_CHILD = r"""
+import json, sys
+import numpy as np
+from hnd_jax.scoring.config import ScoringConfig
+from hnd_jax.scoring.engine import LayerScorer
+from hnd_jax.taxonomy import resolve_taxonomy
+def hwm(key='VmHWM'):
+    for line in open('/proc/self/status'):
+        if line.startswith(key + ':'):
+            return int(line.split()[1]) * 1024
+N, U, n_f = (int(x) for x in sys.argv[2:5])
+tax = resolve_taxonomy(None)
+rng = np.random.default_rng(0)
+C = tax.num_concepts
+scorer = LayerScorer(tax, rng.random((N, C)) < 0.3, rng.integers(0, len(tax.local_families), N).astype(np.int32),
+                     U, (8, 8), ScoringConfig(image_size=32, permutations=50))
+p1 = {"image_max": rng.random((N, U)).astype(np.float32), "lo": np.zeros(U, np.float32),
+      "hi": np.ones(U, np.float32), "thresholds": np.full(U, 0.9, np.float32)}
+inter = rng.integers(0, 100, (U, C))
+p2 = {"intersection": inter, "union": inter + rng.integers(1, 100, (U, C))}
+g = {f.name: {"image_max": rng.random((n_f, U)).astype(np.float32), "lo": np.zeros(U, np.float32),
+              "hi": np.ones(U, np.float32), "group": rng.integers(0, f.num_groups, n_f)} for f in tax.global_families}
+base = hwm('VmRSS')
+open('/proc/self/clear_refs', 'w').write('5')
+scorer.finalize(p1, p2, g)
+json.dump({"extra": hwm() - base}, open(sys.argv[1], 'w'))
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="reads the resident set size from /proc (Linux only)")
+def test_finalize_estimate_is_within_the_stated_factor(tmp_path):
+    # Finalize's work grows with N x U (local) and n_F x U (global families): measured on inputs big
+    # enough (8.2 M and 4.1 M values) for those terms to dominate the fixed costs.
+    N, U, n_f = 8000, 1024, 4000
+    report = tmp_path / "f.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", FINALIZE_CHILD, str(report), str(N), str(U), str(n_f)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    extra = json.loads(report.read_text())["extra"]
+    estimate = max(mp.FINALIZE_LOCAL_BYTES * N, mp.FINALIZE_GLOBAL_BYTES * n_f) * U
+    print(f"finalize: estimate {estimate / 2**20:.0f} MiB, measured {extra / 2**20:.0f} MiB")
+    assert 1 / mp.ESTIMATE_FACTOR <= estimate / extra <= mp.ESTIMATE_FACTOR, (estimate, extra)
