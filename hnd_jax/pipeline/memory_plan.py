@@ -6,8 +6,9 @@ the per-unit state of its accumulators. :func:`plan_layer` adds up those terms f
 bytes, from the quantities that decide them (measured with ``benchmarks/bench_memory.py``):
 
 * **read-ahead**: ``prefetch + 2`` batches of float32 NHWC rows ``[b, h, w, U]`` (the queue, the
-  batch being read, the batch being scored; 1 without read-ahead), plus one padded copy ``[B, h, w, U]``
-  when a batch has fewer rows than the padded size (the last one, or N < B);
+  batch being read, the batch being scored; 1 without read-ahead; at most the number of batches),
+  plus one padded copy ``[B, h, w, U]`` when a batch has fewer rows than the padded size (the last
+  one, or N < B);
 * **pass 1** (:class:`~hnd_jax.scoring.unit_stats.UnitStats`): the running top-k ``[D, U, k]``
   (``k = topk_size(N*h*w, q)``), ``image_max`` ``[N, U]`` (both held twice while updated) and XLA's
   work buffers, bounded by the unit chunks of ``TOPK_CHUNK_VALUES`` and one image's mask;
@@ -115,8 +116,10 @@ def plan_layer(
     B = int(padded_batch or batch_size)
     b = min(int(batch_size), N)
     row = U * h * w * F32  # one image's float32 maps
-    in_flight = (int(prefetch) + 2) if prefetch else 1
-    reading = in_flight * b * row + B * row  # rows in flight + one padded copy
+    batches = -(-N // max(1, b))
+    in_flight = min(int(prefetch) + 2, batches) if prefetch else 1
+    padding = B * row if (N % b or B != b) else 0  # a batch with fewer rows than B is padded (a copy)
+    reading = in_flight * b * row + padding
     b_dev = -(-B // max(1, devices))
 
     k = topk_size(N * h * w, quantile)

@@ -142,7 +142,8 @@ def test_several_layers_are_added_and_fewer_layers_is_advised():
 @pytest.mark.parametrize("factor", ["num_images", "num_units", "map_hw", "batch_size", "prefetch", "image_size"])
 def test_the_estimate_grows_with_every_factor_it_models(factor):
     base = dict(num_images=200, num_units=256, map_hw=(8, 8), batch_size=16, image_size=32, prefetch=2)
-    bigger = {**base, factor: (16, 16) if factor == "map_hw" else base[factor] * 4}
+    # (more images: 801, so that both have a partial last batch, the one padded copy)
+    bigger = {**base, factor: (16, 16) if factor == "map_hw" else base[factor] * 4 + (factor == "num_images")}
     lo = mp.plan_layer("L", **{k: v for k, v in base.items() if k not in ("num_images", "num_units", "map_hw")},
                        num_images=base["num_images"], num_units=base["num_units"], map_hw=base["map_hw"],
                        num_concepts=38, quantile=0.005)
