@@ -196,7 +196,7 @@ def check_memory(plans: Sequence[MemoryPlan], *, batch_size: int, replan=None,
 
         best = suggest_batch_size(fits, batch_size)
         if best is not None:
-            advice.append(f"--batch-size {best} fits")
+            advice.append(f"use --batch-size {best} or less")
     if len(plans) > 1:
         advice.append("fewer layers per run")
     if not advice:
