@@ -308,7 +308,7 @@ class FileActivations:
             e = min(s + batch_size, hi)
             t = time.perf_counter()
             positions = np.arange(s, e, dtype=np.int64)
-            rows = np.empty((e - s, self.file.h, self.file.w, self.file.num_units), np.float32)
+            rows = aligned_empty((e - s, self.file.h, self.file.w, self.file.num_units), np.float32)
             for g in np.unique(groups[s:e]):  # contiguous runs of one group read as one slice
                 sel = np.flatnonzero(groups[s:e] == g)
                 r = rank[s + sel]
