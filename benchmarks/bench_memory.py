@@ -9,8 +9,7 @@ Each run is a fresh subprocess executing the real CLI (``hnd_jax.cli.main.main``
 Measured, in that subprocess:
 
 * ``peak``: the peak RSS of the whole process (what ``/usr/bin/time -v`` calls "Maximum resident
-  set size"): the largest of the stage peaks and ``ru_maxrss`` at exit (resetting the high-water
-  mark also resets what ``ru_maxrss`` reports);
+  set size"): the largest of the stage peaks and ``VmHWM`` at exit;
 * per stage (``setup``, ``pass1``, ``pass2``, ``global``, ``finalize``): the peak RSS while that stage
   ran, by resetting the kernel's high-water mark (``/proc/self/clear_refs`` = 5, Linux) at the stage
   start and reading ``VmHWM`` at its end; ``base`` is the RSS at the stage start;
@@ -36,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 from hnd_jax.pipeline import dissect as D, stages as S
 
 def rss(key):
@@ -72,8 +71,9 @@ init = D.Dissection.__init__
 D.Dissection.__init__ = (lambda self, *a, **k: record('setup', init)(self, *a, **k))
 from hnd_jax.cli.main import main
 code = main(sys.argv[1:])
-# clear_refs also resets what ru_maxrss reports, so the process peak is the largest stage peak
-peak = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024] + [v['peak'] for v in stages.values()])
+# The process peak is the largest stage peak or the high-water mark since the last reset (VmHWM;
+# not ru_maxrss, which clear_refs resets too and which keeps the forking parent's mark over exec)
+peak = max([rss('VmHWM')] + [v['peak'] for v in stages.values()])
 json.dump({'code': code, 'peak': peak,
            'stages': {k: stages[k] for k in order}}, open(os.environ['HND_MEM_JSON'], 'w'))
 """

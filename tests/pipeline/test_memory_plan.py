@@ -33,11 +33,11 @@ def args(acts: Path, out: Path, batch: int, n: int = 24) -> list[str]:
 
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
 from hnd_jax.pipeline import memory_plan as mp
-def rss():
+def rss(key='VmRSS'):
     for line in open('/proc/self/status'):
-        if line.startswith('VmRSS:'):
+        if line.startswith(key + ':'):
             return int(line.split()[1]) * 1024
 seen = {}
 check = mp.check_dissection_memory
@@ -49,7 +49,8 @@ def record(d):
 mp.check_dissection_memory = record
 from hnd_jax.cli.main import main
 code = main(sys.argv[2:])
-seen['peak'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: Linux carries the forking parent's high-water mark (pytest's) over exec
+seen['peak'] = rss('VmHWM')
 seen['code'] = code
 json.dump(seen, open(sys.argv[1], 'w'))
 """
