@@ -250,6 +250,9 @@ class Dissection:
         self.cache_dir = out / ".cache" / (f"process_{self.process_index}" if self.process_count > 1 else "")
         self.runner = StageRunner(self.ckpt, run.checkpoint_every, run.batch_size, padded_size(run.batch_size, mesh),
                                   run.progress, before_checkpoint=getattr(source, "flush", lambda: None))
+        from hnd_jax.pipeline.memory_plan import check_dissection_memory
+
+        self.memory_plans = check_dissection_memory(self)  # before pass 1: refuse a run that cannot fit
         self.timings: dict[str, float] = {"setup": time.perf_counter() - self.t_start}
         self.global_status: dict[str, str] = {}
 

@@ -21,6 +21,7 @@ Pass 1 reads only the file; pass 2 walks the dictionary for the masks and takes 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -32,9 +33,12 @@ from hnd_jax.errors import HndError
 from hnd_jax.npyfile import NpzReader, finite_float32, load_npy, read_npy_header
 from hnd_jax.pipeline.prefetch import Prefetch
 from hnd_jax.pipeline.sources import SourceBatch
+from hnd_jax.scoring.accumulator import aligned_empty
 from hnd_jax.taxonomy import Taxonomy
 
 LOCAL_KEY = "local"
+#: Rows are read and converted to float32 NHWC in pieces of at most this many bytes (at least one image).
+READ_CHUNK_BYTES = 16 << 20
 
 
 class ActivationFile:
@@ -57,11 +61,15 @@ class ActivationFile:
         if not self.path.is_file():  # a folder, a device such as /dev/zero, a FIFO
             raise HndError(f"{self.path}: not a regular file (an activations file is a .npy or .npz file)")
         self.format = suffix[1:]
+        self._fd: int | None = None
         if suffix == ".npy":
             header = read_npy_header(self.path)
             self.check_array(LOCAL_KEY, header)
             self.local = load_npy(self.path, mmap_mode="r")
             self.keys: tuple[str, ...] = (LOCAL_KEY,)
+            if not header.fortran_order:  # rows are contiguous bytes: read them, see rows()
+                self._header = header
+                self._fd = os.open(self.path, os.O_RDONLY)
         else:
             self._npz = NpzReader(self.path)
             self.keys = self._npz.keys
@@ -122,17 +130,55 @@ class ActivationFile:
                 self.check_array(key, self._npz.header(key), rows=int(counts[g]))
 
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start..stop`` of an array as float32 NHWC; HndError naming the first image with a
-        NaN, an inf or a value that overflows float32."""
+        """Rows ``start..stop`` of an array as float32 NHWC ``[n, h, w, U]``; HndError naming the
+        first image with a NaN, an inf or a value that overflows float32.
+
+        Memory: the float32 result and at most ``READ_CHUNK_BYTES`` (or one image) of the file's
+        rows at a time, nothing of the file beyond them. A C-order ``.npy`` is read with ``os.pread`` into a fresh buffer instead of through the
+        memory map: every page of a map that was read stays in this process's resident set until
+        unmapped, so streaming a whole file through it made the RSS grow by the file's size."""
         if key == LOCAL_KEY:
             arr = self.local
+            read = self._read_local if self._fd is not None else lambda s, e: arr[s:e]
         else:  # keep the family's group arrays loaded while it is read (an .npz member is read whole)
             if key not in self._loaded:
                 self._loaded[key] = self._npz.read(key)
             arr = self._loaded[key]
+            read = lambda s, e: arr[s:e]  # noqa: E731 (views of the loaded member)
         what = f"{self.path}" if key == LOCAL_KEY else f"{self.path}: array '{key}'"
-        block = finite_float32(arr[start:stop], what, first_index=start)
-        return np.ascontiguousarray(block.transpose(0, 2, 3, 1))
+        n, U, h, w = stop - start, *(int(d) for d in arr.shape[1:])
+        out = aligned_empty((n, h, w, U), np.float32)  # used in place by a jitted pass on the CPU
+        # A few images at a time: the rows in the file's layout never take more than READ_CHUNK_BYTES.
+        step = max(1, READ_CHUNK_BYTES // max(1, U * h * w * arr.dtype.itemsize))
+        for s in range(start, stop, step):
+            e = min(s + step, stop)
+            raw = read(s, e)
+            part = out[s - start : e - start]
+            with np.errstate(over="ignore", invalid="ignore"):
+                part[...] = raw.transpose(0, 2, 3, 1)  # one converting copy, straight into NHWC
+            if not np.isfinite(part).all():
+                finite_float32(raw, what, first_index=s)  # names the first bad image and what is wrong
+                raise HndError(f"{what} has values that are not finite float32 numbers (images {s}..{e - 1})")
+        return out
+
+    def _read_local(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start..stop`` of a C-order ``.npy``, in its dtype, read into a new array."""
+        header = self._header
+        row_bytes = header.nbytes // max(1, header.shape[0])
+        buf = np.empty((stop - start, *header.shape[1:]), header.dtype)
+        view = memoryview(buf.reshape(-1).view(np.uint8))
+        offset, got = header.data_offset + start * row_bytes, 0
+        try:
+            while got < view.nbytes:
+                n = os.preadv(self._fd, [view[got:]], offset + got)
+                if n <= 0:
+                    break
+                got += n
+        except OSError as exc:
+            raise HndError(f"{self.path}: not readable ({exc.strerror or exc})") from None
+        if got != view.nbytes:
+            raise HndError(f"{self.path}: ends before image {start + got // max(1, row_bytes)} (the file was truncated)")
+        return buf
 
     def release(self) -> None:
         """Forget the loaded group arrays (a family is done)."""
@@ -142,6 +188,9 @@ class ActivationFile:
         self.release()
         if self._npz is not None:
             self._npz.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class FileActivations:
@@ -223,6 +272,17 @@ class FileActivations:
             yield SourceBatch(idx, {layer: rows}, np.asarray(batch.masks, bool), np.asarray(batch.labelled, bool),
                               np.asarray(batch.family, np.int32))
 
+    def npz_bytes(self) -> tuple[int, dict[str, int]]:
+        """Bytes an ``.npz`` holds in memory when read: ``local`` (for the whole run) and, per
+        family in the file, its group arrays together (during its stage); ``(0, {})`` for a ``.npy``
+        (memory-mapped and read in pieces)."""
+        f = self.file
+        if f.format != "npz":
+            return 0, {}
+        fams = {fam: sum(f._npz.header(key).nbytes for key in keys.values())
+                for fam, keys in self.groups_in_file.items()}
+        return int(f.local.nbytes), fams
+
     def family_skip_reason(self, family: str) -> str | None:
         if family not in self.groups_in_file:
             return f"no '{family}/<group>' arrays in {self.file.path.name}"
@@ -248,7 +308,7 @@ class FileActivations:
             e = min(s + batch_size, hi)
             t = time.perf_counter()
             positions = np.arange(s, e, dtype=np.int64)
-            rows = np.empty((e - s, self.file.h, self.file.w, self.file.num_units), np.float32)
+            rows = aligned_empty((e - s, self.file.h, self.file.w, self.file.num_units), np.float32)
             for g in np.unique(groups[s:e]):  # contiguous runs of one group read as one slice
                 sel = np.flatnonzero(groups[s:e] == g)
                 r = rank[s + sel]

@@ -19,6 +19,7 @@ sleep that long, so tests can kill a run mid-way deterministically. It has no ot
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -145,6 +146,10 @@ class StageRunner:
                 for source_batch in batches:
                     t = time.perf_counter()
                     states = self._update(stage, states, source_batch)
+                    # XLA defers freeing the batch it read in place until Python's garbage collector
+                    # runs JAX's callback (jax issue 14882); numeric work allocates few Python objects,
+                    # so that could wait batches or a whole stage. A young-generation collection is cheap.
+                    gc.collect(0)
                     self.split["score"] += time.perf_counter() - t
                     done += 1
                     if self.checkpoint_every and done % self.checkpoint_every == 0 and done < total:

@@ -67,17 +67,19 @@ def ascending_rank_fraction(values: np.ndarray) -> np.ndarray:
     order = np.argsort(values, axis=0, kind="stable")
     ranks = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64)[:, None], values.shape)
     np.put_along_axis(out, order, ranks, axis=0)
-    return out / n
+    del order
+    out /= n  # in place: one [n, U] float64 array less at the peak
+    return out
 
 
 def normalised_activation(image_max: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """``a_u(x) = (m_u(x) - lo_u) / (hi_u - lo_u)`` [n, U] float64; 0 for units with ``hi == lo``."""
-    m = np.asarray(image_max, np.float64)
     lo64 = np.asarray(lo, np.float64)
     span = np.asarray(hi, np.float64) - lo64
     live = span > 0
-    out = np.zeros(m.shape, np.float64)
-    np.divide(m - lo64, span, out=out, where=live[None, :])
+    out = np.subtract(image_max, lo64, dtype=np.float64)  # float32 -> float64 is exact: (m - lo) as before
+    np.divide(out, span, out=out, where=live[None, :])  # in place: no float64 copy of m and no temporary
+    out[:, ~live] = 0.0
     return out
 
 
@@ -112,7 +114,6 @@ def local_probabilities(
     U, C = iou.shape
     probs = np.zeros((U, C), np.float64)
     paired = np.zeros((U, C), bool)
-    a_all = None
     for r in range(region_members.shape[0]):
         units = np.flatnonzero(unit_region_index == r)
         members = np.flatnonzero(region_members[r])
@@ -122,10 +123,11 @@ def local_probabilities(
         in_region = lab_r.any(axis=1)  # I_R
         if not in_region.any():
             continue
-        if a_all is None:
-            a_all = normalised_activation(image_max, lo, hi)
-        m = np.asarray(image_max)[in_region][:, units]  # [n_R, U_r], dictionary order kept
-        weight = ascending_rank_fraction(m) * a_all[in_region][:, units]  # r_u(x) * a_u(x)
+        m = np.asarray(image_max)[np.ix_(np.flatnonzero(in_region), units)]  # [n_R, U_r], dictionary order kept
+        # a_u(x) of the region's images and units only (elementwise: the same values as over all
+        # [N, U], without a float64 copy of the whole image_max)
+        a = normalised_activation(m, np.asarray(lo)[units], np.asarray(hi)[units])
+        weight = ascending_rank_fraction(m) * a  # r_u(x) * a_u(x)
         lab_in = lab_r[in_region].astype(np.float64)  # [n_R, C_r]
         sums = weight.T @ lab_in  # [U_r, C_r]
         mean = _safe_divide(sums, lab_in.sum(axis=0)[None, :])  # empty I_c -> 0
@@ -155,7 +157,8 @@ def global_probabilities(
     """
     group = np.asarray(group, np.int64)
     m = np.asarray(image_max)
-    weight = ascending_rank_fraction(m) * normalised_activation(m, lo, hi)  # [n_F, U]
+    weight = ascending_rank_fraction(m)
+    weight *= normalised_activation(m, lo, hi)  # [n_F, U] r_u(x) a_u(x), in place
     onehot = (group[:, None] == np.arange(num_groups)[None, :]).astype(np.float64)  # [n_F, G]
     score = _safe_divide(weight.T @ onehot, onehot.sum(axis=0)[None, :])  # empty group -> 0
     p = _safe_divide(score, score.sum(axis=1, keepdims=True))

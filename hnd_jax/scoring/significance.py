@@ -57,6 +57,8 @@ BLOCK_VALUES = 1 << 23
 #: sums (a change of at most 3e-8 in a weight, far below the comparison tolerance): their sums are
 #: then exact in float64, so the test's results do not depend on summation order or device count.
 WEIGHT_QUANTUM = 2.0**-24
+#: Values ``[n, units]`` per block of units in :func:`auc_test` (its rank buffers are ~40 bytes per value).
+AUC_BLOCK_VALUES = 1 << 21
 #: Permutations per block are a multiple of this (a device count up to it divides a block evenly).
 BLOCK_MULTIPLE = 64
 
@@ -76,7 +78,9 @@ def permutation_indices(num_images: int, num_permutations: int, seed: int | Sequ
 def bias_weights(image_max: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """``w_u(x) = r_u(x) a_u(x)`` [n, U] float64 over one global family (DESIGN.md §2, global concepts)."""
     m = np.asarray(image_max)
-    return ascending_rank_fraction(m) * normalised_activation(m, lo, hi)
+    out = ascending_rank_fraction(m)
+    out *= normalised_activation(m, lo, hi)  # in place: one [n, U] float64 array less at the peak
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("num_groups",))
@@ -170,7 +174,11 @@ def global_permutation_test(
         labels = np.concatenate([labels, np.zeros((pad, n), np.int32)], axis=0)
         valid[num_permutations:] = False
     labels, valid = labels.reshape(blocks, k, n), valid.reshape(blocks, k)
-    weight = np.round(weight / WEIGHT_QUANTUM) * WEIGHT_QUANTUM  # exact group sums (see _permutation_counts)
+    # exact group sums (see _permutation_counts); in place, the same operations as
+    # round(weight / Q) * Q (Q a power of two: both scalings exact) without two [n, U] temporaries
+    np.divide(weight, WEIGHT_QUANTUM, out=weight)
+    np.round(weight, out=weight)
+    np.multiply(weight, WEIGHT_QUANTUM, out=weight)
     with jax.enable_x64(True):
         if ndev > 1:
             from jax.sharding import NamedSharding, PartitionSpec as P
@@ -266,20 +274,27 @@ def auc_test(
         ok = (n1 > 0) & (n0 > 0)
         if not ok.any():
             continue
-        ranks, tie_term = midranks(m[rows])  # [n, U], [U]
-        r1 = ranks.T @ lab_f.astype(np.float64)  # rank sums [U, C_f]
-        u1 = r1 - (n1 * (n1 + 1) / 2.0)[None, :]
+        lab_f64 = lab_f.astype(np.float64)
         n1n0 = n1 * n0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            a = u1 / n1n0[None, :]
-            var = (n1n0 / 12.0)[None, :] * ((n + 1.0) - tie_term[:, None] / (n * (n - 1.0)))
-            z = (u1 - (n1n0 / 2.0)[None, :] - 0.5) / np.sqrt(np.maximum(var, 0.0))
-        z = np.where(np.isnan(z), -np.inf, z)  # 0/0 cannot occur (numerator <= -1/2 when var = 0)
-        p = np.clip(normal_sf(z), 0.0, 1.0)
         sel = np.flatnonzero(ok)
-        auc[:, cols[sel]] = a[:, sel]
-        pvalues[:, cols[sel]] = p[:, sel]
         tested[:, cols[sel]] = True
+        # Units in blocks: the ranks and their sort buffers are [n, block] (several float64/int64
+        # arrays), not [n, U]. Every unit is computed alone, and rank sums are sums of half-integers
+        # (exact in float64), so the blocks change no bit of the result.
+        step = max(1, AUC_BLOCK_VALUES // n)
+        for u0 in range(0, U, step):
+            units = slice(u0, min(u0 + step, U))
+            ranks, tie_term = midranks(m[rows, units])  # [n, u], [u]
+            r1 = ranks.T @ lab_f64  # rank sums [u, C_f]
+            u1 = r1 - (n1 * (n1 + 1) / 2.0)[None, :]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                a = u1 / n1n0[None, :]
+                var = (n1n0 / 12.0)[None, :] * ((n + 1.0) - tie_term[:, None] / (n * (n - 1.0)))
+                z = (u1 - (n1n0 / 2.0)[None, :] - 0.5) / np.sqrt(np.maximum(var, 0.0))
+            z = np.where(np.isnan(z), -np.inf, z)  # 0/0 cannot occur (numerator <= -1/2 when var = 0)
+            p = np.clip(normal_sf(z), 0.0, 1.0)
+            auc[units, cols[sel]] = a[:, sel]
+            pvalues[units, cols[sel]] = p[:, sel]
     return auc, pvalues, tested
 
 

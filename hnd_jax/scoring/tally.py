@@ -177,10 +177,16 @@ class IoUTally:
         if B * S * S >= 2**31:
             raise ValueError(f"batch of {B} images at S={S}: counts could overflow int32; use smaller batches")
         acts = acts.astype(np.float32, copy=False)
-        real = acts if valid.all() else acts[valid]
-        if real.size and not (np.isfinite(real.max()) and np.isfinite(real.min())):
-            raise HndError("activations contain NaN or inf values: expected finite numbers")
-        if real.size and np.abs(real).min() < TINY:  # rare: only then pay for the copy
+        # One real image at a time (views): a batch-sized copy of the real rows, and the batch-sized
+        # |acts| a subnormal test needs, would each be as large as the batch.
+        subnormal = False
+        for i in np.flatnonzero(valid):
+            img = acts[i]
+            if not (np.isfinite(img.max()) and np.isfinite(img.min())):
+                raise HndError("activations contain NaN or inf values: expected finite numbers")
+            # Subnormals are flushed to zero (upsample.py); exact zeros (ReLU) need no flushing.
+            subnormal = subnormal or bool(((np.abs(img) < TINY) & (img != 0)).any())
+        if subnormal:  # rare: only then pay for the copy
             acts = flush_np(acts)
         if masks.dtype != np.bool_:
             masks = masks != 0
@@ -189,7 +195,9 @@ class IoUTally:
     def _update_runs(self, acts, masks, labelled, family, valid):
         if not valid.all():  # fancy indexing copies the (large) masks: only when there is padding
             keep = np.flatnonzero(valid)
-            acts, masks, labelled, family = acts[keep], masks[keep], labelled[keep], family[keep]
+            # Batch.padded puts the real rows first: then a slice (views, no copy) selects them.
+            sel = slice(int(keep[0]), int(keep[-1]) + 1) if keep.size and keep[-1] - keep[0] + 1 == keep.size else keep
+            acts, masks, labelled, family = acts[sel], masks[sel], labelled[sel], family[sel]
         runs = mask_runs(masks)
         counts = run_length_counts(acts, runs, self.thresholds, self.image_size)
         U, C = self.num_units, self.num_concepts

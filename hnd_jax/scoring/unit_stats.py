@@ -85,6 +85,18 @@ def quantile_from_topk(top_desc: np.ndarray, num_values: int, q: float) -> np.nd
     return out.astype(dtype)
 
 
+#: Values per chunk of units in pass 1's running top-k (``[units, k + b*h*w]`` float32, 32 MiB): bounds
+#: the per-batch work buffers of :meth:`UnitStats.update` independently of the number of units.
+TOPK_CHUNK_VALUES = 1 << 23
+
+
+def topk_unit_chunk(num_units: int, row_values: int) -> int:
+    """Units per chunk of pass 1's top-k: ``TOPK_CHUNK_VALUES // row_values``, between 1 and ``num_units``.
+
+    ``row_values`` is ``k + b*h*w``, one unit's candidates in one batch (per device)."""
+    return max(1, min(num_units, TOPK_CHUNK_VALUES // max(1, row_values)))
+
+
 class UnitStats:
     """Streaming pass-1 statistics of one layer. See the module docstring for the protocol.
 
@@ -193,16 +205,50 @@ class UnitStats:
         def local_topk(topk, acts, valid):
             # Per device: [1, U, k] state, [b, h, w, U] acts. Padding rows become -inf (never selected
             # ahead of a real value; the final union has at least k real values per unit).
-            b = acts.shape[0]
-            vals = jnp.where(valid[:, None, None, None], acts, -jnp.inf).reshape(b * acts.shape[1] * acts.shape[2], -1)
-            cat = jnp.concatenate([topk[0], vals.T], axis=1)
-            return jax.lax.top_k(cat, k)[0][None]
+            # Units are folded in chunks of `uc` (a fori_loop): the transposed copy and top_k's work
+            # buffers then hold [uc, k + b*h*w] values instead of the whole batch three times over.
+            # The last chunk starts at U - uc and may redo units of the one before: the same values,
+            # written again (top_k of a unit's row does not depend on the other rows).
+            b, hh, ww, U = acts.shape
+            uc = topk_unit_chunk(U, b * hh * ww + k)
+
+            def best_of(prev, part):  # [n, k] state rows, [b, h, w, n] activations -> [n, k]
+                part = jnp.where(valid[:, None, None, None], part, -jnp.inf).reshape(b * hh * ww, -1)
+                return jax.lax.top_k(jnp.concatenate([prev, part.T], axis=1), k)[0]
+
+            if uc >= U:
+                return best_of(topk[0], acts)[None]
+
+            def chunk(i, out):
+                start = jnp.minimum(i * uc, U - uc)
+                part = jax.lax.dynamic_slice_in_dim(acts, start, uc, axis=3)  # [b, h, w, uc]
+                prev = jax.lax.dynamic_slice_in_dim(topk[0], start, uc, axis=0)  # [uc, k]
+                return jax.lax.dynamic_update_slice_in_dim(out, best_of(prev, part), start, axis=0)
+
+            return jax.lax.fori_loop(0, -(-U // uc), chunk, topk[0])[None]
 
         sharded_topk = jax.shard_map(
             local_topk,
             mesh=mesh,
             in_specs=(P(DATA_AXIS, None, None), P(DATA_AXIS, None, None, None), P(DATA_AXIS)),
             out_specs=P(DATA_AXIS, None, None),
+        )
+
+        def local_nonfinite(acts, valid):
+            # One image at a time: XLA on CPU stores the int32 mask it sums, so a whole-batch count
+            # would hold [b, h, w, U] int32 (as large as the batch); per image it is [h, w, U].
+            def one(i, total):
+                bad = (~jnp.isfinite(jax.lax.dynamic_index_in_dim(acts, i, 0, keepdims=False))).sum(dtype=jnp.int32)
+                return total + jnp.where(valid[i], bad, 0)
+
+            start = jax.lax.pcast(jnp.int32(0), (DATA_AXIS,), to="varying")  # a per-device count
+            return jax.lax.psum(jax.lax.fori_loop(0, acts.shape[0], one, start), DATA_AXIS)
+
+        sharded_nonfinite = jax.shard_map(
+            local_nonfinite,
+            mesh=mesh,
+            in_specs=(P(DATA_AXIS, None, None, None), P(DATA_AXIS)),
+            out_specs=P(),
         )
 
         def update(state, acts, index, valid):
@@ -216,8 +262,7 @@ class UnitStats:
             target = jnp.where(valid, index, N)
             new["image_max"] = state["image_max"].at[target].max(per_image_max, mode="drop")
             new["count"] = state["count"] + valid.sum(dtype=jnp.int32)
-            finite_rows = jnp.isfinite(acts).reshape(acts.shape[0], -1)
-            new["nonfinite"] = state["nonfinite"] + jnp.where(valid[:, None], ~finite_rows, False).sum(dtype=jnp.int32)
+            new["nonfinite"] = state["nonfinite"] + sharded_nonfinite(acts, valid)
             if k:
                 new["topk"] = sharded_topk(state["topk"], acts, valid)
             return new

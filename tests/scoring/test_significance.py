@@ -187,6 +187,20 @@ def test_auc_and_pvalues_match_scipy(seed, ties):
     assert not np.isnan(p).any()
 
 
+@pytest.mark.parametrize("block_units", [1, 3, 6])
+def test_auc_in_blocks_of_units_is_bit_identical(block_units, monkeypatch):
+    # auc_test ranks the units in blocks (bounded memory); blocks that do not divide U (7), over
+    # families of 30, 20 and 10 images, must give the one-block result bit for bit.
+    import hnd_jax.scoring.significance as sig
+
+    m, lab, family, concept_family = _local_case(1, ties=True)
+    whole = auc_test(m, lab, family, concept_family)
+    monkeypatch.setattr(sig, "AUC_BLOCK_VALUES", 30 * block_units)  # the largest family: block_units per block
+    blocked = sig.auc_test(m, lab, family, concept_family)
+    for a, b in zip(whole, blocked):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_auc_all_tied_gives_p_one():
     m = np.ones((10, 2), np.float32)
     lab = np.zeros((10, 1), bool)

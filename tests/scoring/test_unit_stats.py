@@ -80,6 +80,41 @@ def test_one_and_eight_devices_identical():
     np.testing.assert_array_equal(b["thresholds"], ref.thresholds(acts, 0.02))
 
 
+@pytest.mark.parametrize("mesh_of", [one_device_mesh, all_device_mesh])
+def test_top_k_in_unit_chunks_equals_numpy_quantile(monkeypatch, mesh_of):
+    # A chunk budget that splits 7 units into chunks of 3 (the last chunk overlaps the one before),
+    # on adversarial values: the bounded-memory path must give NumPy's quantile bit for bit.
+    import hnd_jax.scoring.unit_stats as us
+
+    rng = np.random.default_rng(11)
+    acts = np.concatenate([adversarial_acts(rng, N=21), rng.normal(size=(21, 3, 4, 1)).astype(np.float32)], axis=3)
+    N, h, w, U = acts.shape
+    k = topk_size(N * h * w, 0.05)
+    row = padded_batch_size(5, mesh_of()) // int(mesh_of().devices.size) * h * w + k
+    monkeypatch.setattr(us, "TOPK_CHUNK_VALUES", 3 * row)
+    assert us.topk_unit_chunk(U, row) == 3
+    out = run_stats(acts, 0.05, mesh_of(), batch=5)
+    np.testing.assert_array_equal(out["thresholds"], ref.thresholds(acts, 0.05))
+    np.testing.assert_array_equal(out["image_max"], ref.image_max(acts))
+
+
+def test_nonfinite_values_are_counted_one_by_one_on_every_device():
+    # The count is made per image (bounded memory); it must still count every bad value of every
+    # real row, on every device, and none of the padding rows.
+    mesh = all_device_mesh()
+    size = padded_batch_size(3, mesh)
+    stats = UnitStats(2, 3, (2, 2), 0.1, mesh)
+    acts = np.zeros((size, 2, 2, 2), np.float32)
+    acts[0, 0, 0, 0] = np.nan
+    acts[2, 1, 1] = np.inf  # two values
+    acts[3:] = np.nan  # padding rows
+    valid = np.arange(size) < 3
+    state = stats.update(stats.init(), Batch(acts, valid, index=np.minimum(np.arange(size), 2)))
+    assert int(state["nonfinite"]) == 3
+    with pytest.raises(HndError, match="3 NaN or inf"):
+        stats.finalize(state)
+
+
 def test_padding_rows_do_not_count():
     # Padding rows hold huge values: they must not move thresholds, hi or any image's max.
     rng = np.random.default_rng(3)
