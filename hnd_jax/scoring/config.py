@@ -15,6 +15,23 @@ from typing import Any
 
 IOU_MODES = ("family", "labeled", "official")
 
+#: Upper bound of ``--permutations``, checked with the other settings before any pass runs (the
+#: permutation test only runs when the results are finalised, after every pass, so a value nothing can
+#: compute would otherwise fail at the very end). Why 10**6 is enough and affordable
+#: (hnd_jax/scoring/significance.py, ``global_permutation_test``):
+#:
+#: * resolution: a permutation p-value is at least 1 / (1 + N), and Benjamini-Hochberg at level alpha
+#:   over m tests rejects nothing above alpha / m; 10**6 permutations reach p ~ 1e-6, below
+#:   0.05 / m for up to m = 5 * 10**4 tests (m = U * sum of G over the global families: 4,000 units
+#:   times the Face Dictionary's 12 global groups). More permutations cannot add a rejection there.
+#: * time: each permutation is one float64 product [n, U] x [n, G] per global family (n: the family's
+#:   images), 2 n U G flops; at 10**6, n = 1,000, U = 512, G = 4 that is 4e12 flops per family, about an
+#:   hour on one CPU core and minutes on an accelerator, per layer.
+#: * memory: the permutations are drawn and counted in chunks of at most ``CHUNK_VALUES`` labels
+#:   (about 20 bytes each while drawn: int64 indices, their int64 gather, the int32 labels), so memory
+#:   does not grow with N; only the p-value arrays [U, G] and one block's sums [K, U, G] stay.
+MAX_PERMUTATIONS = 10**6
+
 
 def _option(help: str, **extra: Any) -> dict[str, Any]:
     return {"help": help, **extra}
@@ -69,7 +86,8 @@ class ScoringConfig:
         check_int("--image-size", self.image_size, low=1)
         for family, cutoff in self.bias_cutoffs.items():
             _check_number(f"bias cut-off of {family}", cutoff, low=0.0, high=1.0, low_open=True)
-        check_int("--permutations", self.permutations, low=1)
+        check_int("--permutations", self.permutations, low=1, high=MAX_PERMUTATIONS,
+                  why=" (p-values down to 1e-6; see MAX_PERMUTATIONS in hnd_jax/scoring/config.py)")
         _check_number("--alpha", self.alpha, low=0.0, high=1.0, low_open=True, high_open=True)
         check_int("--permutation-seed", self.seed, low=0)
 
@@ -77,12 +95,15 @@ class ScoringConfig:
         return asdict(self)
 
 
-def check_int(name: str, value: Any, *, low: int) -> None:
-    """HndError naming the option unless ``value`` is an integer (not a bool) of at least ``low``."""
+def check_int(name: str, value: Any, *, low: int, high: int | None = None, why: str = "") -> None:
+    """HndError naming the option unless ``value`` is an integer (not a bool) in ``low..high``
+    (``high`` None: no upper bound); ``why`` is appended to the message of a value above ``high``."""
     from hnd_jax.errors import HndError
 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise HndError(f"{name} {value!r}: expected an integer >= {low}")
+    if high is not None and value > high:
+        raise HndError(f"{name} {value!r}: expected an integer from {low} to {high:,}{why}")
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
