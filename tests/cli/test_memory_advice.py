@@ -1,0 +1,56 @@
+"""An out-of-memory error's one line gives advice that fits where it happened (hnd_jax/cli/main.py).
+
+The break test: ``--permutations 100000000000`` ran out of memory in the significance tests after
+every pass and was told to use a smaller --batch-size or --cache-budget, which change nothing there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hnd_jax.cli.main import main
+from hnd_jax.scoring import significance
+
+ALLOC = "Unable to allocate 27.6 TiB for an array with shape (100000000000, 38) and data type int64"
+
+
+def _dissect(tmp_path, *extra):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "acts.npy", rng.normal(size=(24, 3, 4, 4)).astype(np.float32))
+    return main(["dissect", "--activations", str(tmp_path / "acts.npy"), "--layer", "l", "--image-size", "16",
+                 "--dictionary", "synthetic:24:3", "--out", str(tmp_path / "out"), "--no-report",
+                 "--no-progress", *extra])
+
+
+def test_out_of_memory_after_the_passes_does_not_blame_the_batch_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HND_DEBUG", raising=False)
+
+    def no_memory(values):
+        raise MemoryError(ALLOC)
+
+    monkeypatch.setattr(significance, "midranks", no_memory)  # inside the real engine.finalize -> auc_test
+    code = _dissect(tmp_path)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("hnd: error: ")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("hnd: error: out of memory (Unable to allocate 27.6 TiB")
+    assert "after the passes" in lines[0] and "do not change" in lines[0]
+    assert "a smaller --batch-size" not in lines[0]
+
+
+def test_out_of_memory_in_the_passes_keeps_the_batch_size_advice(tmp_path, monkeypatch, capsys):
+    from hnd_jax.scoring import engine
+
+    monkeypatch.setenv("HND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HND_DEBUG", raising=False)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError(ALLOC)
+
+    monkeypatch.setattr(engine.LayerScorer, "pass2", no_memory)  # the second pass's tally
+    code = _dissect(tmp_path)
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("hnd: error: ")]
+    assert code == 2 and len(line) == 1 and "a smaller --batch-size or --cache-budget" in line[0], err
+    assert "after the passes" not in line[0]
