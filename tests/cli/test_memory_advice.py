@@ -1,7 +1,8 @@
-"""An out-of-memory error's one line gives advice that fits where it happened (hnd_jax/cli/main.py).
+"""Settings used only after the passes fail before them; an out-of-memory line fits where it happened.
 
-The break test: ``--permutations 100000000000`` ran out of memory in the significance tests after
-every pass and was told to use a smaller --batch-size or --cache-budget, which change nothing there.
+The break test: ``--permutations 100000000000`` ran every pass, then ran out of memory in the
+significance tests and was told to use a smaller --batch-size or --cache-budget (which change
+nothing there), and its checkpoint blocked a rerun with a sane value until --fresh.
 """
 
 from __future__ import annotations
@@ -54,3 +55,13 @@ def test_out_of_memory_in_the_passes_keeps_the_batch_size_advice(tmp_path, monke
     line = [x for x in err.splitlines() if x.startswith("hnd: error: ")]
     assert code == 2 and len(line) == 1 and "a smaller --batch-size or --cache-budget" in line[0], err
     assert "after the passes" not in line[0]
+
+
+def test_too_many_permutations_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HND_CACHE", str(tmp_path / "cache"))
+    code = _dissect(tmp_path, "--permutations", "100000000000")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("hnd: error: --permutations 100000000000: expected an integer from 1 to 1,000,000")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache" / "synthetic").exists(), "nothing was started"
+    assert _dissect(tmp_path, "--permutations", "50") == 0  # a sane value is not blocked by the refused run
