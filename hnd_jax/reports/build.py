@@ -152,7 +152,8 @@ def open_run_dictionary(
     dico = open_dictionary(spec, size, taxonomy=run_taxonomy(meta, taxonomy), **extra)
     differs = dictionary_differences(meta.get("dictionary"), dico.identity())
     if differs:
-        hint = "pass --taxonomy with the taxonomy the run used, " if any(d.startswith("taxonomy ") for d in differs) else ""
+        taxonomy_differs = any(d.startswith("taxonomy ") for d in differs)
+        hint = "pass --taxonomy with the taxonomy the run used, " if taxonomy_differs else ""
         raise DictionaryMismatch(
             f"dictionary {spec}: not the one {Path(out_dir) / 'dissection.json'} records ({'; '.join(differs)}),"
             f" so its top images would show other faces; {hint}pass --dictionary with the dictionary the run"

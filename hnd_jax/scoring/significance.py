@@ -175,7 +175,7 @@ def global_permutation_test(
     rng = np.random.default_rng(seed)  # drawn chunk by chunk: the rows of permutation_indices(n, N, seed)
     weight = np.round(weight / WEIGHT_QUANTUM) * WEIGHT_QUANTUM  # exact group sums (see _permutation_counts)
     with jax.enable_x64(True):
-        args = [jnp.asarray(weight, jnp.float64), jnp.asarray(observed, jnp.float64), jnp.asarray(inv_size, jnp.float64)]
+        args = [jnp.asarray(a, jnp.float64) for a in (weight, observed, inv_size)]
         count = jnp.zeros(observed.shape, jnp.int32)
         total = jnp.zeros((k, *observed.shape), jnp.float64)
         for first in range(0, num_permutations, chunk * k):

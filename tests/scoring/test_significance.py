@@ -280,7 +280,8 @@ def test_permutations_drawn_in_chunks_give_the_same_results(monkeypatch, chunk_v
     whole = global_permutation_test(m, group, G, lo, hi, observed, n_perm, [5, 1], block=64, mesh=mesh)
     calls = []
     kernel = significance._permutation_counts
-    monkeypatch.setattr(significance, "_permutation_counts", lambda *a, **k: calls.append(a[1].shape) or kernel(*a, **k))
+    counted = lambda *a, **k: calls.append(a[1].shape) or kernel(*a, **k)  # noqa: E731
+    monkeypatch.setattr(significance, "_permutation_counts", counted)
     monkeypatch.setattr(significance, "CHUNK_VALUES", chunk_values)
     chunked = global_permutation_test(m, group, G, lo, hi, observed, n_perm, [5, 1], block=64, mesh=mesh)
     blocks_per_chunk = {1: 1, 3: 3, 2: 2}[chunk_values // (64 * 13)]
