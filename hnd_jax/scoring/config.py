@@ -70,7 +70,8 @@ class ScoringConfig:
         "a unit is paired with concept c when P(c|u) > F / |R| (R: the unit's region)", metavar="F"))
     bias_cutoffs: dict[str, float] = field(default_factory=dict)
     permutations: int = field(default=1000, metadata=_option(
-        "label permutations per global family for the bias p-values (smallest p: 1/(1+N))", metavar="N"))
+        "label permutations per global family for the bias p-values (smallest p: 1/(1+N); at most 1,000,000)",
+        metavar="N"))
     alpha: float = field(default=0.05, metadata=_option(
         "Benjamini-Hochberg false discovery rate for the significant biased and paired units", metavar="A"))
     seed: int = field(default=0, metadata=_option("seed of the label permutations", metavar="K",
