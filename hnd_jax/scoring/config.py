@@ -50,7 +50,8 @@ class ScoringConfig:
     bias_cutoffs:   overrides per global family name -> cutoff; families not listed use the
                     taxonomy's cutoff (0.3 for 4 groups, 0.55 for 2 groups, else 1.2/G).
     permutations:   permutations of the group labels per global family for the bias p-values
-                    (DESIGN.md §2c); the smallest p-value is 1 / (1 + permutations).
+                    (DESIGN.md §2c); the smallest p-value is 1 / (1 + permutations); at most
+                    :data:`MAX_PERMUTATIONS` (why: the comment above it).
     alpha:          Benjamini-Hochberg level for ``biased_significant_<F>`` and ``paired_significant``.
     seed:           seed of the permutations (family k of the taxonomy uses ``[seed, k]``).
 
