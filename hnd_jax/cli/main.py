@@ -75,6 +75,26 @@ def debug_requested(args: argparse.Namespace | None = None) -> bool:
 
 
 
+#: Frames (module, function; None: any function) that put an out-of-memory error in the scoring after
+#: the passes: the per-layer scores and the significance tests (DESIGN.md §2c) hold [images, units]
+#: arrays per family, which --batch-size and --cache-budget do not change.
+_FINALIZE_FRAMES = (("hnd_jax.scoring.significance", None), ("hnd_jax.scoring.engine", "finalize"))
+
+
+def memory_advice(exc: BaseException) -> str:
+    """What to change after a MemoryError, from where it was raised (its traceback's frames)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        module, function = tb.tb_frame.f_globals.get("__name__"), tb.tb_frame.f_code.co_name
+        if any(module == m and f in (None, function) for m, f in _FINALIZE_FRAMES):
+            return ("while scoring the layer after the passes (scores and significance tests, [images, units] "
+                    "arrays per family), which --batch-size and --cache-budget do not change: use a machine with "
+                    "more memory or a layer with fewer units")
+        tb = tb.tb_next
+    return ("the input or a setting asks for more memory than this machine has (for hnd dissect, extract "
+            "and bench: a smaller --batch-size or --cache-budget)")
+
+
 def error_message(exc: BaseException) -> str:
     """The one line printed for an expected failure (never file content: only names and reasons)."""
     if isinstance(exc, HndError):
@@ -89,9 +109,7 @@ def error_message(exc: BaseException) -> str:
         where = " -> ".join(os.fsdecode(n) if isinstance(n, (str, bytes)) else str(n) for n in names)
         return one_line(f"{where}: {reason}" if where else reason, 400)
     if isinstance(exc, MemoryError):
-        return "out of memory" + (f" ({one_line(str(exc), 400)})" if str(exc) else "") + \
-            ": the input or a setting asks for more memory than this machine has (for hnd dissect, extract " \
-            "and bench: a smaller --batch-size or --cache-budget)"
+        return "out of memory" + (f" ({one_line(str(exc), 400)})" if str(exc) else "") + ": " + memory_advice(exc)
     if isinstance(exc, RecursionError):
         return "input nested too deeply to read (RecursionError); the file is malformed or hostile"
     if isinstance(exc, UnicodeDecodeError):

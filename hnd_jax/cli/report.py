@@ -3,6 +3,9 @@
 OUT is a hnd dissect output folder (it holds dissection.json). On a folder that holds several
 dissections in sub-folders instead (the output of hnd demo, a sweep over models), every one of them
 gets its report and FOLDER/index.html links them all.
+
+The top images are dictionary positions, so the dictionary opened must be the one the run used: one
+whose identity (content hash, image count, taxonomy) differs from dissection.json's is refused.
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ def register(subparsers) -> None:
         "--dictionary",
         metavar="ROOT|PREP|synthetic",
         default=None,
-        help="the Face Dictionary for the top images (default: the one recorded in dissection.json)",
+        help="the Face Dictionary for the top images (default: the one recorded in dissection.json); it must be"
+        " the run's dictionary: one whose content differs from what dissection.json records is refused",
     )
-    p.add_argument("--no-images", action="store_true", help="do not open the dictionary; unit cards without images")
+    p.add_argument(
+        "--no-images",
+        action="store_true",
+        help="do not open the dictionary; unit cards without images (when the run's dictionary is gone or changed)",
+    )
     p.add_argument("--no-plots", action="store_true", help="do not (re)write OUT/plots/")
     p.add_argument(
         "--max-units",

@@ -42,12 +42,11 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from hnd_jax.errors import HndError
 from hnd_jax.models.layers import (
-    Sequential, check_image_batch, conv2d, linear, ones_init, torch_default_kernel_init, zeros_init,
+    Sequential, check_image_batch, conv2d, draw_numpy, linear, ones_init, torch_default_kernel_init, zeros_init,
 )
 
 ViTConfig = tuple[int, int, int]  # (width D, depth, heads)
@@ -70,8 +69,7 @@ def _normal_init(std: float):
     def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         if isinstance(key, jax.core.Tracer):  # built under a trace (nnx.eval_shape, jit)
             return std * jax.random.normal(key, tuple(shape), dtype)
-        seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
-        return jnp.asarray(np.random.default_rng(seed).normal(0.0, std, tuple(shape)).astype(np.dtype(dtype)))
+        return jax.device_put(draw_numpy(key, tuple(shape), dtype, lambda rng, n: rng.normal(0.0, std, n)))
 
     return init
 

@@ -4,6 +4,12 @@ The dictionary is found from ``OUT/dissection.json`` (``dictionary.spec`` and ``
 the caller names one. When it was only inferred and cannot be reopened (moved, deleted, another
 machine), the report is still written without images and the reason is returned as a note; when
 the caller named it explicitly, failing to open it is an error.
+
+The dictionary opened is checked against the identity ``dissection.json`` records for it
+(:func:`dictionary_differences`): the top images are stored as dictionary positions, so another
+dictionary -- the same folder regenerated, ``synthetic`` for a real one -- would put other faces on
+the unit cards without any error. A dictionary that differs is refused (:class:`DictionaryMismatch`),
+named or inferred alike; ``hnd report --no-images`` writes the report without the top images.
 """
 
 from __future__ import annotations
@@ -32,6 +38,38 @@ class ReportOutcome:
     plots: list[Path]
     notes: list[str] = field(default_factory=list)
     run: RunResults | None = None
+
+
+class DictionaryMismatch(HndError):
+    """The dictionary opened for a report is not the one the run recorded (never turned into a note)."""
+
+
+#: Identity fields (``FaceDictionary.identity()``, recorded as ``dissection.json`` ``dictionary``) that
+#: decide which face and masks sit at each dictionary position. ``content_sha256`` covers the index
+#: files, the kept records and the global listing (and the taxonomy); the location (``path``,
+#: ``spec``, ``kind``: a PREP of the same ROOT holds the same images) is deliberately not compared.
+CHECKED_IDENTITY_FIELDS = ("content_sha256", "num_local", "taxonomy", "image_size", "image_resample")
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text[:12] if isinstance(value, str) and len(text) == 64 else text  # a sha256: its first 12 digits
+
+
+def dictionary_differences(recorded: Any, opened: dict[str, Any]) -> list[str]:
+    """``'FIELD X recorded, Y here'`` for every :data:`CHECKED_IDENTITY_FIELDS` entry that both
+    identities hold and that differs (empty: the same dictionary as far as recorded).
+
+    ``recorded``: the run's ``dissection.json`` ``dictionary`` value; anything but a dict (an old
+    run's bare spec string) records nothing to compare. Reads only the two dicts (no file is hashed).
+    """
+    if not isinstance(recorded, dict) or not isinstance(opened, dict):
+        return []
+    return [
+        f"{key} {_shown(recorded[key])} recorded, {_shown(opened[key])} here"
+        for key in CHECKED_IDENTITY_FIELDS
+        if key in recorded and key in opened and recorded[key] != opened[key]
+    ]
 
 
 def run_image_size(meta: dict[str, Any]) -> int | None:
@@ -95,6 +133,10 @@ def open_run_dictionary(
     """Open the Face Dictionary a run used (or ``spec``) at the run's analysis size.
 
     ``meta``: the run's ``dissection.json`` when the caller has already read it (else it is read here).
+
+    Raises :class:`DictionaryMismatch` when the opened dictionary's identity differs from the
+    recorded one (:func:`dictionary_differences`; its identity was computed when it was opened, so
+    the check hashes nothing), :class:`HndError` when no dictionary can be opened.
     """
     from hnd_jax.dictionary import open_dictionary
 
@@ -107,7 +149,17 @@ def open_run_dictionary(
         raise HndError(f"{Path(out_dir) / 'dissection.json'}: records no image_size; cannot reopen the dictionary")
     resample = run_image_resample(meta)
     extra = {"image_resample": resample} if resample else {}
-    return open_dictionary(spec, size, taxonomy=run_taxonomy(meta, taxonomy), **extra)
+    dico = open_dictionary(spec, size, taxonomy=run_taxonomy(meta, taxonomy), **extra)
+    differs = dictionary_differences(meta.get("dictionary"), dico.identity())
+    if differs:
+        taxonomy_differs = any(d.startswith("taxonomy ") for d in differs)
+        hint = "pass --taxonomy with the taxonomy the run used, " if taxonomy_differs else ""
+        raise DictionaryMismatch(
+            f"dictionary {spec}: not the one {Path(out_dir) / 'dissection.json'} records ({'; '.join(differs)}),"
+            f" so its top images would show other faces; {hint}pass --dictionary with the dictionary the run"
+            " used, or --no-images to write the report without top images"
+        )
+    return dico
 
 
 def build_report(
@@ -135,6 +187,8 @@ def build_report(
         else:
             try:
                 dico = open_run_dictionary(out_dir, None, taxonomy, meta=run.meta)
+            except DictionaryMismatch:
+                raise  # another dictionary where the run's was: refused, not a note
             except HndError as exc:
                 notes.append(f"report written without images: {exc} (pass --dictionary to point at it)")
         if dico is not None and tuple(dico.taxonomy.concept_names) != run.layers[0].concepts:

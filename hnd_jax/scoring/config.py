@@ -15,6 +15,24 @@ from typing import Any
 
 IOU_MODES = ("family", "labeled", "official")
 
+#: Upper bound of ``--permutations``, checked with the other settings before any pass runs (the
+#: permutation test only runs when the results are finalised, after every pass, so a value nothing can
+#: compute would otherwise fail at the very end). Why 10**6 is enough and affordable
+#: (hnd_jax/scoring/significance.py, ``global_permutation_test``):
+#:
+#: * resolution: a permutation p-value is at least 1 / (1 + N), and Benjamini-Hochberg at level alpha
+#:   over m tests rejects nothing above alpha / m; 10**6 permutations reach p ~ 1e-6, below
+#:   0.05 / m for up to m = 5 * 10**4 tests (m = U * sum of G over the global families: 4,000 units
+#:   times the Face Dictionary's 12 global groups). More permutations cannot add a rejection there.
+#: * time: each permutation is one float64 product [n, U] x [n, G] per global family (n: the family's
+#:   images), 2 n U G flops; at 10**6, n = 1,000, U = 512, G = 4 that is 4e12 flops per family and
+#:   layer, measured at about 3 minutes on a shared 2-core CPU (20,000 permutations in 3.3 s), i.e.
+#:   roughly 10 minutes per layer for the Face Dictionary's four global families at this size.
+#: * memory: the permutations are drawn and counted in chunks of at most ``CHUNK_VALUES`` labels
+#:   (about 20 bytes each while drawn: int64 indices, their int64 gather, the int32 labels), so memory
+#:   does not grow with N; only the p-value arrays [U, G] and one block's sums [K, U, G] stay.
+MAX_PERMUTATIONS = 10**6
+
 
 def _option(help: str, **extra: Any) -> dict[str, Any]:
     return {"help": help, **extra}
@@ -32,7 +50,8 @@ class ScoringConfig:
     bias_cutoffs:   overrides per global family name -> cutoff; families not listed use the
                     taxonomy's cutoff (0.3 for 4 groups, 0.55 for 2 groups, else 1.2/G).
     permutations:   permutations of the group labels per global family for the bias p-values
-                    (DESIGN.md §2c); the smallest p-value is 1 / (1 + permutations).
+                    (DESIGN.md §2c); the smallest p-value is 1 / (1 + permutations); at most
+                    :data:`MAX_PERMUTATIONS` (why: the comment above it).
     alpha:          Benjamini-Hochberg level for ``biased_significant_<F>`` and ``paired_significant``.
     seed:           seed of the permutations (family k of the taxonomy uses ``[seed, k]``).
 
@@ -52,7 +71,8 @@ class ScoringConfig:
         "a unit is paired with concept c when P(c|u) > F / |R| (R: the unit's region)", metavar="F"))
     bias_cutoffs: dict[str, float] = field(default_factory=dict)
     permutations: int = field(default=1000, metadata=_option(
-        "label permutations per global family for the bias p-values (smallest p: 1/(1+N))", metavar="N"))
+        "label permutations per global family for the bias p-values (smallest p: 1/(1+N); at most 1,000,000)",
+        metavar="N"))
     alpha: float = field(default=0.05, metadata=_option(
         "Benjamini-Hochberg false discovery rate for the significant biased and paired units", metavar="A"))
     seed: int = field(default=0, metadata=_option("seed of the label permutations", metavar="K",
@@ -69,7 +89,8 @@ class ScoringConfig:
         check_int("--image-size", self.image_size, low=1)
         for family, cutoff in self.bias_cutoffs.items():
             _check_number(f"bias cut-off of {family}", cutoff, low=0.0, high=1.0, low_open=True)
-        check_int("--permutations", self.permutations, low=1)
+        check_int("--permutations", self.permutations, low=1, high=MAX_PERMUTATIONS,
+                  why=" (p-values down to 1e-6; see MAX_PERMUTATIONS in hnd_jax/scoring/config.py)")
         _check_number("--alpha", self.alpha, low=0.0, high=1.0, low_open=True, high_open=True)
         check_int("--permutation-seed", self.seed, low=0)
 
@@ -77,12 +98,15 @@ class ScoringConfig:
         return asdict(self)
 
 
-def check_int(name: str, value: Any, *, low: int) -> None:
-    """HndError naming the option unless ``value`` is an integer (not a bool) of at least ``low``."""
+def check_int(name: str, value: Any, *, low: int, high: int | None = None, why: str = "") -> None:
+    """HndError naming the option unless ``value`` is an integer (not a bool) in ``low..high``
+    (``high`` None: no upper bound); ``why`` is appended to the message of a value above ``high``."""
     from hnd_jax.errors import HndError
 
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise HndError(f"{name} {value!r}: expected an integer >= {low}")
+    if high is not None and value > high:
+        raise HndError(f"{name} {value!r}: expected an integer from {low} to {high:,}{why}")
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,

@@ -61,6 +61,11 @@ WEIGHT_QUANTUM = 2.0**-24
 AUC_BLOCK_VALUES = 1 << 21
 #: Permutations per block are a multiple of this (a device count up to it divides a block evenly).
 BLOCK_MULTIPLE = 64
+#: Upper bound on the permuted labels ``[blocks, K, n]`` drawn and sent to the kernel at once (about
+#: 20 bytes each on the host while drawn): the permutations are drawn chunk by chunk from one
+#: generator (the same rows as :func:`permutation_indices` at once) so memory does not grow with
+#: their number (``MAX_PERMUTATIONS`` in ``hnd_jax/scoring/config.py`` bounds the time).
+CHUNK_VALUES = 1 << 24
 
 
 def permutation_indices(num_images: int, num_permutations: int, seed: int | Sequence[int]) -> np.ndarray:
@@ -84,12 +89,13 @@ def bias_weights(image_max: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nd
 
 
 @functools.partial(jax.jit, static_argnames=("num_groups",))
-def _permutation_counts(weight, labels, valid, observed, inv_size, *, num_groups):
+def _permutation_counts(weight, labels, valid, observed, inv_size, count, total, *, num_groups):
     """Scan over blocks of permutations, in float64 (call under ``jax.enable_x64``).
 
     weight [n, U] f64 on the 2**-24 grid (:data:`WEIGHT_QUANTUM`); labels [B, K, n] int32 (permuted
     group labels, B blocks of K); valid [B, K] bool (padding rows off); observed [U, G] f64; inv_size
-    [G] f64 (1 / n_g, 0 for empty groups).
+    [G] f64 (1 / n_g, 0 for empty groups); count [U, G] int32 and total [K, U, G] f64: the carry of the
+    chunks before (zeros for the first), so a run of chunks adds in the same order as one scan.
     Returns (#{P_perm >= observed - tol} [U, G] int32, sum of P_perm over the blocks [K, U, G] f64).
 
     Why it does not depend on the device count: every weight is a multiple of 2**-24 in [0, 1], so
@@ -116,8 +122,7 @@ def _permutation_counts(weight, labels, valid, observed, inv_size, *, num_groups
         total = total + jnp.where(ok3, p, 0.0)
         return (count, total), None
 
-    init = (jnp.zeros(observed.shape, jnp.int32), jnp.zeros((labels.shape[1], *observed.shape), jnp.float64))
-    (count, total), _ = jax.lax.scan(step, init, (labels, valid))
+    (count, total), _ = jax.lax.scan(step, (count, total), (labels, valid))
     return count, total
 
 
@@ -159,8 +164,6 @@ def global_permutation_test(
     inv_size = np.zeros(num_groups, np.float64)
     np.divide(1.0, sizes, out=inv_size, where=sizes > 0)
     weight = bias_weights(m, lo, hi)
-    perms = permutation_indices(n, num_permutations, seed)
-    labels = group[perms].astype(np.int32)  # [n_perm, n]
     k = block or max(1, min(num_permutations, BLOCK_VALUES // max(1, n * num_groups)))
     ndev = 1 if mesh is None else int(mesh.devices.size)
     # A block size that does not depend on the device count (the same permutations share a block on
@@ -168,33 +171,40 @@ def global_permutation_test(
     k = -(-k // BLOCK_MULTIPLE) * BLOCK_MULTIPLE
     k = -(-k // ndev) * ndev
     blocks = -(-num_permutations // k)
-    pad = blocks * k - num_permutations
-    valid = np.ones(blocks * k, bool)
-    if pad:
-        labels = np.concatenate([labels, np.zeros((pad, n), np.int32)], axis=0)
-        valid[num_permutations:] = False
-    labels, valid = labels.reshape(blocks, k, n), valid.reshape(blocks, k)
+    # Chunks of whole blocks, all of one shape (one compilation), balanced so that the last one pads
+    # fewer blocks than there are chunks; padding rows are off and add exact zeros. Chunk after chunk
+    # continues the scan's carry: the same sums in the same order as one scan over every block.
+    chunks = -(-blocks // max(1, CHUNK_VALUES // max(1, k * n)))
+    chunk = -(-blocks // chunks)
+    rng = np.random.default_rng(seed)  # drawn chunk by chunk: the rows of permutation_indices(n, N, seed)
     # exact group sums (see _permutation_counts); in place, the same operations as
     # round(weight / Q) * Q (Q a power of two: both scalings exact) without two [n, U] temporaries
     np.divide(weight, WEIGHT_QUANTUM, out=weight)
     np.round(weight, out=weight)
     np.multiply(weight, WEIGHT_QUANTUM, out=weight)
     with jax.enable_x64(True):
-        if ndev > 1:
-            from jax.sharding import NamedSharding, PartitionSpec as P
+        args = [jnp.asarray(a, jnp.float64) for a in (weight, observed, inv_size)]
+        count = jnp.zeros(observed.shape, jnp.int32)
+        total = jnp.zeros((k, *observed.shape), jnp.float64)
+        for first in range(0, num_permutations, chunk * k):
+            rows = min(chunk * k, num_permutations - first)
+            perms = rng.permuted(np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n)), axis=1)
+            labels = np.zeros((chunk * k, n), np.int32)
+            labels[:rows] = group[perms]
+            valid = np.zeros(chunk * k, bool)
+            valid[:rows] = True
+            labels, valid = labels.reshape(chunk, k, n), valid.reshape(chunk, k)
+            if ndev > 1:
+                from jax.sharding import NamedSharding, PartitionSpec as P
 
-            from hnd_jax.sharding import DATA_AXIS
+                from hnd_jax.sharding import DATA_AXIS
 
-            labels = jax.device_put(labels, NamedSharding(mesh, P(None, DATA_AXIS, None)))
-            valid = jax.device_put(valid, NamedSharding(mesh, P(None, DATA_AXIS)))
-        count, total = _permutation_counts(
-            jnp.asarray(weight, jnp.float64),
-            jnp.asarray(labels),
-            jnp.asarray(valid),
-            jnp.asarray(observed, jnp.float64),
-            jnp.asarray(inv_size, jnp.float64),
-            num_groups=int(num_groups),
-        )
+                labels = jax.device_put(labels, NamedSharding(mesh, P(None, DATA_AXIS, None)))
+                valid = jax.device_put(valid, NamedSharding(mesh, P(None, DATA_AXIS)))
+            count, total = _permutation_counts(
+                args[0], jnp.asarray(labels), jnp.asarray(valid), args[1], args[2], count, total,
+                num_groups=int(num_groups),
+            )
         count, total = np.asarray(count), np.asarray(total)
     count = np.asarray(count, np.float64)
     pvalues = (1.0 + count) / (1.0 + num_permutations)

@@ -167,11 +167,13 @@ def test_significance_keys_shapes_and_subsets():
 
 
 @pytest.mark.parametrize("field,value", [("permutations", 0), ("permutations", 2.5), ("alpha", 0.0), ("alpha", 1.0),
-                                         ("seed", -1)])
+                                         ("seed", -1), ("permutations", 10**6 + 1), ("permutations", 10**11)])
 def test_config_rejects_bad_significance_settings(field, value):
     from hnd_jax.errors import HndError
+    from hnd_jax.scoring.config import MAX_PERMUTATIONS
 
     flag = {"seed": "permutation-seed"}.get(field, field)  # --seed is the random-init seed on the CLI
     with pytest.raises(HndError, match=f"--{flag}"):
         ScoringConfig(image_size=8, **{field: value})
     assert ScoringConfig(image_size=8).to_dict()["permutations"] == 1000
+    assert MAX_PERMUTATIONS == 10**6 and ScoringConfig(image_size=8, permutations=MAX_PERMUTATIONS).permutations == 10**6

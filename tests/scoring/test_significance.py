@@ -271,3 +271,37 @@ def test_permutation_test_sharded_over_8_devices_equals_one(n, U, G):
     eight = global_permutation_test(m, group, G, lo, hi, p64, 300, [1, 2], mesh=make_data_mesh(8))
     np.testing.assert_array_equal(one[0], eight[0])
     np.testing.assert_array_equal(one[1], eight[1])
+
+
+@pytest.mark.parametrize("chunk_values,devices", [(64 * 13, 1), (3 * 64 * 13, 1), (2 * 64 * 13, 8)])
+def test_permutations_drawn_in_chunks_give_the_same_results(monkeypatch, chunk_values, devices):
+    """Memory does not grow with --permutations: the labels are drawn and counted a chunk of blocks
+    at a time. Chunks of 1, 2 or 3 blocks (a padded last chunk) give bit for bit what one chunk gives,
+    on 1 and 8 devices, and the p-values of the NumPy loop over permutation_indices."""
+    import jax
+
+    from hnd_jax.scoring import significance
+    from hnd_jax.sharding import make_data_mesh
+
+    rng = np.random.default_rng(chunk_values)
+    G, n, U, n_perm = 3, 13, 5, 64 * 7 - 5  # 7 blocks of 64, the last one padded
+    group = rng.permutation(np.arange(n) % G)
+    m = rng.normal(size=(n, U)).astype(np.float32)
+    m[:, 1] += group == 0
+    lo, hi = m.min(0), m.max(0)
+    observed, want_p, want_effect = loop_pvalues(m, group, G, lo, hi, n_perm, [5, 1])
+    mesh = make_data_mesh(devices) if devices > 1 else None
+    whole = global_permutation_test(m, group, G, lo, hi, observed, n_perm, [5, 1], block=64, mesh=mesh)
+    calls = []
+    kernel = significance._permutation_counts
+    counted = lambda *a, **k: calls.append(a[1].shape) or kernel(*a, **k)  # noqa: E731
+    monkeypatch.setattr(significance, "_permutation_counts", counted)
+    monkeypatch.setattr(significance, "CHUNK_VALUES", chunk_values)
+    chunked = global_permutation_test(m, group, G, lo, hi, observed, n_perm, [5, 1], block=64, mesh=mesh)
+    blocks_per_chunk = {1: 1, 3: 3, 2: 2}[chunk_values // (64 * 13)]
+    assert len(calls) == -(-7 // blocks_per_chunk) > 1 and calls[0][0] == blocks_per_chunk, calls
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    np.testing.assert_array_equal(chunked[0], want_p)
+    np.testing.assert_allclose(chunked[1], want_effect, atol=1e-6)
+    assert len(jax.devices()) == 8
