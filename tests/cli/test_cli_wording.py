@@ -72,3 +72,79 @@ def test_j_layers_refuses_an_image_size_dissect_refuses(capsys):
         assert f"--image-size {size}: expected 1..{MAX_IMAGE_SIZE}" in err, err
     code, out, err = _run(capsys, "layers", "--model", "demo_cnn", "--image-size", MAX_IMAGE_SIZE, "--json")
     assert code == 0, err
+
+
+# ---- c. hnd dissect --out that cannot be a folder: one line naming --out, not a bare OS message -----
+
+
+DISSECT = ["dissect", "--model", "demo_cnn", "--random-init", "--dictionary", "synthetic:4", "--image-size", 16,
+           "--no-report", "--progress", "none"]
+
+
+def test_c_dissect_out_that_is_a_file_names_the_option(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out in (afile, "/dev/null"):
+        err = _one_line_error(capsys, *DISSECT, "--out", out)
+        assert err == f"hnd: error: --out {out}: exists and is not a folder", err
+    err = _one_line_error(capsys, *DISSECT, "--out", afile / "sub")
+    assert err.startswith(f"hnd: error: --out {afile / 'sub'}: cannot create the folder ("), err
+    assert afile.read_text() == "mine"
+
+
+def test_c_dissect_out_where_no_file_can_be_made_names_the_option(capsys):
+    """/proc/self is a folder that takes no new files (as root too): the line names --out, not .lock alone."""
+    err = _one_line_error(capsys, *DISSECT, "--out", "/proc/self")
+    assert err.startswith("hnd: error: --out /proc/self: cannot write a file in this folder (.lock: "), err
+
+
+# ---- d. hnd extract into a read-only folder names --out, not its temporary file ----------------------
+
+
+@pytest.fixture(scope="module")
+def extract_inputs(tmp_path_factory):
+    import numpy as np
+
+    from hnd_jax.convert.checkpoint import load_model
+    from hnd_jax.models.torch_mapping import export_torch_state_dict
+
+    root = tmp_path_factory.mktemp("extract")
+    model, _ = load_model("demo_cnn", None, random_init=True)
+    np.savez(root / "w.npz", **export_torch_state_dict(model))
+    np.save(root / "x.npy", np.zeros((2, 64, 64, 3), np.float32))
+    return ["extract", "--model", "demo_cnn", "--weights", root / "w.npz", "--layer", "conv4",
+            "--inputs", root / "x.npy", "--no-progress"]
+
+
+def _read_only_folder(tmp_path):
+    """A folder this process cannot create files in: a chmod 555 folder, or /sys for root (whom
+    permissions do not stop); sysfs refuses new files to everyone."""
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, "/sys"):
+        probe = os.path.join(candidate, ".hnd_probe")
+        try:
+            open(probe, "x").close()
+        except OSError:
+            return candidate
+        os.unlink(probe)
+    pytest.skip("no read-only folder here: root, and /sys takes new files")
+
+
+def test_d_extract_into_a_read_only_folder_names_out_not_the_temporary_file(tmp_path, capsys, extract_inputs):
+    out = f"{_read_only_folder(tmp_path)}/a.npy"
+    err = _one_line_error(capsys, *extract_inputs, "--out", out)
+    assert err.startswith(f"hnd: error: {out}: ") and ".tmp" not in err and "Permission denied" in err, err
+
+
+def test_d_extract_onto_a_folder_or_under_a_file_names_out(tmp_path, capsys, extract_inputs):
+    (tmp_path / "adir.npy").mkdir()
+    err = _one_line_error(capsys, *extract_inputs, "--out", tmp_path / "adir.npy")
+    assert err == f"hnd: error: {tmp_path / 'adir.npy'}: Is a directory", err
+    (tmp_path / "afile").write_text("mine")
+    err = _one_line_error(capsys, *extract_inputs, "--out", tmp_path / "afile" / "a.npy")
+    assert err == (f"hnd: error: {tmp_path / 'afile' / 'a.npy'}: cannot create the folder {tmp_path / 'afile'} "
+                   "(a file stands where a folder is needed)"), err
