@@ -148,3 +148,52 @@ def test_d_extract_onto_a_folder_or_under_a_file_names_out(tmp_path, capsys, ext
     err = _one_line_error(capsys, *extract_inputs, "--out", tmp_path / "afile" / "a.npy")
     assert err == (f"hnd: error: {tmp_path / 'afile' / 'a.npy'}: cannot create the folder {tmp_path / 'afile'} "
                    "(a file stands where a folder is needed)"), err
+
+
+# ---- e. a FIFO or a folder listed as an image or mask: 'not a regular file', not 'not found' ---------
+
+
+def _make_special(path, kind):
+    import os
+
+    path.unlink()
+    if kind == "FIFO":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+
+
+@pytest.mark.parametrize("kind, words", [("FIFO", "a FIFO"), ("folder", "a folder")])
+def test_e_a_special_file_listed_as_an_image_is_not_a_regular_file(fresh_fixture, capsys, kind, words):
+    image = fresh_fixture.rows[1].image
+    _make_special(fresh_fixture.root / image, kind)
+    err = _one_line_error(capsys, "dictionary", "check", fresh_fixture.root)
+    assert f"{image}: image is not a regular file ({words}) (listed at " in err and "not found" not in err, err
+
+
+def test_e_a_fifo_listed_as_a_mask_is_not_a_regular_file(fresh_fixture, capsys):
+    row = next(r for r in fresh_fixture.rows if r.masks)
+    mask = next(iter(row.masks.values()))
+    _make_special(fresh_fixture.root / mask, "FIFO")
+    err = _one_line_error(capsys, "dictionary", "check", fresh_fixture.root)
+    assert f"{mask}: mask is not a regular file (a FIFO)" in err, err
+
+
+def test_e_the_decoder_refuses_a_fifo_at_once_and_a_folder(tmp_path):
+    """Below the index check (a file replaced after it): a FIFO with no writer is refused, not waited on
+    (run in a subprocess with a timeout, as the old code blocked in open()); a folder is not 'not found'."""
+    import os
+    import subprocess
+    import sys
+
+    fifo, folder = tmp_path / "f.png", tmp_path / "d.png"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    code = ("import sys\nfrom hnd_jax.dictionary.decode import decode_image\nfrom hnd_jax.errors import BadInputError\n"
+            "for p in sys.argv[1:]:\n    try:\n        decode_image(p)\n    except BadInputError as e:\n"
+            "        print(e.kind, '|', e)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(fifo), str(folder)], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"missing_image | {fifo}: image is not a regular file (a FIFO)",
+                                       f"missing_image | {folder}: image is not a regular file (a folder)"]
