@@ -197,3 +197,52 @@ def test_e_the_decoder_refuses_a_fifo_at_once_and_a_folder(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [f"missing_image | {fifo}: image is not a regular file (a FIFO)",
                                        f"missing_image | {folder}: image is not a regular file (a folder)"]
+
+
+# ---- f. a torch checkpoint with complex (or other unreadable-dtype) tensors -------------------------
+
+
+def _complex64():
+    import torch
+    return torch.zeros(3, dtype=torch.complex64)
+
+
+def _complex128():
+    import torch
+    return torch.ones(2, dtype=torch.complex128)
+
+
+def _uint16():
+    import torch
+    return torch.zeros(2, dtype=torch.uint16)
+
+
+def _qint8():
+    import warnings
+
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated in torch, not gone
+        return torch.quantize_per_tensor(torch.zeros(2), 0.1, 0, torch.qint8)
+
+
+@pytest.mark.parametrize("make, words, named", [
+    (_complex64, "complex", "torch.ComplexFloatStorage"), (_complex128, "complex", "torch.ComplexDoubleStorage"),
+    (_uint16, "unsigned integers wider than 8 bits", "torch.uint16"),
+    (_qint8, "quantized", "torch._utils._rebuild_qtensor"),
+], ids=["complex64", "complex128", "uint16", "qint8"])
+def test_f_a_checkpoint_with_an_unreadable_dtype_says_so(tmp_path, capsys, make, words, named):
+    torch = pytest.importorskip("torch", reason="torch writes the checkpoint")
+    path = tmp_path / "w.pt"
+    torch.save({"conv1.weight": torch.zeros(2), "odd": make()}, path)
+    err = _one_line_error(capsys, "convert", "--model", "demo_cnn", "--weights", path, "--out", tmp_path / "c")
+    assert f"{path}: a tensor here has an unsupported dtype, {words} (the pickle names '{named}')" in err, err
+    assert "not a tensor, storage or dict" not in err and "float32" in err, err
+
+
+def test_f_a_whole_model_is_still_refused_as_such(tmp_path, capsys):
+    torch = pytest.importorskip("torch", reason="torch writes the checkpoint")
+    path = tmp_path / "m.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    err = _one_line_error(capsys, "convert", "--model", "demo_cnn", "--weights", path, "--out", tmp_path / "c")
+    assert "refusing to load" in err and "whole model object" in err and "unsupported dtype" not in err, err
