@@ -246,3 +246,34 @@ def test_f_a_whole_model_is_still_refused_as_such(tmp_path, capsys):
     torch.save(torch.nn.Linear(2, 2), path)
     err = _one_line_error(capsys, "convert", "--model", "demo_cnn", "--weights", path, "--out", tmp_path / "c")
     assert "refusing to load" in err and "whole model object" in err and "unsupported dtype" not in err, err
+
+
+# ---- g. global folders the taxonomy does not name: problems in check, ignored when opening ------------
+
+
+def test_g_check_reports_unknown_global_family_and_group_folders(fresh_fixture, capsys):
+    import json
+    import shutil
+
+    from hnd_jax.dictionary import open_dictionary
+
+    root = fresh_fixture.root
+    code, out, err = _run(capsys, "dictionary", "check", root)
+    assert code == 0 and "problems found: none" in out, err  # the clean fixture
+
+    some_image = next((root / "non_localizable" / "Age" / "sixty_plus").iterdir())
+    for folder in ("non_localizable/Age/ninety_plus", "non_localizable/Hair/blond", "non_localizable/.hidden"):
+        (root / folder).mkdir(parents=True)
+        shutil.copy(some_image, root / folder / some_image.name)
+    code, out, err = _run(capsys, "dictionary", "check", root)
+    assert code == 0, err
+    assert "problems found: none" not in out, out
+    assert "problems found (left out): 2 folders under the global root that the taxonomy does not name" in out, out
+    lines = out.splitlines()
+    assert "  non_localizable/Age/ninety_plus" in lines and "  non_localizable/Hair" in lines, out
+    assert not any(".hidden" in line or "Hair/blond" in line for line in lines), out
+
+    code, out, err = _run(capsys, "dictionary", "check", root, "--json")
+    assert code == 0 and json.loads(out)["unknown_global_folders"] == ["non_localizable/Age/ninety_plus",
+                                                                       "non_localizable/Hair"], out
+    open_dictionary(str(root), 8)  # opening is not refused: the folders are only left out
