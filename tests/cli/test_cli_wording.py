@@ -277,3 +277,32 @@ def test_g_check_reports_unknown_global_family_and_group_folders(fresh_fixture, 
     assert code == 0 and json.loads(out)["unknown_global_folders"] == ["non_localizable/Age/ninety_plus",
                                                                        "non_localizable/Hair"], out
     open_dictionary(str(root), 8)  # opening is not refused: the folders are only left out
+
+
+# ---- h. a JSON or TOML file nested too deeply names the file ----------------------------------------
+
+DEEP = 100_000  # far past Python's recursion limit: tomllib and json raise RecursionError
+
+
+def test_h_a_deeply_nested_card_taxonomy_prepared_metadata_or_manifest_names_the_file(tmp_path, capsys):
+    card = tmp_path / "deep.toml"
+    card.write_text('name = "deep"\nx = ' + "[" * DEEP + "\n")
+    deep_json = "[" * DEEP
+    taxonomy = tmp_path / "deep.json"
+    taxonomy.write_text(deep_json)
+    prep = tmp_path / "prep"
+    prep.mkdir()
+    (prep / "hnd_prepared.json").write_text(deep_json)
+    converted = tmp_path / "conv"
+    converted.mkdir()
+    (converted / "manifest.json").write_text(deep_json)
+    cases = [
+        (["layers", "--model", card], card),
+        (["dictionary", "check", "synthetic:4", "--taxonomy", taxonomy], taxonomy),
+        (["dictionary", "check", prep], prep / "hnd_prepared.json"),
+        (DISSECT[:3] + ["--weights", converted] + DISSECT[4:] + ["--out", tmp_path / "o"], converted / "manifest.json"),
+    ]
+    for argv, named in cases:
+        err = _one_line_error(capsys, *argv)
+        assert err == f"hnd: error: {named}: nested too deeply to read (RecursionError); the file is malformed or " \
+                      "hostile", err
