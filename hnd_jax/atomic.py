@@ -7,6 +7,7 @@ same directory, flush, then ``os.replace`` onto the final name (atomic on POSIX)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -29,6 +30,28 @@ def _give_default_mode(path: Path, base: int) -> None:
 
 
 @contextlib.contextmanager
+def _naming(final: Path) -> Iterator[None]:
+    """An OSError in the block names ``final``, the file the user asked for, instead of the
+    temporary name beside it (``.a.npy.0eup921s.tmp.npy``) that the user never chose. Same errno,
+    hence the same subclass (``OSError(errno.EACCES, ...)`` is a PermissionError), so the caller's handling (and the CLI's one line, e.g. for a read-only folder) is kept."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from None  # errno picks the subclass
+
+
+def _make_parent(final: Path) -> None:
+    """Create the folder of ``final``; an OSError names ``final`` and the folder, with the reason
+    in words when a file stands where a folder is needed (``--out afile/a.npy``)."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        in_the_way = exc.errno in (errno.EEXIST, errno.ENOTDIR)
+        reason = "a file stands where a folder is needed" if in_the_way else (exc.strerror or str(exc))
+        raise OSError(exc.errno, f"cannot create the folder {final.parent} ({reason})", str(final)) from None
+
+
+@contextlib.contextmanager
 def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success rename it onto ``final``.
 
@@ -36,14 +59,16 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     ``suffix`` lets writers that insist on an extension (``np.savez`` adds ``.npz``) use it.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    _make_parent(final)
+    with _naming(final):
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         _give_default_mode(tmp_path, 0o666)
-        os.replace(tmp_path, final)
+        with _naming(final):  # e.g. final is a folder: the temporary name would mean nothing to the user
+            os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -86,8 +111,9 @@ def write_npz(final: str | Path, arrays: dict[str, np.ndarray], compressed: bool
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Build a directory under a temporary name and move it onto ``final`` when complete."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    _make_parent(final)
+    with _naming(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         _give_default_mode(tmp, 0o777)

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, nested_too_deeply
 
 __all__ = [
     "ModelCard",
@@ -361,6 +361,8 @@ def _parse_card(path: Path, *, expect_stem: bool) -> ModelCard:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise HndError(f"{path}: not a valid TOML model card ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise nested_too_deeply(path) from None
     top = _Reader(path, data, "", _TOP_KEYS)
     name = top.str("name")
     if expect_stem and name != path.stem:

@@ -50,3 +50,9 @@ def one_line(value: Any, limit: int = 160) -> str:
     if not text and isinstance(value, BaseException):
         text = type(value).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def nested_too_deeply(path: Any) -> HndError:
+    """The one-line error for a JSON or TOML file whose nesting exhausted the parser's recursion
+    (``RecursionError``): it names the file, which the top-level handler cannot know."""
+    return HndError(f"{path}: nested too deeply to read (RecursionError); the file is malformed or hostile")

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, nested_too_deeply
 
 DEFAULT_TAXONOMY_RESOURCE = "taxonomy_default.json"
 
@@ -267,6 +267,8 @@ def load_taxonomy(path: str | Path) -> Taxonomy:
         raise HndError(f"{path}: taxonomy file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HndError(f"{path}: taxonomy is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise nested_too_deeply(path) from None
     return taxonomy_from_dict(data, source=str(path))
 
 

@@ -50,12 +50,14 @@ def add_untrusted_input_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_cls: type, names: tuple[str, ...],
-                       defaults: dict | None = None) -> None:
+                       defaults: dict | None = None, helps: dict | None = None) -> None:
     """Add ``--<field-name>`` options for the named fields of a settings dataclass.
 
     Help, metavar and choices come from each field's ``metadata`` and the shown default from the
     field itself (or ``defaults``), so the CLI never restates a default: ScoringConfig and RunConfig
-    are the one place settings are stated and checked. Booleans become ``store_true`` flags.
+    are the one place settings are stated and checked. ``helps`` (field name -> text) replaces a
+    field's help where one command gives the setting a further meaning. Booleans become
+    ``store_true`` flags.
     """
     from dataclasses import MISSING, fields
 
@@ -67,6 +69,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type, names:
         flag = meta.pop("flag", "--" + name.replace("_", "-"))
         meta.setdefault("dest", name)
         help_text = meta.pop("help")
+        help_text = (helps or {}).get(name, help_text)
         if isinstance(default, bool):
             parser.add_argument(flag, action="store_true", help=help_text, dest=meta["dest"])
             continue

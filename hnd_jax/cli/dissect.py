@@ -25,6 +25,10 @@ from hnd_jax.pipeline.config import RunConfig
 from hnd_jax.scoring.config import ScoringConfig
 
 SCORING_OPTIONS = ("image_size", "quantile", "iou_threshold", "iou_mode", "pair_factor", "permutations", "alpha", "seed")
+IMAGE_SIZE_HELP = (
+    "analysis size S in pixels: masks and upsampled maps are S x S; with --model it is also the model's input "
+    "size (the dictionary images are resized to S x S before the forward pass; default: the card's input size)"
+)
 RUN_OPTIONS = ("batch_size", "cache_budget", "checkpoint_every", "devices", "progress", "fresh", "tally", "prefetch")
 
 
@@ -37,7 +41,7 @@ def register(subparsers) -> None:
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", metavar="NAME|CARD.toml",
-                     help="a model card name (hnd layers lists them) or the path of a card .toml")
+                     help="a model card name (hnd card list shows them) or the path of a card .toml")
     src.add_argument(
         "--activations",
         metavar="FILE",
@@ -52,7 +56,7 @@ def register(subparsers) -> None:
     p.add_argument("--random-init", action="store_true",
                    help="dissect the card's architecture with random parameters (the untrained control); no --weights")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="seed of --random-init's parameters")
-    add_config_options(p, ScoringConfig, SCORING_OPTIONS)
+    add_config_options(p, ScoringConfig, SCORING_OPTIONS, helps={"image_size": IMAGE_SIZE_HELP})
     add_config_options(p, RunConfig, RUN_OPTIONS)
     p.add_argument("--no-progress", dest="progress", action="store_const", const="none",
                    help="no progress output (same as --progress none)")

@@ -37,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
     from hnd_jax.convert.checkpoint import build_from_card
     from hnd_jax.errors import HndError
     from hnd_jax.models.capture import list_layers, module_names, nothing_to_dissect
+    from hnd_jax.scoring.tally import MAX_IMAGE_SIZE  # hnd dissect's bound, so that layers shows only what it takes
 
     card = load_card(args.model)
     size = card.input_size if args.image_size is None else args.image_size
-    if size <= 0:
-        raise HndError(f"--image-size {size}: expected a positive integer")
+    if not 1 <= size <= MAX_IMAGE_SIZE:
+        raise HndError(f"--image-size {size}: expected 1..{MAX_IMAGE_SIZE} (the sizes hnd dissect takes)")
     order: list[str] = []
 
     def build():

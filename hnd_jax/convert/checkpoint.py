@@ -29,7 +29,7 @@ from hnd_jax.atomic import atomic_dir
 from hnd_jax.cards import ModelCard, load_card
 from hnd_jax.convert.torch_pickle import is_torch_zip
 from hnd_jax.convert.weights_io import read_state_dict
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, nested_too_deeply
 
 __all__ = [
     "MANIFEST",
@@ -98,6 +98,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HndError(f"{manifest_path}: corrupt manifest ({exc.__class__.__name__})") from None
+    except RecursionError:
+        raise nested_too_deeply(manifest_path) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise HndError(f"{manifest_path}: not an hnd-jax converted checkpoint manifest")
     if manifest.get("format_version") != FORMAT_VERSION:

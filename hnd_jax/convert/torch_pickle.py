@@ -472,6 +472,14 @@ class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python
         try:
             return self._allowed[qualified]
         except KeyError:
+            unsupported = _unsupported_dtype(module, name)
+            if unsupported:
+                raise HndError(
+                    f"{self._path}: a tensor here has an unsupported dtype, {unsupported} (the pickle names "
+                    f"'{qualified[:120]}'); hnd reads {', '.join(TORCH_DTYPES)}: re-save the weights as real "
+                    "floating-point tensors (e.g. {k: v.real.float() for k, v in state_dict.items()})",
+                    kind="unsupported_dtype",
+                ) from None
             raise HndError(
                 f"{self._path}: refusing to load: the pickle asks for the global '{qualified[:120]}', "
                 f"which is not a tensor, storage or dict ({_what_it_is(module, name)}; hnd never executes code "
@@ -758,6 +766,31 @@ def load_torch_file(path: str | Path) -> Any:
 
 #: The globals a checkpoint pickle may name (everything else is refused).
 ALLOWED_GLOBALS: tuple[str, ...] = tuple(sorted(_allowed_globals()))
+
+
+#: torch dtype families hnd has no NumPy dtype for: (prefix of the dtype or storage name, words).
+_UNSUPPORTED_DTYPE_FAMILIES = (
+    ("complex", "complex"), ("cfloat", "complex"), ("cdouble", "complex"), ("chalf", "complex"),
+    ("q", "quantized"), ("uint", "unsigned integers wider than 8 bits"), ("int", "sub-byte integers"),
+    ("bits", "raw bits"), ("float", "a floating-point format without a NumPy dtype"),
+)
+
+
+def _unsupported_dtype(module: str, name: str) -> str | None:
+    """Words for a torch storage class or dtype that hnd does not read (``torch.ComplexFloatStorage``
+    and ``torch.complex64``: 'complex'; ``torch.uint16``: 'unsigned integers wider than 8 bits'), or
+    None when the global is neither (a model object, optimizer state, ...: refused as such)."""
+    if (module, name) == ("torch._utils", "_rebuild_qtensor"):  # how torch saves a quantized tensor
+        return "quantized"
+    if module != "torch":
+        return None
+    stem = name[: -len("Storage")] if name.endswith("Storage") else name
+    if not stem:
+        return None
+    words = next((w for prefix, w in _UNSUPPORTED_DTYPE_FAMILIES if stem.lower().startswith(prefix)), None)
+    if words is None and name.endswith("Storage"):
+        words = "a storage type hnd does not know"
+    return words
 
 
 def _what_it_is(module: str, name: str) -> str:

@@ -9,12 +9,16 @@ is a plain dict (the ``--json`` output) with:
 * ``global_counts``: global family -> group -> images;
 * ``image_size_range``: ``{"width": [min, max], "height": [min, max]}`` of the native images;
 * ``ignored_global_files``: files in global group folders that are not images PIL can read;
+* ``unknown_global_folders``: folders under the global root that the taxonomy does not name (a family
+  such as ``non_localizable/Hair``, or a group such as ``non_localizable/Age/ninety_plus``): their
+  images are left out, so they are reported as problems (opening the dictionary ignores them);
 * ``skipped`` (kind -> count) and ``problems`` (one line each), filled only with ``skip_bad``:
   without it the first problem raises :class:`~hnd_jax.errors.BadInputError`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +40,28 @@ def _counts(taxonomy: Taxonomy, labelled: np.ndarray, family: np.ndarray, groups
     }
 
 
+def unknown_global_folders(root: str | Path, taxonomy: Taxonomy) -> list[str]:
+    """Folders under ``ROOT/<global root>/`` (and under each family folder) that are neither a global
+    family nor a group of that family in ``taxonomy``, as sorted ROOT-relative POSIX paths. Hidden
+    folders (``.name``) are skipped. Opening the dictionary ignores these folders; check reports them."""
+    base = Path(root) / taxonomy.global_root
+    groups = {fam.name: set(fam.groups) for fam in taxonomy.global_families}
+
+    def subfolders(folder: Path) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(folder) if not n.startswith(".") and (folder / n).is_dir())
+        except OSError:  # missing or unreadable: read_layout reports the missing groups
+            return []
+
+    unknown = []
+    for fam in subfolders(base):
+        if fam not in groups:
+            unknown.append(f"{taxonomy.global_root}/{fam}")
+            continue
+        unknown.extend(f"{taxonomy.global_root}/{fam}/{g}" for g in subfolders(base / fam) if g not in groups[fam])
+    return unknown
+
+
 def check_published(
     root: str | Path,
     *,
@@ -55,6 +81,7 @@ def check_published(
     scan = scan_files(layout, num_workers=num_workers)
     layout = scan.layout
     labelled, family, groups = layout_arrays(layout)
+    unknown = unknown_global_folders(root, tax)
     return {
         "dictionary": str(root),
         "kind": "published",
@@ -63,6 +90,7 @@ def check_published(
         "image_size_range": scan.size_range(),
         "ignored_visualisations": layout.ignored_visualisations,
         "ignored_global_files": layout.ignored_global_files,
+        "unknown_global_folders": unknown,
         "content_sha256": layout.content_hash(),
         "skipped": layout.skipped,
         "problems": list(layout.problems.messages),
@@ -146,9 +174,15 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     if summary.get("ignored_global_files"):
         lines.append(f"files in global group folders that are not images (left out): {summary['ignored_global_files']}")
     skipped = summary.get("skipped") or {}
+    unknown = summary.get("unknown_global_folders") or []
     if skipped:
         lines.append("problems found (skipped): " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
         lines.extend(f"  {msg}" for msg in summary.get("problems", []))
-    else:
+    if unknown:
+        lines.append(f"problems found (left out): {len(unknown)} folder{'s' if len(unknown) != 1 else ''} under "
+                     "the global root that the taxonomy does not name (not a global family, or not a group "
+                     "of its family):")
+        lines.extend(f"  {folder}" for folder in unknown)
+    if not skipped and not unknown:
         lines.append("problems found: none")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ Conventions (DESIGN.md §1, §2):
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -137,6 +138,20 @@ def _too_large(path: Path, what: str, size: tuple[int, int] | None, kind: str) -
     )
 
 
+def _open_regular(path: Path, what: str, missing_kind: str):
+    """``open(path, "rb")`` for a regular file only; BadInputError(missing_kind) for a folder, FIFO,
+    socket or device. Opened non-blocking, so that a FIFO with no writer is refused, not waited on
+    (the flag changes nothing for a regular file)."""
+    from hnd_jax.dictionary.layout import special_file_kind
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BadInputError(f"{path}: {what} is not a regular file ({special_file_kind(mode)})", kind=missing_kind)
+    return os.fdopen(fd, "rb")
+
+
 def _open_fully(path: Path, what: str, kind_prefix: str = "") -> Image.Image:
     """Open, size-check, fully decode and orient a file; BadInputError(kind) when it is not usable.
 
@@ -151,7 +166,8 @@ def _open_fully(path: Path, what: str, kind_prefix: str = "") -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd chunks; we judge by load() alone
-            with open(path, "rb") as raw, Image.open(CappedReader(raw, os.fstat(raw.fileno()).st_size)) as im:
+            with _open_regular(path, what, missing_kind) as raw, \
+                    Image.open(CappedReader(raw, os.fstat(raw.fileno()).st_size)) as im:
                 # CappedReader: PIL reads a chunk's claimed length in one read(n), which would
                 # allocate n bytes for a forged length; capped, it allocates at most the file.
                 width, height = im.size  # from the header: nothing decoded yet

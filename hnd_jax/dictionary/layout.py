@@ -40,6 +40,7 @@ import csv
 import hashlib
 import io
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -279,6 +280,31 @@ def _read_index_rows(path: Path, family: str, problems: Problems) -> tuple[list[
     return rows[1:], data
 
 
+def special_file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its ``st_mode``."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """None when ``path`` is a regular file (symlinks followed); else why it is not one, in words
+    that follow the file's role (``image file not found``, ``image is not a regular file (a FIFO)``)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "file not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    return None if stat.S_ISREG(mode) else f"is not a regular file ({special_file_kind(mode)})"
+
+
 def _parse_row(
     root: Path,
     taxonomy: Taxonomy,
@@ -298,8 +324,9 @@ def _parse_row(
         raise BadInputError(f"{where}: empty image path", kind="bad_row")
     guard = guard or RootGuard(root, allow_outside_root_default())
     guard.check(image, where, "image")
-    if not (root / image).is_file():
-        raise BadInputError(f"{root}/{shown(image)}: image file not found (listed at {where})", kind="missing_image")
+    reason = unreadable_reason(root / image)
+    if reason:
+        raise BadInputError(f"{root}/{shown(image)}: image {reason} (listed at {where})", kind="missing_image")
     allowed = set(family.concepts)
     found: dict[int, str] = {}
     ignored = 0
@@ -322,8 +349,9 @@ def _parse_row(
         if idx in found:
             raise BadInputError(f"{where}: concept {concept!r} is listed twice", kind="duplicate_concept")
         guard.check(label, where, "mask")
-        if not (root / label).is_file():
-            raise BadInputError(f"{root}/{shown(label)}: mask file not found (listed at {where})", kind="missing_mask")
+        reason = unreadable_reason(root / label)
+        if reason:
+            raise BadInputError(f"{root}/{shown(label)}: mask {reason} (listed at {where})", kind="missing_mask")
         found[idx] = label
     order = sorted(found)
     record = LocalRecord(

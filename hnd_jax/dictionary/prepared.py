@@ -35,7 +35,7 @@ import numpy as np
 from hnd_jax.dictionary.base import LocalBatch
 from hnd_jax.dictionary.batching import RecordDictionary
 from hnd_jax.dictionary.decode import check_image_size, resample_filter
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, nested_too_deeply
 from hnd_jax.taxonomy import Taxonomy, taxonomy_from_dict
 
 PREPARED_MARKER = "hnd_prepared.json"
@@ -83,6 +83,8 @@ def read_metadata(prep: str | Path) -> dict[str, Any]:
         raise HndError(f"{prep}: not a prepared Face Dictionary (no {PREPARED_MARKER})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HndError(f"{path}: unreadable prepared metadata ({exc})") from None
+    except RecursionError:
+        raise nested_too_deeply(path) from None
     if meta.get("format") != PREPARED_FORMAT:
         raise HndError(f"{path}: not a hnd-jax prepared dictionary (format {meta.get('format')!r})")
     if meta.get("format_version") != PREPARED_FORMAT_VERSION:

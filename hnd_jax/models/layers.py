@@ -258,11 +258,18 @@ def flatten_nhwc(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
-def check_image_batch(x: jax.Array, model_name: str, *, channels: int = 3, size: Sequence[int] | None = None) -> None:
+#: Why a model with a flattening head takes one input size only (the default ``fixed_by`` below).
+FLATTENING_HEAD = "its head flattens a fixed feature map"
+
+
+def check_image_batch(x: jax.Array, model_name: str, *, channels: int = 3, size: Sequence[int] | None = None,
+                      fixed_by: str = FLATTENING_HEAD) -> None:
     """Raise a one-line HndError unless ``x`` is an NHWC batch the model can take.
 
     Catches the usual mistakes early, at trace time: NCHW input, a single image without the batch
-    axis, a wrong size for a model whose head flattens a fixed spatial shape.
+    axis, a wrong size for a model built for one input size (``size``, (H, W) pixels). ``fixed_by``
+    says why the size is fixed, in the error: a flattening head by default; a vision transformer
+    passes its fixed patch grid and position embeddings.
     """
     shape = tuple(x.shape)
     if len(shape) != 4 or shape[-1] != channels:
@@ -271,6 +278,5 @@ def check_image_batch(x: jax.Array, model_name: str, *, channels: int = 3, size:
         )
     if size is not None and tuple(shape[1:3]) != tuple(size):
         raise HndError(
-            f"{model_name} was built for {size[0]}x{size[1]} inputs (its head flattens a fixed "
-            f"feature map), got {shape[1]}x{shape[2]}"
+            f"{model_name} was built for {size[0]}x{size[1]} inputs ({fixed_by}), got {shape[1]}x{shape[2]}"
         )

@@ -176,11 +176,17 @@ class Block(nnx.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _fixed_grid(image_size: int, patch: int) -> str:
+    """Why a ViT takes one input size only: the learned position embedding fixes the patch grid."""
+    side = image_size // patch
+    return f"its position embedding has one entry per patch of a fixed {side}x{side} grid of {patch}x{patch} patches"
+
+
 def _grid(arch: str, image_size: int, patch: int, height: int, width: int) -> tuple[int, int]:
     if height != image_size or width != image_size:
         raise HndError(
-            f"{arch} was built for {image_size}x{image_size} inputs (its position embedding has one entry per "
-            f"{patch}x{patch} patch), got {height}x{width}"
+            f"{arch} was built for {image_size}x{image_size} inputs ({_fixed_grid(image_size, patch)}), "
+            f"got {height}x{width}"
         )
     return image_size // patch, image_size // patch
 
@@ -210,7 +216,8 @@ class VisionTransformer(nnx.Module):
         return (1, *_grid(self.arch_name, self.image_size, self.patch, height, width))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_image_batch(x, self.arch_name, size=(self.image_size, self.image_size))
+        check_image_batch(x, self.arch_name, size=(self.image_size, self.image_size),
+                          fixed_by=_fixed_grid(self.image_size, self.patch))
         x = self.patch_embed(x)
         cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, x.shape[-1]))
         x = jnp.concatenate([cls, x], axis=1) + self.pos_embed[...]
@@ -304,7 +311,8 @@ class ClipVisionTransformer(nnx.Module):
         return (1, *_grid(self.arch_name, self.image_size, self.patch, height, width))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_image_batch(x, self.arch_name, size=(self.image_size, self.image_size))
+        check_image_batch(x, self.arch_name, size=(self.image_size, self.image_size),
+                          fixed_by=_fixed_grid(self.image_size, self.patch))
         x = self.conv1(x)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         cls = jnp.broadcast_to(self.class_embedding[...], (x.shape[0], 1, x.shape[-1]))

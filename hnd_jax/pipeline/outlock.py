@@ -58,10 +58,35 @@ def _still_there(fd: int, path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
+def make_out_folder(out: Path) -> None:
+    """Create the output folder OUT (and its parents) if needed; a one-line HndError naming ``--out``
+    when OUT is an existing file (``/dev/null`` too) or cannot be created (a parent is a file, a
+    read-only place)."""
+    if out.exists() and not out.is_dir():
+        raise HndError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # made a file meanwhile, or a dangling symlink
+        raise HndError(f"--out {out}: exists and is not a folder") from None
+    except OSError as exc:
+        raise HndError(f"--out {out}: cannot create the folder ({exc.strerror or type(exc).__name__})") from None
+
+
+def _open_lock_file(path: Path, out: Path) -> int:
+    """``os.open`` the lock file; a one-line HndError naming ``--out`` when OUT takes no files."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, PermissionError):
+            reason += ": a read-only folder? check its permissions or choose another --out"
+        raise HndError(f"--out {out}: cannot write a file in this folder ({path.name}: {reason})") from None
+
+
 def _lock(path: Path, out: Path) -> int:
     """Open and lock ``path``: the locked fd. HndError naming the holder when another run has it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(path, out)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -105,7 +130,7 @@ def locked_out(out: str | Path, process_index: int = 0) -> Iterator[str | None]:
     """Hold OUT's lock for the block; HndError naming the holder when another run has it.
 
     Yields None, or who held the lock last when that run ended without releasing it (a killed
-    run; recorded in dissection.json). Creates OUT if needed (OSError when impossible). The lock
+    run; recorded in dissection.json). Creates OUT if needed (HndError naming ``--out`` when impossible). The lock
     file is removed when the block ends, however it ends, and also when the process ends at once
     through :func:`hnd_jax.distributed.end_now` inside the block (a lost peer). The file depends only
     on ``process_index`` (:func:`lock_path`): process 0 of any run, and a single process, lock ``.lock``.
@@ -113,7 +138,7 @@ def locked_out(out: str | Path, process_index: int = 0) -> Iterator[str | None]:
     from hnd_jax.distributed import before_ending_now
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_folder(out)
     path = lock_path(out, process_index)
     fd = _lock(path, out)
     try:
