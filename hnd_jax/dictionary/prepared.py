@@ -85,6 +85,8 @@ def read_metadata(prep: str | Path) -> dict[str, Any]:
         raise HndError(f"{path}: unreadable prepared metadata ({exc})") from None
     except RecursionError:
         raise nested_too_deeply(path) from None
+    if not isinstance(meta, dict):
+        raise HndError(f"{path}: not a hnd-jax prepared dictionary (expected a JSON object)")
     if meta.get("format") != PREPARED_FORMAT:
         raise HndError(f"{path}: not a hnd-jax prepared dictionary (format {meta.get('format')!r})")
     if meta.get("format_version") != PREPARED_FORMAT_VERSION:

@@ -152,7 +152,8 @@ def condition_differences(series: list[Series]) -> list[str]:
                 what = ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
             else:
                 what = f"{a!r} vs {b!r}"
-            lines.append(f"{s.run.out_dir}: {key.replace('_', ' ')} differs from {first.out_dir} ({what})")
+            verb = "differ" if key == "settings" else "differs"
+            lines.append(f"{s.run.out_dir}: {key.replace('_', ' ')} {verb} from {first.out_dir} ({what})")
     return lines
 
 

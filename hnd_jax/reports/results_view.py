@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, nested_too_deeply
 from hnd_jax.npyfile import load_npz
 from hnd_jax.results import REQUIRED_KEYS, layer_dir
 
@@ -153,6 +153,8 @@ def read_meta(out_dir: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HndError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise nested_too_deeply(path) from None
     if not isinstance(meta, dict):
         raise HndError(f"{path}: expected a JSON object at the top level")
     return meta

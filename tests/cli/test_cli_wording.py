@@ -306,3 +306,19 @@ def test_h_a_deeply_nested_card_taxonomy_prepared_metadata_or_manifest_names_the
         err = _one_line_error(capsys, *argv)
         assert err == f"hnd: error: {named}: nested too deeply to read (RecursionError); the file is malformed or " \
                       "hostile", err
+
+
+def test_h_a_deeply_nested_dissection_json_and_a_prepared_metadata_list_are_one_line(tmp_path, capsys):
+    """The report's reader of dissection.json names the file (it printed the parser's bare text), and
+    an hnd_prepared.json holding a JSON list is refused (it was an AttributeError traceback)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dissection.json").write_text("[" * DEEP)
+    err = _one_line_error(capsys, "report", out)
+    assert err == f"hnd: error: {out / 'dissection.json'}: nested too deeply to read (RecursionError); the file " \
+                  "is malformed or hostile", err
+    prep = tmp_path / "prep"
+    prep.mkdir()
+    (prep / "hnd_prepared.json").write_text("[1]")
+    err = _one_line_error(capsys, "dictionary", "check", prep)
+    assert f"{prep / 'hnd_prepared.json'}: not a hnd-jax prepared dictionary" in err, err
