@@ -55,6 +55,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import json
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -69,6 +70,9 @@ from hnd_jax.taxonomy import Taxonomy
 SCORES_FILE = "scores.npz"
 UNITS_FILE = "units.csv"
 DISSECTION_FILE = "dissection.json"
+#: What an interrupted run of ``hnd dissect`` leaves in OUT (checkpoints, lock files, disk cache,
+#: half-swapped results of :mod:`hnd_jax.pipeline.publish`): such a folder is an earlier dissection too.
+RUN_TRACES = (".checkpoints", ".lock", ".cache", ".incoming", ".outgoing")
 
 #: Keys every scores.npz has (plus the three per-family keys for every scored global family).
 REQUIRED_KEYS = (
@@ -191,6 +195,45 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def read_our_dissection(out: str | Path) -> dict[str, Any] | None:
+    """``OUT/dissection.json`` when hnd-jax wrote it (:func:`write_dissection_json`), else None.
+
+    "Ours" is checked tightly, so that a user's own file of that name is never taken for an earlier
+    dissection (and the folder replaced): a JSON object whose ``layers`` is a non-empty list of plain
+    layer names (:func:`layer_dir`), with ``settings`` and ``versions`` objects, ``versions`` naming
+    ``hnd-jax``, and a ``model`` entry. Never raises for a bad or unreadable file (None).
+    """
+    path = Path(out) / DISSECTION_FILE
+    try:
+        if not path.is_file() or path.stat().st_size > 64 * 2**20:
+            return None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("settings"), dict) or "model" not in doc:
+        return None
+    versions, layers = doc.get("versions"), doc.get("layers")
+    if not isinstance(versions, dict) or "hnd-jax" not in versions:
+        return None
+    if not isinstance(layers, list) or not layers or not all(isinstance(name, str) for name in layers):
+        return None
+    try:
+        for name in layers:
+            layer_dir(out, name)
+    except HndError:
+        return None
+    return doc
+
+
+def holds_our_dissection(out: str | Path) -> bool:
+    """Does the folder ``out`` hold an earlier ``hnd dissect`` output: a :func:`read_our_dissection`
+    result, or the traces of an interrupted run (:data:`RUN_TRACES`, ``.lock.process_<i>``)?"""
+    out = Path(out)
+    if read_our_dissection(out) is not None:
+        return True
+    return any((out / name).exists() for name in RUN_TRACES) or any(out.glob(".lock.process_*"))
 
 
 def write_dissection_json(out: str | Path, meta: Mapping[str, Any]) -> Path:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 IOU_MODES = ("family", "labeled", "official")
+#: Largest analysis size S: a per-image count must be exact in float32 accumulation (S*S < 2**24).
+MAX_IMAGE_SIZE = 4096
 
 
 def _option(help: str, **extra: Any) -> dict[str, Any]:
@@ -24,7 +26,7 @@ def _option(help: str, **extra: Any) -> dict[str, Any]:
 class ScoringConfig:
     """How units are scored.
 
-    image_size:     S, the analysis resolution (binary maps and masks are S x S), pixels.
+    image_size:     S, the analysis resolution (binary maps and masks are S x S), pixels; 1..MAX_IMAGE_SIZE.
     quantile:       q; the threshold T_u is the (1 - q) quantile of unit u's raw values (§2).
     iou_threshold:  a unit is localizable when its best IoU reaches this (paper: 0.04).
     iou_mode:       which images enter a concept's IoU: 'family' (default), 'labeled', 'official'.
@@ -66,7 +68,8 @@ class ScoringConfig:
         _check_number("--quantile", self.quantile, low=0.0, high=1.0, low_open=True, high_open=True)
         _check_number("--iou-threshold", self.iou_threshold, low=0.0, high=1.0)
         _check_number("--pair-factor", self.pair_factor, low=0.0, low_open=True)
-        check_int("--image-size", self.image_size, low=1)
+        check_int("--image-size", self.image_size, low=1, high=MAX_IMAGE_SIZE,
+                  why="counts per image are exact only while S*S < 2**24")
         for family, cutoff in self.bias_cutoffs.items():
             _check_number(f"bias cut-off of {family}", cutoff, low=0.0, high=1.0, low_open=True)
         check_int("--permutations", self.permutations, low=1)
@@ -77,12 +80,17 @@ class ScoringConfig:
         return asdict(self)
 
 
-def check_int(name: str, value: Any, *, low: int) -> None:
-    """HndError naming the option unless ``value`` is an integer (not a bool) of at least ``low``."""
+def check_int(name: str, value: Any, *, low: int, high: int | None = None, why: str = "") -> None:
+    """HndError naming the option unless ``value`` is an integer (not a bool) in ``low..high``
+    (``high`` None: no upper bound); ``why`` is added to the message after the bounds."""
     from hnd_jax.errors import HndError
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise HndError(f"{name} {value!r}: expected an integer >= {low}")
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rule = f">= {low}" if high is None else f">= {low} and <= {high}"
+        raise HndError(f"{name} {value!r}: expected an integer {rule}" + (f" ({why})" if why else ""))
 
 
 def _check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
