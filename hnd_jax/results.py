@@ -56,10 +56,11 @@ import csv
 import datetime as _dt
 import io
 import json
+import re
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -227,13 +228,58 @@ def read_our_dissection(out: str | Path) -> dict[str, Any] | None:
     return doc
 
 
+_STEP = re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?")  # an orbax step, finished or being written
+_PROCESS = re.compile(r"process_\d+")  # one process's folder in a multi-process run
+_CACHE_FILE = re.compile(r"layer_\d{3}_\d+_\d+\.f32")  # hnd_jax.pipeline.cache's memmap files
+
+
+def _entries_match(folder: Path, leaf: Callable[[Path], bool]) -> bool:
+    """Is every entry of ``folder`` a ``leaf``, or a ``process_<i>`` folder of leaves?"""
+    for entry in folder.iterdir():
+        if _PROCESS.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            if not all(leaf(sub) for sub in entry.iterdir()):
+                return False
+        elif not leaf(entry):
+            return False
+    return True
+
+
+def _our_trace(out: Path, name: str) -> bool:
+    """Is ``OUT/<name>`` what a run of ours leaves there (by its shape, not only its name: a home
+    folder's ``.cache`` is not ours)?"""
+    path = out / name
+    if path.is_symlink():
+        return False
+    if name == ".checkpoints":  # orbax step folders (pipeline/checkpoints.py)
+        return path.is_dir() and _entries_match(path, lambda e: e.is_dir() and bool(_STEP.fullmatch(e.name)))
+    if name == ".cache":  # the disk cache of activations (pipeline/cache.py)
+        return path.is_dir() and _entries_match(path, lambda e: e.is_file() and bool(_CACHE_FILE.fullmatch(e.name)))
+    if name == ".lock" or name.startswith(".lock.process_"):  # pipeline/outlock.py: empty or {pid, host, since}
+        if not path.is_file() or path.stat().st_size > 4096:
+            return False
+        text = path.read_bytes().strip()
+        if not text:
+            return True
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and "pid" in record
+    return path.is_dir()  # .incoming, .outgoing (pipeline/publish.py)
+
+
 def holds_our_dissection(out: str | Path) -> bool:
     """Does the folder ``out`` hold an earlier ``hnd dissect`` output: a :func:`read_our_dissection`
-    result, or the traces of an interrupted run (:data:`RUN_TRACES`, ``.lock.process_<i>``)?"""
+    result, or what an interrupted run leaves (:data:`RUN_TRACES`, ``.lock.process_<i>``), each
+    checked by its shape? Never raises for unreadable entries (False)."""
     out = Path(out)
     if read_our_dissection(out) is not None:
         return True
-    return any((out / name).exists() for name in RUN_TRACES) or any(out.glob(".lock.process_*"))
+    try:
+        names = [n for n in RUN_TRACES if (out / n).exists()] + [p.name for p in out.glob(".lock.process_*")]
+        return any(_our_trace(out, name) for name in names)
+    except OSError:
+        return False
 
 
 def write_dissection_json(out: str | Path, meta: Mapping[str, Any]) -> Path:

@@ -161,6 +161,30 @@ def test_an_interrupted_run_of_ours_is_accepted(args_for, tmp_path, capsys, trac
     assert read_our_dissection(out)["layers"] == [LAYER]
 
 
+@pytest.mark.parametrize("ours", [True, False])
+@pytest.mark.parametrize("trace", [".cache", ".checkpoints", ".lock", ".lock.process_2"])
+def test_traces_count_as_ours_only_in_our_shape(args_for, tmp_path, capsys, trace, ours):
+    """A home folder's ``.cache`` (pip, fontconfig...) or another tool's ``.lock`` is not a run of ours:
+    the run that would take it for one would write beside the user's files (and remove that .cache)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if trace == ".cache":
+        (out / trace / ("process_1" if ours else "pip")).mkdir(parents=True)
+        (out / trace / ("process_1" if ours else "pip") / ("layer_000_0_12.f32" if ours else "wheel")).touch()
+    elif trace == ".checkpoints":
+        (out / trace / ("3.orbax-checkpoint-tmp-171" if ours else "epoch=3.ckpt")).mkdir(parents=True)
+    else:
+        (out / trace).write_text(json.dumps({"pid": 1, "host": "h", "since": "x"}) if ours else "locked by vim\n")
+    assert holds_our_dissection(out) == ours
+    before = tree(out)
+    code, err = dissect(capsys, *args_for(out), "--no-report")
+    if ours:
+        assert code == 0, err
+    else:
+        assert code == 2 and "holds no earlier hnd dissection" in err, err
+        assert tree(out) == before
+
+
 def test_a_run_killed_before_its_results_leaves_a_folder_the_next_run_accepts(args_for, tmp_path, capsys,
                                                                                monkeypatch):
     """A real interruption (Ctrl-C just before the results are written) leaves checkpoints, and no
