@@ -55,10 +55,12 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
+import json
+import re
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -69,6 +71,9 @@ from hnd_jax.taxonomy import Taxonomy
 SCORES_FILE = "scores.npz"
 UNITS_FILE = "units.csv"
 DISSECTION_FILE = "dissection.json"
+#: What an interrupted run of ``hnd dissect`` leaves in OUT (checkpoints, lock files, disk cache,
+#: half-swapped results of :mod:`hnd_jax.pipeline.publish`): such a folder is an earlier dissection too.
+RUN_TRACES = (".checkpoints", ".lock", ".cache", ".incoming", ".outgoing")
 
 #: Keys every scores.npz has (plus the three per-family keys for every scored global family).
 REQUIRED_KEYS = (
@@ -191,6 +196,90 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def read_our_dissection(out: str | Path) -> dict[str, Any] | None:
+    """``OUT/dissection.json`` when hnd-jax wrote it (:func:`write_dissection_json`), else None.
+
+    "Ours" is checked tightly, so that a user's own file of that name is never taken for an earlier
+    dissection (and the folder replaced): a JSON object whose ``layers`` is a non-empty list of plain
+    layer names (:func:`layer_dir`), with ``settings`` and ``versions`` objects, ``versions`` naming
+    ``hnd-jax``, and a ``model`` entry. Never raises for a bad or unreadable file (None).
+    """
+    path = Path(out) / DISSECTION_FILE
+    try:
+        if not path.is_file() or path.stat().st_size > 64 * 2**20:
+            return None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("settings"), dict) or "model" not in doc:
+        return None
+    versions, layers = doc.get("versions"), doc.get("layers")
+    if not isinstance(versions, dict) or "hnd-jax" not in versions:
+        return None
+    if not isinstance(layers, list) or not layers or not all(isinstance(name, str) for name in layers):
+        return None
+    try:
+        for name in layers:
+            layer_dir(out, name)
+    except HndError:
+        return None
+    return doc
+
+
+_STEP = re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?")  # an orbax step, finished or being written
+_PROCESS = re.compile(r"process_\d+")  # one process's folder in a multi-process run
+_CACHE_FILE = re.compile(r"layer_\d{3}_\d+_\d+\.f32")  # hnd_jax.pipeline.cache's memmap files
+
+
+def _entries_match(folder: Path, leaf: Callable[[Path], bool]) -> bool:
+    """Is every entry of ``folder`` a ``leaf``, or a ``process_<i>`` folder of leaves?"""
+    for entry in folder.iterdir():
+        if _PROCESS.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            if not all(leaf(sub) for sub in entry.iterdir()):
+                return False
+        elif not leaf(entry):
+            return False
+    return True
+
+
+def _our_trace(out: Path, name: str) -> bool:
+    """Is ``OUT/<name>`` what a run of ours leaves there (by its shape, not only its name: a home
+    folder's ``.cache`` is not ours)?"""
+    path = out / name
+    if path.is_symlink():
+        return False
+    if name == ".checkpoints":  # orbax step folders (pipeline/checkpoints.py)
+        return path.is_dir() and _entries_match(path, lambda e: e.is_dir() and bool(_STEP.fullmatch(e.name)))
+    if name == ".cache":  # the disk cache of activations (pipeline/cache.py)
+        return path.is_dir() and _entries_match(path, lambda e: e.is_file() and bool(_CACHE_FILE.fullmatch(e.name)))
+    if name == ".lock" or name.startswith(".lock.process_"):  # pipeline/outlock.py: empty or {pid, host, since}
+        if not path.is_file() or path.stat().st_size > 4096:
+            return False
+        text = path.read_bytes().strip()
+        if not text:
+            return True
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(record, dict) and "pid" in record
+    return path.is_dir()  # .incoming, .outgoing (pipeline/publish.py)
+
+
+def holds_our_dissection(out: str | Path) -> bool:
+    """Does the folder ``out`` hold an earlier ``hnd dissect`` output: a :func:`read_our_dissection`
+    result, or what an interrupted run leaves (:data:`RUN_TRACES`, ``.lock.process_<i>``), each
+    checked by its shape? Never raises for unreadable entries (False)."""
+    out = Path(out)
+    if read_our_dissection(out) is not None:
+        return True
+    try:
+        names = [n for n in RUN_TRACES if (out / n).exists()] + [p.name for p in out.glob(".lock.process_*")]
+        return any(_our_trace(out, name) for name in names)
+    except OSError:
+        return False
 
 
 def write_dissection_json(out: str | Path, meta: Mapping[str, Any]) -> Path:

@@ -48,7 +48,8 @@ def register(subparsers) -> None:
         help=".npy [N,U,h,w] NCHW float in dictionary order, or .npz with 'local' and '<Family>/<group>' arrays",
     )
     add_dictionary_arg(p)
-    p.add_argument("--out", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="output folder: new, empty, or an earlier hnd dissect's (a rerun replaces its results)")
     p.add_argument("--layer", action="append", metavar="NAME",
                    help="layer to dissect (repeatable; default with --model: the card's default layers)")
     p.add_argument("--weights", metavar="W",

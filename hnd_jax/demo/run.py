@@ -36,6 +36,7 @@ from hnd_jax.demo.measure import clearly_more, difference_z, planted_unit_counts
 from hnd_jax.demo.page import demo_page
 from hnd_jax.demo.settings import DemoSettings
 from hnd_jax.errors import HndError
+from hnd_jax.out_folder import check_out_folder
 from hnd_jax.reports.index import write_index
 
 SUMMARY_FILE = "summary.json"
@@ -53,20 +54,19 @@ FINDINGS = (
 REPLICATES_DIR = "replicates"
 
 
-def _check_out(out: Path) -> None:
+def _holds_demo(out: Path) -> bool:
+    """Does ``out`` hold an earlier demo (its marker, or a summary.json of kind ``hnd-demo``)?"""
+    if (out / MARKER_FILE).is_file():
+        return True
+    try:
+        return json.loads((out / SUMMARY_FILE).read_text()).get("kind") == SUMMARY_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_out(out: str | Path) -> Path:
     """OUT may be new, empty, or an earlier demo's output; anything else is refused (never clobbered)."""
-    if out.exists() and not out.is_dir():
-        raise HndError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if (out / MARKER_FILE).is_file():
-            return
-        summary = out / SUMMARY_FILE
-        try:
-            kind = json.loads(summary.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != SUMMARY_KIND:
-            raise HndError(f"--out {out}: folder is not empty and holds no earlier hnd demo; choose a new folder")
+    return check_out_folder(out, what="hnd demo", holds_ours=_holds_demo)
 
 
 def _model_entry(out: Path, pair_dir: Path, settings: DemoSettings, trained: TrainedModel) -> dict[str, Any]:
@@ -189,8 +189,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo into ``out`` and return the summary (also written to ``OUT/summary.json``)."""
     settings = settings or DemoSettings()
-    out = Path(out)
-    _check_out(out)
+    out = _check_out(out)
     write_text(out / MARKER_FILE, "output folder of hnd demo: a rerun may replace everything here\n")
     timings: dict[str, float] = {}
     t_all = time.perf_counter()

@@ -53,7 +53,8 @@ from hnd_jax.pipeline.outlock import locked_out
 from hnd_jax.pipeline.sources import ActivationSource
 from hnd_jax.pipeline.stages import Stage, StageRunner
 from hnd_jax.pipeline.publish import clean_staging, publish_results
-from hnd_jax.results import layer_dir
+from hnd_jax.out_folder import check_out_folder
+from hnd_jax.results import holds_our_dissection, layer_dir
 from hnd_jax.scoring.config import ScoringConfig
 from hnd_jax.scoring.engine import TOP_IMAGES, LayerScorer
 from hnd_jax.scoring.tally import auto_method, tally_factory_for
@@ -105,7 +106,8 @@ def model_dissection(
                 converted folder), or a ``flax.nnx.Module`` (give ``card`` or ``scoring['image_size']``;
                 ``preprocess`` maps uint8 NHWC -> float32, default: scale to [0, 1]).
     dictionary: ROOT, PREP, ``synthetic[:N[:SEED]]`` or an opened :class:`FaceDictionary`.
-    out:        OUT, the results folder.
+    out:        OUT, the results folder: absent, empty, or an earlier dissection's (:func:`check_out`;
+                a folder holding other files is refused before any work).
     layers:     dotted layer paths; default: the card's ``default_layers``.
     scoring:    a :class:`ScoringConfig` or its fields; ``image_size`` defaults to the model's input size.
     run:        a :class:`RunConfig` or its fields (batch size, cache budget, checkpoints, devices, progress).
@@ -120,6 +122,7 @@ def model_dissection(
     from hnd_jax.pipeline.model_source import resolve_model
     from hnd_jax.pipeline.source_model import ModelActivations
 
+    out = check_out(out)  # before any work: never a user's folder
     run_cfg = coerce(RunConfig, run)
     source_model = resolve_model(model, weights, card=card, preprocess=preprocess, random_init=random_init,
                                  seed=seed)
@@ -162,10 +165,12 @@ def dissect_activations(
 
     The same driver as :func:`dissect_model`: resume after a kill, multiple processes, progress and
     results are shared. ``scoring`` must give ``image_size``. Raises HndError when the file does not
-    match the dictionary (rows, groups, dtype, NaN/inf) or a setting is out of range.
+    match the dictionary (rows, groups, dtype, NaN/inf), a setting is out of range, or ``out`` holds
+    files that are not an earlier dissection's (:func:`check_out`, before any work).
     """
     from hnd_jax.pipeline.source_file import FileActivations
 
+    out = check_out(out)  # before any work: never a user's folder
     run_cfg = coerce(RunConfig, run)
     config = coerce(ScoringConfig, scoring.to_dict() if isinstance(scoring, ScoringConfig) else scoring)
     _check_layers(out, (layer,))
@@ -180,6 +185,13 @@ def dissect_activations(
         raise
     dissection.run()  # closes the source
     return layer_dir(out, layer)
+
+
+def check_out(out: str | Path) -> Path:
+    """OUT as a Path when a dissection may write there: absent, empty, or an earlier dissection's
+    (:func:`hnd_jax.results.holds_our_dissection`); HndError naming ``--out`` otherwise (DESIGN.md §7:
+    a user's files are never replaced). Writes nothing."""
+    return check_out_folder(out, what="hnd dissection", holds_ours=holds_our_dissection)
 
 
 def _check_layers(out: str | Path, layers: Sequence[str]) -> None:

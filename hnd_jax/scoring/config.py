@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 IOU_MODES = ("family", "labeled", "official")
+#: Largest analysis size S: a per-image count must be exact in float32 accumulation (S*S < 2**24).
+MAX_IMAGE_SIZE = 4096
 
 #: Upper bound of ``--permutations``, checked with the other settings before any pass runs (the
 #: permutation test only runs when the results are finalised, after every pass, so a value nothing can
@@ -42,7 +44,7 @@ def _option(help: str, **extra: Any) -> dict[str, Any]:
 class ScoringConfig:
     """How units are scored.
 
-    image_size:     S, the analysis resolution (binary maps and masks are S x S), pixels.
+    image_size:     S, the analysis resolution (binary maps and masks are S x S), pixels; 1..MAX_IMAGE_SIZE.
     quantile:       q; the threshold T_u is the (1 - q) quantile of unit u's raw values (§2).
     iou_threshold:  a unit is localizable when its best IoU reaches this (paper: 0.04).
     iou_mode:       which images enter a concept's IoU: 'family' (default), 'labeled', 'official'.
@@ -86,7 +88,8 @@ class ScoringConfig:
         _check_number("--quantile", self.quantile, low=0.0, high=1.0, low_open=True, high_open=True)
         _check_number("--iou-threshold", self.iou_threshold, low=0.0, high=1.0)
         _check_number("--pair-factor", self.pair_factor, low=0.0, low_open=True)
-        check_int("--image-size", self.image_size, low=1)
+        check_int("--image-size", self.image_size, low=1, high=MAX_IMAGE_SIZE,
+                  why=" (counts per image are exact only while S*S < 2**24)")
         for family, cutoff in self.bias_cutoffs.items():
             _check_number(f"bias cut-off of {family}", cutoff, low=0.0, high=1.0, low_open=True)
         check_int("--permutations", self.permutations, low=1, high=MAX_PERMUTATIONS,

@@ -46,7 +46,7 @@ from jax.sharding import Mesh
 
 from hnd_jax.errors import HndError
 from hnd_jax.scoring.accumulator import Batch
-from hnd_jax.scoring.config import IOU_MODES
+from hnd_jax.scoring.config import IOU_MODES, MAX_IMAGE_SIZE
 from hnd_jax.scoring.runs import mask_runs
 from hnd_jax.scoring.tally_dense import build_dense_kernel, dense_platform
 from hnd_jax.scoring.tally_runs import run_length_counts
@@ -55,8 +55,6 @@ from hnd_jax.sharding import make_data_mesh
 
 State = dict[str, Any]
 METHODS = ("auto", "cells", "runs", "dense")
-#: Largest analysis size: a per-image count must be exact in float32 accumulation (S*S < 2**24).
-MAX_IMAGE_SIZE = 4096
 
 
 class IoUTally:

@@ -12,7 +12,7 @@ import pytest
 
 import reference as ref
 from hnd_jax.cli.main import main
-from hnd_jax.results import load_layer_results
+from hnd_jax.results import load_layer_results, write_dissection_json
 from hnd_jax.pipeline.dissect import dissect_activations
 from published_fixture import GLOBAL_SIZES, num_local, write_tiny_dictionary
 from scoring_fixtures import ReferenceTally, all_device_mesh, one_device_mesh, tiny_taxonomy
@@ -224,14 +224,16 @@ def test_bad_file_is_one_line_error_and_keeps_previous_results(case, tiny, tmp_p
         np.savez(path, **data)
     out = tmp_path / "out"
     (out / LAYER).mkdir(parents=True)
-    (out / "dissection.json").write_text('{"previous": true}')
+    # a previous run's dissection.json as hnd writes it (a foreign one would be refused: test_out_safety.py)
+    previous = write_dissection_json(out, {"layers": [LAYER], "settings": {}, "model": {}, "previous": True})
+    meta = previous.read_bytes()
     (out / LAYER / "scores.npz").write_bytes(b"previous")
     code, err = cli(base_args(root, tax_path, path, out), capsys)
     assert code == 2
     assert err.startswith("hnd: error: ") and "\n" not in err, err
     assert message in err, err
     assert str(path) in err
-    assert (out / "dissection.json").read_text() == '{"previous": true}'
+    assert previous.read_bytes() == meta
     assert (out / LAYER / "scores.npz").read_bytes() == b"previous"
 
 
