@@ -93,9 +93,18 @@ def test_c_dissect_out_that_is_a_file_names_the_option(tmp_path, capsys):
 
 
 def test_c_dissect_out_where_no_file_can_be_made_names_the_option(capsys):
-    """/proc/self is a folder that takes no new files (as root too): the line names --out, not .lock alone."""
+    """/proc/self is a folder that takes no new files (as root too): the lock's line names --out, not
+    .lock alone. hnd dissect refuses it earlier, as a folder holding files that are not a dissection's."""
+    from hnd_jax.errors import HndError
+    from hnd_jax.pipeline.outlock import locked_out
+
     err = _one_line_error(capsys, *DISSECT, "--out", "/proc/self")
-    assert err.startswith("hnd: error: --out /proc/self: cannot write a file in this folder (.lock: "), err
+    assert err == "hnd: error: --out /proc/self: folder is not empty and holds no earlier hnd dissection; " \
+                  "choose a new folder", err
+    with pytest.raises(HndError) as info:
+        with locked_out("/proc/self"):
+            pass
+    assert str(info.value).startswith("--out /proc/self: cannot write a file in this folder (.lock: "), info.value
 
 
 # ---- d. hnd extract into a read-only folder names --out, not its temporary file ----------------------

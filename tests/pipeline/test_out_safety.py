@@ -325,8 +325,8 @@ def test_the_report_names_are_the_ones_the_reports_write(tmp_path):
 
 # ------------------------------------------------------------------------------ 3. settings first
 @pytest.mark.parametrize("option,value,expected", [
-    ("--image-size", str(MAX_IMAGE_SIZE + 1), f"--image-size {MAX_IMAGE_SIZE + 1}: expected an integer >= 1 and "
-                                              f"<= {MAX_IMAGE_SIZE}"),
+    ("--image-size", str(MAX_IMAGE_SIZE + 1), f"--image-size {MAX_IMAGE_SIZE + 1}: expected an integer from 1 to "
+                                              f"{MAX_IMAGE_SIZE:,}"),
     ("--image-size", "0", "--image-size 0"),
     ("--iou-threshold", "-1", "--iou-threshold -1.0"),
     ("--quantile", "1", "--quantile 1.0"),
