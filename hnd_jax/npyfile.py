@@ -29,7 +29,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -261,13 +261,7 @@ class NpzReader:
             with self._zip.open(self._infos[key]) as fh:
                 fh.read(header.data_offset)
                 buf = bytearray(header.nbytes)
-                view = memoryview(buf)
-                got = 0
-                while got < header.nbytes:
-                    n = fh.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
+                got = read_fully(memoryview(buf), lambda view, _: fh.readinto(view))
         except _PARSE_ERRORS as exc:
             raise HndError(f"{where}: not readable ({one_line(exc)})") from None
         if got != header.nbytes:
@@ -275,6 +269,19 @@ class NpzReader:
         arr = np.frombuffer(buf, dtype=header.dtype)
         order = "F" if header.fortran_order else "C"
         return arr.reshape(header.shape, order=order)
+
+
+def read_fully(view: memoryview, read: Callable[[memoryview, int], int | None]) -> int:
+    """Fill the bytes of ``view`` with ``read(rest_of_view, bytes_so_far)`` (a ``readinto`` or
+    ``preadv``) until it is full or ``read`` returns 0 (the end of the data); returns the bytes read,
+    which the caller compares with what the header promised (a truncated file reads fewer)."""
+    got = 0
+    while got < view.nbytes:
+        n = read(view[got:], got)
+        if not n:
+            break
+        got += n
+    return got
 
 
 def memory_available() -> int | None:

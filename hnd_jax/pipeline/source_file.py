@@ -30,7 +30,7 @@ import numpy as np
 
 from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.errors import HndError
-from hnd_jax.npyfile import NpzReader, finite_float32, load_npy, read_npy_header
+from hnd_jax.npyfile import NpzReader, finite_float32, load_npy, read_fully, read_npy_header
 from hnd_jax.pipeline.prefetch import Prefetch
 from hnd_jax.pipeline.sources import SourceBatch
 from hnd_jax.scoring.accumulator import aligned_empty
@@ -167,13 +167,9 @@ class ActivationFile:
         row_bytes = header.nbytes // max(1, header.shape[0])
         buf = np.empty((stop - start, *header.shape[1:]), header.dtype)
         view = memoryview(buf.reshape(-1).view(np.uint8))
-        offset, got = header.data_offset + start * row_bytes, 0
+        offset = header.data_offset + start * row_bytes
         try:
-            while got < view.nbytes:
-                n = os.preadv(self._fd, [view[got:]], offset + got)
-                if n <= 0:
-                    break
-                got += n
+            got = read_fully(view, lambda rest, done: os.preadv(self._fd, [rest], offset + done))
         except OSError as exc:
             raise HndError(f"{self.path}: not readable ({exc.strerror or exc})") from None
         if got != view.nbytes:

@@ -51,7 +51,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hnd_jax.scoring.tally import IoUTally
-from hnd_jax.scoring.tally_dense import EXACT_F32_TERMS, union_partial
+from hnd_jax.scoring.tally_dense import exact_image_group, union_partial
 from hnd_jax.scoring.tally_runs import row_segments
 from hnd_jax.scoring.upsample import TINY, axis_weights
 from hnd_jax.sharding import DATA_AXIS
@@ -121,14 +121,6 @@ def pack_bits(x: jax.Array) -> jax.Array:
     return (x.astype(jnp.uint32) << shifts).sum(axis=-1, dtype=jnp.uint32)
 
 
-def _image_group(b_local: int, size: int) -> int:
-    """Images per full-cell product: a divisor of ``b_local`` with ``g * S * S < 2**24`` (exact float32)."""
-    g = max(1, min(b_local, (EXACT_F32_TERMS - 1) // (size * size)))
-    while b_local % g:
-        g -= 1
-    return g
-
-
 @lru_cache(maxsize=32)
 def build_cell_kernel(
     mesh: Mesh,
@@ -159,7 +151,7 @@ def build_cell_kernel(
     if n_triples + cap >= 2**31:
         raise ValueError(f"{b} images x {K} cells x {U} units per device: too many for int32 indices; use smaller batches")
     n_slots = -(-n_triples // cap) * cap
-    group = _image_group(b, S)
+    group = exact_image_group(b, S)
     hi = jax.lax.Precision.HIGHEST
 
     # Static per-cell tables (NumPy constants folded into the program).

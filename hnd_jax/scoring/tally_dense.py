@@ -70,14 +70,19 @@ def union_partial(area_b, area_m, inter_in, in_union, official: bool):
     return union - inter_in
 
 
-def image_chunk(b_local: int, size: int, num_units: int, platform: str) -> int:
-    """Images per chunk: a divisor of ``b_local`` within the memory budget and the exactness bound."""
-    budget = DENSE_CHUNK_ELEMENTS.get(platform, DENSE_CHUNK_ELEMENTS_ACCELERATOR)
-    pixels = size * size
-    bound = max(1, min(b_local, budget // max(1, pixels * num_units), (EXACT_F32_TERMS - 1) // pixels))
+def exact_image_group(b_local: int, size: int, limit: int | None = None) -> int:
+    """The largest divisor of ``b_local`` that is at most ``limit`` (default: no limit) and keeps
+    ``g * S * S < 2**24``: images whose per-image counts a float32 sum adds exactly."""
+    bound = max(1, min(b_local, (EXACT_F32_TERMS - 1) // (size * size), b_local if limit is None else limit))
     while b_local % bound:
         bound -= 1
     return bound
+
+
+def image_chunk(b_local: int, size: int, num_units: int, platform: str) -> int:
+    """Images per chunk: a divisor of ``b_local`` within the memory budget and the exactness bound."""
+    budget = DENSE_CHUNK_ELEMENTS.get(platform, DENSE_CHUNK_ELEMENTS_ACCELERATOR)
+    return exact_image_group(b_local, size, budget // max(1, size * size * num_units))
 
 
 @lru_cache(maxsize=32)
