@@ -74,6 +74,11 @@ DISSECTION_FILE = "dissection.json"
 #: What an interrupted run of ``hnd dissect`` leaves in OUT (checkpoints, lock files, disk cache,
 #: half-swapped results of :mod:`hnd_jax.pipeline.publish`): such a folder is an earlier dissection too.
 RUN_TRACES = (".checkpoints", ".lock", ".cache", ".incoming", ".outgoing")
+#: Names hnd writes beside the layer folders in OUT (the run's metadata; the report, its assets and
+#: plots; ``hnd report``'s index): no layer's results may go there.
+REPORT_NAMES = ("report.html", "report_assets", "plots")
+INDEX_HTML = "index.html"
+RESERVED_NAMES = (DISSECTION_FILE, *REPORT_NAMES, INDEX_HTML)
 
 #: Keys every scores.npz has (plus the three per-family keys for every scored global family).
 REQUIRED_KEYS = (
@@ -90,9 +95,13 @@ REQUIRED_KEYS = (
 
 
 def layer_dir(out_dir: str | Path, layer: str) -> Path:
-    """``OUT/<layer>``; rejects names that would escape OUT or are not a single folder name."""
+    """``OUT/<layer>``; HndError for names that would escape OUT, are not a single folder name, or are
+    one of the names hnd writes beside the layers (:data:`RESERVED_NAMES`)."""
     if not layer or layer in (".", "..") or "/" in layer or "\\" in layer or layer.startswith("."):
         raise HndError(f"layer name {layer!r}: expected a plain name like layer4.2.conv1 (no '/', not starting with '.')")
+    if layer in RESERVED_NAMES:
+        raise HndError(f"layer name {layer!r}: hnd writes a file or folder of that name in OUT; give the layer "
+                       "another --layer name (an activations file) or dissect a layer with another path")
     return Path(out_dir) / layer
 
 

@@ -77,7 +77,10 @@ def test_units_csv_significance_columns():
     assert rows[1]["biased_significant_Gender"] == "" and rows[1]["paired_significant"] == ""
 
 
-@pytest.mark.parametrize("name", ["", "..", "a/b", ".hidden", "x\\y"])
+@pytest.mark.parametrize("name", ["", "..", "a/b", ".hidden", "x\\y",
+                                  # names hnd writes beside the layers: a layer there would be overwritten
+                                  # by the report or swept away with the previous run's report
+                                  "plots", "report.html", "report_assets", "dissection.json", "index.html"])
 def test_bad_layer_names(tmp_path, name):
     with pytest.raises(HndError, match="layer name"):
         write_layer_results(tmp_path, name, fake_arrays())

@@ -31,16 +31,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hnd_jax.results import DISSECTION_FILE, read_our_dissection, write_dissection_json, write_layer_results
+from hnd_jax.results import (DISSECTION_FILE, INDEX_HTML, REPORT_NAMES, read_our_dissection, write_dissection_json,
+                             write_layer_results)
 from hnd_jax.taxonomy import Taxonomy
 
 INCOMING = ".incoming"
 OUTGOING = ".outgoing"
-#: What the report of a run writes in OUT (``hnd dissect`` without ``--no-report``, ``hnd report OUT``:
-#: :mod:`hnd_jax.reports.html` REPORT_HTML and ASSETS_DIR, :mod:`hnd_jax.reports.plots` PLOTS_DIR).
-REPORT_NAMES = ("report.html", "report_assets", "plots")
-#: ``hnd report FOLDER``'s index page (:mod:`hnd_jax.reports.index`); removed only when it is ours.
-INDEX_HTML = "index.html"
+# REPORT_NAMES: what the report of a run writes in OUT (``hnd dissect`` without ``--no-report``,
+# ``hnd report OUT``: :mod:`hnd_jax.reports.html` REPORT_HTML and ASSETS_DIR, :mod:`hnd_jax.reports.plots`
+# PLOTS_DIR); INDEX_HTML: ``hnd report FOLDER``'s index page (:mod:`hnd_jax.reports.index`), removed
+# only when it is ours. Both live in :mod:`hnd_jax.results`, which refuses them as layer names.
 INDEX_MARK = "<title>HND reports \u00b7 "
 
 
