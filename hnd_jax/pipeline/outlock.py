@@ -151,6 +151,28 @@ def locked_out(out: str | Path, process_index: int = 0) -> Iterator[str | None]:
             try:
                 yield taken_over
             finally:
+                if process_index == 0:
+                    _remove_stale_process_locks(out)
                 held.remove()
     finally:
         os.close(fd)
+
+
+def _remove_stale_process_locks(out: Path) -> None:
+    """Remove ``.lock.process_<i>`` files nobody holds (left by killed processes of an earlier
+    multi-process run): each is locked first (a held one is skipped: its process removes it itself)
+    and unlinked while locked; a run that opened it meanwhile finds it gone and locks a new file
+    (:func:`_lock`'s check)."""
+    for path in out.glob(PROCESS_LOCK.format("*")):
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _still_there(fd, path):
+                os.unlink(path)
+        except OSError:  # held by a live process, or already gone
+            pass
+        finally:
+            os.close(fd)

@@ -172,3 +172,15 @@ def test_runs_hammering_one_out_never_hold_it_together(tmp_path):
         counts.append([int(x) for x in out.split()])
     assert sum(held for held, _ in counts) > 4 and sum(refused for _, refused in counts) > 0, counts
     assert lock_files(tmp_path) == []
+
+
+def test_process_0_removes_the_lock_files_killed_processes_left_but_not_held_ones(tmp_path):
+    """A killed multi-process run leaves .lock.process_<i>; the next run's process 0 (or a single
+    process) removes those nobody holds as it ends, and never one a live process holds."""
+    (tmp_path / ".lock.process_1").write_text('{"pid": 1}')  # left by a killed process
+    (tmp_path / ".lock.process_3").write_text("")
+    with locked_out(tmp_path, 2):  # another live process of a run holds its own file
+        with locked_out(tmp_path):
+            pass
+        assert lock_files(tmp_path) == [".lock.process_2"]
+    assert lock_files(tmp_path) == []
