@@ -17,7 +17,9 @@ saved with orbax under ``OUT/.checkpoints`` (:mod:`.checkpoints`) with a fingerp
 ``resumed from <stage> at batch <i>`` and continues; the accumulators are exact (top-k, min/max,
 integer counts), so the scores equal an uninterrupted run's. Each stage's states restore into its
 accumulators' own ``init()``. A checkpoint with a different fingerprint is refused with a one-line
-error naming what changed (``fresh`` starts over). Results are written only at the end, beside any
+error naming what changed (``fresh`` starts over); the settings only the final scoring reads
+(:data:`~hnd_jax.scoring.config.FINALIZE_ONLY`: IoU cut, pairing, bias cut-offs, significance tests)
+are not in it, so a resumed run may change them. Results are written only at the end, beside any
 previous results, and swapped in when complete with ``dissection.json`` last
 (:mod:`.publish`): an interrupted or failed run never destroys finished results nor looks complete.
 
@@ -248,7 +250,7 @@ class Dissection:
         self.fingerprint = canonical({
             "hnd_jax": __version__,
             "source": kind,
-            "scoring": config.to_dict(),
+            "scoring": config.streaming_dict(),  # finalize-only settings may change on resume
             "model": source.identity,
             "dictionary": dic.identity(),
             "taxonomy": self.tax.fingerprint,
@@ -342,7 +344,8 @@ class Dissection:
 
         try:
             # before any work; OUT too: process 0 writes there, and the others checkpoint beside it
-            agree_across_processes({**comparable(self.fingerprint), "out": str(self.out.absolute())})
+            agree_across_processes({**comparable(self.fingerprint), "scoring": self.config.to_dict(),
+                                    "out": str(self.out.absolute())})
             with locked_out(self.out, self.process_index) as taken_over:
                 try:
                     self.lock_taken_over = taken_over

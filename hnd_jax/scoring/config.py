@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 IOU_MODES = ("family", "labeled", "official")
+#: Settings only :meth:`hnd_jax.scoring.engine.LayerScorer.finalize` reads (after every pass): the
+#: IoU cut, the pairing factor, the bias cut-offs and the significance tests. A resumed run may change
+#: them (its checkpointed states do not depend on them); image size, quantile and IoU mode it may not.
+FINALIZE_ONLY = ("iou_threshold", "pair_factor", "bias_cutoffs", "permutations", "alpha", "seed")
 #: Largest analysis size S: a per-image count must be exact in float32 accumulation (S*S < 2**24).
 MAX_IMAGE_SIZE = 4096
 
@@ -99,6 +103,11 @@ class ScoringConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def streaming_dict(self) -> dict[str, Any]:
+        """The fields the passes' accumulators depend on (what a checkpoint's states were computed
+        with): every field but :data:`FINALIZE_ONLY`, which only the final scoring reads."""
+        return {k: v for k, v in asdict(self).items() if k not in FINALIZE_ONLY}
 
 
 def check_int(name: str, value: Any, *, low: int, high: int | None = None, why: str = "") -> None:

@@ -348,3 +348,41 @@ def test_an_error_in_a_stage_is_one_line_until_an_image_was_done(tmp_path, monke
         assert stopped == []
     else:
         assert len(stopped) == 1 and stopped[0].endswith(f" at {BATCH}/24 img"), stopped
+
+
+@pytest.mark.parametrize("change, resumes", [
+    ({"alpha": 0.2, "permutations": 50, "seed": 3, "iou_threshold": 0.01, "pair_factor": 1.1}, True),
+    ({"quantile": 0.1}, False),  # pass 1's thresholds depend on it: the checkpoint is refused
+])
+def test_a_resumed_run_may_change_only_the_settings_finalize_reads(tmp_path, monkeypatch, capfd, change, resumes):
+    """Significance, IoU cut and pairing are read only by the final scoring, so changing them after an
+    interruption resumes (the result equals a fresh run with the new settings); a setting the passes'
+    states depend on is still refused."""
+    count = {"n": 0}
+
+    def hook():
+        count["n"] += 1
+        if count["n"] == 8:  # in pass 2
+            raise Interrupt
+
+    monkeypatch.setattr(stages_mod, "_sleep_hook", hook)
+    with pytest.raises(Interrupt):
+        run(tmp_path / "out")
+    monkeypatch.setattr(stages_mod, "_sleep_hook", lambda: None)
+    capfd.readouterr()
+    quantile = change.get("quantile", 0.05)
+    scoring = {k: v for k, v in change.items() if k != "quantile"}
+    if not resumes:
+        with pytest.raises(HndError, match="scoring.quantile: 0.05 -> 0.1.*--fresh"):
+            run(tmp_path / "out", quantile=quantile, scoring=scoring)
+        return
+    run(tmp_path / "out", scoring=scoring)
+    assert "resumed from pass2 at batch" in capfd.readouterr().err
+    run(tmp_path / "fresh", scoring=scoring)
+    for layer in LAYERS:
+        a, b = load(tmp_path / "out", layer), load(tmp_path / "fresh", layer)
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{layer}/{key}")
+    settings = json.loads((tmp_path / "out" / "dissection.json").read_text())["settings"]
+    assert all(settings[k] == v for k, v in change.items())

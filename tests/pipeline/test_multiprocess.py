@@ -186,15 +186,18 @@ def test_kill_9_one_process_mid_pass2_then_rerun_both(activations, acts_referenc
     assert not list(out.glob(".lock*"))
 
 
-def test_different_settings_on_the_processes_both_exit_2_with_one_line(activations, tmp_path):
+@pytest.mark.parametrize("option, key, values", [
+    ("--quantile", "quantile", ("0.005", "0.1")),
+    ("--alpha", "alpha", ("0.05", "0.1")),  # finalize-only (not in the checkpoint's fingerprint): compared too
+])
+def test_different_settings_on_the_processes_both_exit_2_with_one_line(activations, tmp_path, option, key, values):
     out = tmp_path / "out"
-    quantile = {0: "0.005", 1: "0.1"}
-    results = finish(start_pair(lambda i: acts_args(activations, out, "--quantile", quantile[i])))
+    results = finish(start_pair(lambda i: acts_args(activations, out, option, values[i])))
     for code, _, err in results:
         assert code == 2, err
         lines = error_lines(err)
         assert len(lines) == 1, err
-        assert "scoring.quantile: 0.005 on process 0, 0.1 on process 1" in lines[0]
+        assert f"scoring.{key}: {values[0]} on process 0, {values[1]} on process 1" in lines[0]
     assert not (out / "dissection.json").exists()
 
 

@@ -18,10 +18,11 @@ LAYERS = ("conv1", "conv2")
 BATCH = 4
 
 
-def run(out, *, fresh=False, quantile=0.05, model_seed=0, cache_budget="1MiB", mesh=None, progress="none", **kw):
+def run(out, *, fresh=False, quantile=0.05, model_seed=0, cache_budget="1MiB", mesh=None, progress="none",
+        scoring=None, **kw):
     return dissect_model(
         TinyNet(seed=model_seed), layers=LAYERS, dictionary=TinyDictionary(), out=out,
-        scoring={"image_size": 12, "quantile": quantile}, mesh=mesh,
+        scoring={"image_size": 12, "quantile": quantile, **(scoring or {})}, mesh=mesh,
         run={"batch_size": BATCH, "fresh": fresh, "cache_budget": cache_budget, "checkpoint_every": 1,
              "progress": progress}, **kw,
     )
