@@ -200,25 +200,22 @@ def test_no_fork_once_jax_is_imported_or_for_a_single_process(monkeypatch):
         assert several is False
 
 
-def test_on_a_terminal_the_child_still_sees_a_terminal_of_the_same_size():
+def _supervised_on_a_terminal(body: str, fd: int, rows: int, cols: int) -> tuple[bytes, bytes]:
+    """Run a supervised child (``body``) whose ``fd`` (1 or 2) is a terminal of ``rows`` x ``cols``
+    and whose other stream is a pipe; returns (the pipe's bytes, what the terminal received)."""
     pty = pytest.importorskip("pty")
     import fcntl
     import struct
     import termios
 
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 123, 0, 0))
-    body = """
-    import fcntl, termios, struct
-    rows, cols = struct.unpack("HHHH", fcntl.ioctl(2, termios.TIOCGWINSZ, b"\\0" * 8))[:2]
-    print(os.isatty(2), rows, cols, flush=True)
-    sys.stderr.write("bar 1/2\\rbar 2/2\\n"); sys.stderr.flush()
-    """
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
         textwrap.dedent(body)
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave)
+    streams = {"stdout": slave, "stderr": subprocess.PIPE} if fd == 1 else {"stdout": subprocess.PIPE, "stderr": slave}
+    p = subprocess.Popen([sys.executable, "-c", code], **streams)
     os.close(slave)
-    assert p.stdout.read() == b"True 33 123\n"
+    piped = (p.stderr if fd == 1 else p.stdout).read()
     assert p.wait(timeout=20) == 0
     seen = b""
     while True:
@@ -230,7 +227,17 @@ def test_on_a_terminal_the_child_still_sees_a_terminal_of_the_same_size():
             break
         seen += chunk
     os.close(master)
-    assert seen.replace(b"\r\n", b"\n") == b"bar 1/2\rbar 2/2\n"
+    return piped, seen.replace(b"\r\n", b"\n")
+
+
+def test_on_a_terminal_the_child_still_sees_a_terminal_of_the_same_size():
+    body = """
+    import fcntl, termios, struct
+    rows, cols = struct.unpack("HHHH", fcntl.ioctl(2, termios.TIOCGWINSZ, b"\\0" * 8))[:2]
+    print(os.isatty(2), rows, cols, flush=True)
+    sys.stderr.write("bar 1/2\\rbar 2/2\\n"); sys.stderr.flush()
+    """
+    assert _supervised_on_a_terminal(body, 2, 33, 123) == (b"True 33 123\n", b"bar 1/2\rbar 2/2\n")
 
 
 def test_the_three_commands_parse_without_importing_jax():
@@ -395,13 +402,6 @@ def test_a_child_whose_gloo_prints_on_stdout_shows_only_its_own_output():
 def test_on_a_terminal_the_childs_stdout_is_a_terminal_of_the_same_size_too():
     """The child's stdout goes through the parent (to drop gloo's reports); on a terminal it stays a
     terminal (what isatty() checks and C's stdio buffering see)."""
-    pty = pytest.importorskip("pty")
-    import fcntl
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 21, 77, 0, 0))
     body = f"""
     import fcntl, termios, struct
     rows, cols = struct.unpack("HHHH", fcntl.ioctl(1, termios.TIOCGWINSZ, b"\\0" * 8))[:2]
@@ -409,20 +409,4 @@ def test_on_a_terminal_the_childs_stdout_is_a_terminal_of_the_same_size_too():
     os.write(1, {(GLOO % (0, 1, 1)).decode()!r}.encode())
     print("results line")
     """
-    code = "import os, sys, signal, time\nfrom hnd_jax.supervise import supervise\nsupervise()\n" + \
-        textwrap.dedent(body)
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
-    assert p.stderr.read() == b"True 21 77\n"
-    assert p.wait(timeout=20) == 0
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: nobody has the terminal open any more
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(master)
-    assert seen.replace(b"\r\n", b"\n") == b"results line\n"
+    assert _supervised_on_a_terminal(body, 1, 21, 77) == (b"True 21 77\n", b"results line\n")
