@@ -110,21 +110,20 @@ def train_classifier(
     optimizer = nnx.Optimizer(train_model, optax.adam(schedule), wrt=nnx.Param)
     rng = np.random.default_rng(seed)
     history = TrainingHistory()
-    bar = StageProgress(desc, steps * epochs, mode=progress, unit="step")
-    for epoch in range(epochs):
-        order = rng.permutation(n)
-        losses, accs = [], []
-        for step in range(steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            loss, acc = _train_step(train_model, optimizer, _to_inputs(images_uint8[idx]), jnp.asarray(labels[idx]))
-            losses.append(float(loss))
-            accs.append(float(acc))
-            bar.update(1)
-        history.loss.append(float(np.mean(losses)))
-        history.accuracy.append(float(np.mean(accs)))
-        bar.note(f"epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.3f}, train accuracy {history.accuracy[-1]:.3f}")
-    recalibrate_batch_norm(train_model, images_uint8[rng.permutation(n)], batch_size)
-    bar.close()
+    with StageProgress(desc, steps * epochs, mode=progress, unit="step") as bar:  # a stop says where
+        for epoch in range(epochs):
+            order = rng.permutation(n)
+            losses, accs = [], []
+            for step in range(steps):
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                loss, acc = _train_step(train_model, optimizer, _to_inputs(images_uint8[idx]), jnp.asarray(labels[idx]))
+                losses.append(float(loss))
+                accs.append(float(acc))
+                bar.update(1)
+            history.loss.append(float(np.mean(losses)))
+            history.accuracy.append(float(np.mean(accs)))
+            bar.note(f"epoch {epoch + 1}/{epochs}: loss {history.loss[-1]:.3f}, train accuracy {history.accuracy[-1]:.3f}")
+        recalibrate_batch_norm(train_model, images_uint8[rng.permutation(n)], batch_size)
     if heldout is not None:
         history.heldout_accuracy = accuracy(model, *heldout)
     return history

@@ -123,9 +123,8 @@ def prepare_dictionary(
     tax = source.taxonomy
     with atomic_dir(out) as tmp:
         total = source.num_local + sum(len(source.global_group_of(f.name)) for f in tax.global_families)
-        bar = StageProgress("prepare", total, mode=progress)
-        offsets = _write_arrays(source, tmp / PREPARED_ARRAYS_DIR, bar)
-        bar.close()
+        with StageProgress("prepare", total, mode=progress) as bar:  # an interruption says where it stopped
+            offsets = _write_arrays(source, tmp / PREPARED_ARRAYS_DIR, bar)
         labels = {"labelled": source.labelled, "family": source.family}
         for i, fam in enumerate(tax.global_families):
             labels[f"global_group_{i}"] = source.global_group_of(fam.name)

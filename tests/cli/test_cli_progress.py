@@ -151,3 +151,27 @@ def test_a_stage_in_a_with_block_is_done_only_when_the_block_finished(capsys, ex
         assert lines == []
     else:
         assert len(lines) == 1 and re.fullmatch(rf"hnd: extract: stopped after [0-9.]+ s at {first}/10 img", lines[0])
+
+
+@pytest.mark.parametrize("command", ["synth", "prepare"])
+def test_an_interrupted_synth_or_prepare_says_where_it_stopped(pristine_fixture, tmp_path, capsys, monkeypatch,
+                                                               command):
+    """Ctrl-C in the middle of writing: the stage's last line is 'stopped after ... at N/M img'."""
+    if command == "synth":
+        from hnd_jax.dictionary.synthetic import generate as module
+
+        name, argv = "_write_global", ["dictionary", "synth", str(tmp_path / "a"), "--images", "12"]
+    else:
+        from hnd_jax.dictionary import prepare as module
+
+        name, argv = "_write_arrays", ["dictionary", "prepare", str(pristine_fixture.root), "--size", "7",
+                                       "--out", str(tmp_path / "p")]
+    def interrupted(*args):
+        bar = args[-1]
+        bar.update(3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, name, interrupted)
+    assert main(argv) == 130
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith(f"hnd: {command}: ")]
+    assert lines and re.fullmatch(rf"hnd: {command}: stopped after [0-9.]+ s at \d+/\d+ img", lines[-1]), lines

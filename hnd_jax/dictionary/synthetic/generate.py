@@ -345,12 +345,11 @@ def write_synthetic_dictionary(
     local_items = plan_local(taxonomy, num_images, seed)
     global_items = plan_global(taxonomy, num_images, seed)
     with atomic_dir(out) as tmp:
-        bar = StageProgress("synth", len(local_items) + len(global_items), mode=progress)
-        rows = _write_local(tmp, local_items, seed, bar)
-        for family in taxonomy.local_families:
-            _write_index(tmp / family.index_file, rows.get(family.name, []))
-        _write_global(tmp, taxonomy, global_items, bar)
-        bar.close()
+        with StageProgress("synth", len(local_items) + len(global_items), mode=progress) as bar:
+            rows = _write_local(tmp, local_items, seed, bar)
+            for family in taxonomy.local_families:
+                _write_index(tmp / family.index_file, rows.get(family.name, []))
+            _write_global(tmp, taxonomy, global_items, bar)
         concept_counts = {c: 0 for c in taxonomy.concept_names}
         for item in local_items:
             for c in item.labels:
