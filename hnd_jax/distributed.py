@@ -59,7 +59,8 @@ class DistributedOptions:
     """How this process joins the others (all None/False: a single process).
 
     auto: ``--distributed``; coordinator ``HOST:PORT``, num_processes, process_id: the explicit form;
-    peer_timeout: seconds (> 0) after which a silent peer is lost.
+    peer_timeout: seconds (> 0) after which a silent peer is lost; debug: ``--debug`` (the supervisor
+    passes JAX's fatal message and stack trace on after its one line, instead of dropping them).
     """
 
     auto: bool = False
@@ -67,6 +68,7 @@ class DistributedOptions:
     num_processes: int | None = None
     process_id: int | None = None
     peer_timeout: float = DEFAULT_PEER_TIMEOUT
+    debug: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -112,7 +114,14 @@ def options_from_args(args: argparse.Namespace) -> DistributedOptions:
                               coordinator=getattr(args, "coordinator", None),
                               num_processes=getattr(args, "num_processes", None),
                               process_id=getattr(args, "process_id", None),
-                              peer_timeout=float(getattr(args, "peer_timeout", DEFAULT_PEER_TIMEOUT)))
+                              peer_timeout=float(getattr(args, "peer_timeout", DEFAULT_PEER_TIMEOUT)),
+                              debug=_debug(args))
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    from hnd_jax.cli.main import debug_requested
+
+    return debug_requested(args)
 
 
 _WATCH: "PeerWatch | None" = None
@@ -436,7 +445,7 @@ def joined(options: DistributedOptions) -> Iterator[bool]:
         options.check()
         from hnd_jax.supervise import supervise
 
-        supervise()  # the parent never returns from here: it ends as the child did
+        supervise(keep_trace=options.debug)  # the parent never returns from here: it ends as the child did
     if not initialize(options):
         yield False
         return

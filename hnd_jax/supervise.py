@@ -115,8 +115,9 @@ class FatalFilter:
     for the other processes (``hnd: joining``) and has not yet said they all joined (``hnd: joined``).
     """
 
-    def __init__(self, write: Callable[[bytes], None]):
+    def __init__(self, write: Callable[[bytes], None], *, keep: bool = False):
         self.write = write
+        self.keep = keep  # --debug: pass the fatal message and what follows on too (still recorded)
         self.fatal: bytes | None = None
         self.said_error = False
         self.joining = False
@@ -136,8 +137,13 @@ class FatalFilter:
 
     def _line(self, line: bytes, now: float) -> None:
         if self.fatal is not None:
+            if self.keep:
+                self.write(line)
             return
         if FATAL.search(line):
+            if self.keep:
+                self._release()
+                self.write(line)
             self.fatal, self._held, self._held_since = line, [], None
             return
         if self._held_since is None and PRELUDE.match(line):
@@ -258,10 +264,12 @@ def _pair(fd: int) -> tuple[int, int]:
     return os.pipe()
 
 
-def supervise() -> None:
+def supervise(*, keep_trace: bool = False) -> None:
     """Fork; return in the child (which carries on with the run); in the parent, supervise the
     child and end the process (never returns). Returns at once, without forking, when there is
     no ``os.fork``, JAX is already imported, or this process is already a supervised child.
+    ``keep_trace`` (``--debug``): JAX's fatal message and stack trace are passed on, not dropped;
+    the one line still follows them.
 
     What the launcher handed down must not break the hand-over (tests/test_supervise.py launches
     under each):
@@ -308,7 +316,7 @@ def supervise() -> None:
     if sigchld is not None:
         signal.signal(sigchld, signal.SIG_DFL)
     try:
-        _supervise(pid, read_end, out_read)
+        _supervise(pid, read_end, out_read, keep_trace=keep_trace)
     except BaseException as err:  # never fall through into the child's work
         _write_stderr(f"hnd: error: the supervisor of process {pid} failed: {err!r}\n".encode())
         os._exit(EXIT_LOST)
@@ -339,11 +347,11 @@ def _forward(pid: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _forwarded_signals())
 
 
-def _supervise(pid: int, err: int, out: int) -> None:
+def _supervise(pid: int, err: int, out: int, *, keep_trace: bool = False) -> None:
     """Copy the child's stderr (read end ``err``) through :class:`FatalFilter` and its stdout (``out``)
     through :class:`GlooFilter` until it has ended, then end like it (:func:`_end_like`)."""
     _forward(pid)
-    fatal = FatalFilter(_write_stderr)
+    fatal = FatalFilter(_write_stderr, keep=keep_trace)
     filters = {err: fatal, out: GlooFilter(_writer(1))}
     reading = set(filters)
     status: int | None = None

@@ -39,9 +39,9 @@ WAIT_FOR_SIGNAL = "for _ in range(1200):\n    time.sleep(0.05)\n"
 BEFORE = b"pass1 12/24 images\rpass1 24/24 images\rresumed from pass1\n"
 
 
-def filtered(chunks, now=0.0):
+def filtered(chunks, now=0.0, keep=False):
     out = []
-    f = sv.FatalFilter(out.append)
+    f = sv.FatalFilter(out.append, keep=keep)
     for chunk in chunks:
         f.feed(chunk, now=now)
     f.close()
@@ -54,6 +54,27 @@ def test_filter_drops_the_fatal_message_and_its_prelude_in_any_chunking(size):
     out, f = filtered([data[i:i + size] for i in range(0, len(data), size)])
     assert out == BEFORE
     assert f.fatal == FATAL and not f.said_error
+
+
+@pytest.mark.parametrize("size", [1, 7, 10**6])
+def test_with_debug_the_filter_keeps_the_fatal_message_and_its_stack_but_still_records_it(size):
+    """--debug: the trace a developer needs passes on (the one line still follows, from the fatal line)."""
+    data = BEFORE + PRELUDE + FATAL + STACK + b"more after the fatal line\n"
+    out, f = filtered([data[i:i + size] for i in range(0, len(data), size)], keep=True)
+    assert out == data
+    assert f.fatal == FATAL
+
+
+def test_debug_reaches_the_supervisor(monkeypatch):
+    monkeypatch.delenv("HND_DEBUG", raising=False)
+    from hnd_jax.cli.main import build_parser
+    from hnd_jax.distributed import options_from_args
+
+    for argv, debug in ((["--debug"], True), ([], False)):
+        args = build_parser().parse_args([*argv, "dissect", "--activations", "a.npy", "--dictionary", "d", "--out", "o",
+                                          "--coordinator", "h:1",
+                                          "--num-processes", "2", "--process-id", "0"])
+        assert options_from_args(args).debug is debug
 
 
 def test_filter_passes_everything_through_without_a_fatal_line():
@@ -289,7 +310,7 @@ def test_a_signal_sent_before_the_parent_is_ready_still_reaches_the_child(launch
     signal must wait for it, never kill the parent alone (default) or vanish (ignored)."""
     code = ("import os, signal, time\nimport hnd_jax.supervise as sv\n"
             "real = sv._supervise\n"
-            "sv._supervise = lambda pid, *fds: (time.sleep(1), real(pid, *fds))\n"
+            "sv._supervise = lambda pid, *fds, **kw: (time.sleep(1), real(pid, *fds, **kw))\n"
             "sv.supervise()\n"
             "signal.signal(signal.SIGTERM, lambda *a: (print('child got SIGTERM', flush=True), os._exit(5)))\n"
             "print(os.getpid(), flush=True)\n" + WAIT_FOR_SIGNAL)
