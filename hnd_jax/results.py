@@ -237,7 +237,9 @@ def read_our_dissection(out: str | Path) -> dict[str, Any] | None:
     return doc
 
 
-_STEP = re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?")  # an orbax step, finished or being written
+#: A checkpoint step, finished or being written: orbax's ``<step>`` / ``<step>.orbax-checkpoint-tmp...``,
+#: or a multi-process run's plain ``<step>`` / ``.tmp-<step>`` (pipeline/checkpoints.py ``_PlainSteps``).
+_STEP = re.compile(r"\d+(\.orbax-checkpoint-tmp.*)?|\.tmp-\d+")
 _PROCESS = re.compile(r"process_\d+")  # one process's folder in a multi-process run
 _CACHE_FILE = re.compile(r"layer_\d{3}_\d+_\d+\.f32")  # hnd_jax.pipeline.cache's memmap files
 
@@ -274,7 +276,24 @@ def _our_trace(out: Path, name: str) -> bool:
         except ValueError:
             return False
         return isinstance(record, dict) and "pid" in record
-    return path.is_dir()  # .incoming, .outgoing (pipeline/publish.py)
+    # .incoming, .outgoing (pipeline/publish.py): a run's results being swapped (layer folders of
+    # results files, dissection.json and its temporary files, a previous run's report), nothing else
+    return path.is_dir() and all(_staged(entry) for entry in path.iterdir())
+
+
+def _staged(entry: Path) -> bool:
+    """Is ``entry`` something publish.py puts in ``.incoming`` / ``.outgoing``?"""
+    if entry.is_symlink():
+        return False
+    name = entry.name
+    if name in RESERVED_NAMES or (name.startswith(f".{DISSECTION_FILE}.") and entry.is_file()):
+        return True
+    try:
+        layer_dir(entry.parent, name)
+    except HndError:
+        return False
+    return entry.is_dir() and all(f.name in (SCORES_FILE, UNITS_FILE) or f.name.startswith(".")
+                                  for f in entry.iterdir())
 
 
 def holds_our_dissection(out: str | Path) -> bool:

@@ -162,7 +162,8 @@ def test_an_interrupted_run_of_ours_is_accepted(args_for, tmp_path, capsys, trac
 
 
 @pytest.mark.parametrize("ours", [True, False])
-@pytest.mark.parametrize("trace", [".cache", ".checkpoints", ".lock", ".lock.process_2"])
+@pytest.mark.parametrize("trace", [".cache", ".checkpoints", ".checkpoints/process_1", ".lock", ".lock.process_2",
+                                   ".incoming", ".outgoing"])
 def test_traces_count_as_ours_only_in_our_shape(args_for, tmp_path, capsys, trace, ours):
     """A home folder's ``.cache`` (pip, fontconfig...) or another tool's ``.lock`` is not a run of ours:
     the run that would take it for one would write beside the user's files (and remove that .cache)."""
@@ -173,6 +174,16 @@ def test_traces_count_as_ours_only_in_our_shape(args_for, tmp_path, capsys, trac
         (out / trace / ("process_1" if ours else "pip") / ("layer_000_0_12.f32" if ours else "wheel")).touch()
     elif trace == ".checkpoints":
         (out / trace / ("3.orbax-checkpoint-tmp-171" if ours else "epoch=3.ckpt")).mkdir(parents=True)
+    elif trace == ".checkpoints/process_1":  # a multi-process step being written (_PlainSteps)
+        (out / trace / (".tmp-4" if ours else "epoch=4.ckpt")).mkdir(parents=True)
+    elif trace in (".incoming", ".outgoing"):  # results being swapped in, or a user's folder of that name
+        if ours:
+            (out / trace / LAYER).mkdir(parents=True)
+            (out / trace / LAYER / "scores.npz").touch()
+            (out / trace / "plots").mkdir()
+        else:
+            (out / trace / "thesis").mkdir(parents=True)
+            (out / trace / "thesis" / "chapter1.tex").write_text("mine")
     else:
         (out / trace).write_text(json.dumps({"pid": 1, "host": "h", "since": "x"}) if ours else "locked by vim\n")
     assert holds_our_dissection(out) == ours
