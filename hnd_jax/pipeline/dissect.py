@@ -419,7 +419,10 @@ class Dissection:
                 self.timings["total"] = time.perf_counter() - self.t_start
                 return self._metadata()
 
-            publish_results(self.out, self.layers, arrays, self.tax, metadata)
+            removed = publish_results(self.out, self.layers, arrays, self.tax, metadata)
+            if removed:
+                _say(f"{self.out} held an earlier run's results of {', '.join(removed)}: replaced by this run's "
+                     "(give each run its own --out to keep both)")
         self.ckpt.clear()
         if self.process_index == 0:
             shutil.rmtree(self.out / ".cache", ignore_errors=True)

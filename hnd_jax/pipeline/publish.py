@@ -65,10 +65,10 @@ def stale_names(out: str | Path, previous: Mapping[str, Any] | None, layers: Seq
     out = Path(out)
     if previous is None:
         return []
-    names = [name for name in previous["layers"] if name not in layers]
-    names += [name for name in REPORT_NAMES if name not in layers]
+    # REPORT_NAMES and INDEX_HTML are never layer names (hnd_jax.results.RESERVED_NAMES)
+    names = [name for name in previous["layers"] if name not in layers] + list(REPORT_NAMES)
     present = [name for name in dict.fromkeys(names) if (out / name).exists() or (out / name).is_symlink()]
-    if INDEX_HTML not in layers and (out / INDEX_HTML).is_file() and _our_index(out / INDEX_HTML):
+    if (out / INDEX_HTML).is_file() and _our_index(out / INDEX_HTML):
         present.append(INDEX_HTML)
     return present
 
@@ -108,7 +108,7 @@ def clean_staging(out: str | Path) -> None:
 
 
 def publish_results(out: str | Path, layers: Sequence[str], arrays: Sequence[Mapping[str, np.ndarray]],
-                    taxonomy: Taxonomy, meta: Callable[[], Mapping[str, Any]]) -> None:
+                    taxonomy: Taxonomy, meta: Callable[[], Mapping[str, Any]]) -> list[str]:
     """Write every layer's results and ``dissection.json`` beside OUT's current ones, then swap them in.
 
     ``meta()`` gives dissection.json's content; it is called after the layers are written (so it can
@@ -116,6 +116,7 @@ def publish_results(out: str | Path, layers: Sequence[str], arrays: Sequence[Map
     (its other layers, its report) is removed with the swap (:func:`stale_names`); nothing else in
     OUT is touched.
 
+    Returns the previous run's layers that were removed (not in ``layers``), for the caller to say.
     Raises OSError (a full disk, permissions) with OUT's previous results intact when the failure
     happens while writing.
     """
@@ -127,11 +128,11 @@ def publish_results(out: str | Path, layers: Sequence[str], arrays: Sequence[Map
         write_layer_results(incoming, layer, layer_arrays, taxonomy)
     write_dissection_json(incoming, meta())
 
-    stale = stale_names(out, read_our_dissection(out), layers)
-    _move_out(out, [DISSECTION_FILE] if (out / DISSECTION_FILE).exists() else [])
-    _move_out(out, stale)
-    _move_out(out, [layer for layer in layers if (out / layer).exists()])
+    previous = read_our_dissection(out)
+    stale = stale_names(out, previous, layers)
+    _move_out(out, [DISSECTION_FILE, *stale, *layers])  # the old dissection.json first: OUT is incomplete
     for layer in layers:
         os.replace(incoming / layer, out / layer)
     os.replace(incoming / DISSECTION_FILE, out / DISSECTION_FILE)
     clean_staging(out)
+    return [name for name in (previous or {}).get("layers", []) if name in stale]

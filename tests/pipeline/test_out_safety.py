@@ -260,6 +260,7 @@ def test_a_rerun_with_another_layer_and_no_report_leaves_nothing_of_the_previous
     out = reported
     code, err = dissect(capsys, *args_for(out, OTHER), "--no-report")
     assert code == 0, err
+    assert f"hnd: {out} held an earlier run's results of {LAYER}: replaced by this run's " in err, err  # said
     names = {p.name for p in out.iterdir()}
     assert names == {OTHER, "dissection.json", "notes.txt", "index.md"}, names
     assert (out / "notes.txt").read_text() == "my notes\n" and (out / "index.md").read_text() == "mine\n"
