@@ -73,11 +73,14 @@ UNITS_FILE = "units.csv"
 DISSECTION_FILE = "dissection.json"
 #: What an interrupted run of ``hnd dissect`` leaves in OUT (checkpoints, lock files, disk cache,
 #: half-swapped results of :mod:`hnd_jax.pipeline.publish`): such a folder is an earlier dissection too.
-RUN_TRACES = (".checkpoints", ".lock", ".cache", ".incoming", ".outgoing")
+CHECKPOINTS_DIR = ".checkpoints"
+RUN_TRACES = (CHECKPOINTS_DIR, ".lock", ".cache", ".incoming", ".outgoing")
 #: Names hnd writes beside the layer folders in OUT (the run's metadata; the report, its assets and
 #: plots; ``hnd report``'s index): no layer's results may go there.
 REPORT_NAMES = ("report.html", "report_assets", "plots")
 INDEX_HTML = "index.html"
+#: How that index page's title starts (publish.py tells our index.html from a user's by it).
+INDEX_TITLE_MARK = "<title>HND reports \u00b7 "
 RESERVED_NAMES = (DISSECTION_FILE, *REPORT_NAMES, INDEX_HTML)
 
 #: Keys every scores.npz has (plus the three per-family keys for every scored global family).
@@ -261,7 +264,7 @@ def _our_trace(out: Path, name: str) -> bool:
     path = out / name
     if path.is_symlink():
         return False
-    if name == ".checkpoints":  # orbax step folders (pipeline/checkpoints.py)
+    if name == CHECKPOINTS_DIR:  # orbax step folders (pipeline/checkpoints.py)
         return path.is_dir() and _entries_match(path, lambda e: e.is_dir() and bool(_STEP.fullmatch(e.name)))
     if name == ".cache":  # the disk cache of activations (pipeline/cache.py)
         return path.is_dir() and _entries_match(path, lambda e: e.is_file() and bool(_CACHE_FILE.fullmatch(e.name)))

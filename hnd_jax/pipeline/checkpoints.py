@@ -34,6 +34,7 @@ import numpy as np
 
 from hnd_jax.errors import HndError
 from hnd_jax.pipeline.fingerprint import canonical, fingerprint_differences
+from hnd_jax.results import CHECKPOINTS_DIR
 from hnd_jax.sharding import to_host
 
 
@@ -59,7 +60,7 @@ class Resumed:
 
 
 def checkpoint_dir(out: Path, process_index: int = 0, process_count: int = 1) -> Path:
-    base = Path(out) / ".checkpoints"
+    base = Path(out) / CHECKPOINTS_DIR
     return base if process_count == 1 else base / f"process_{process_index}"
 
 

@@ -482,6 +482,8 @@ class Dissection:
                                                            "batch": self.resumed.next_batch},
             "lock_taken_over_from": self.lock_taken_over,
             "checkpoint_every": self.run_config.checkpoint_every,
+            "memory_plan": {p.layer: {"estimate_bytes": int(p.total), "peak_in": p.worst_stage, "certain": p.certain}
+                            for p in self.memory_plans},
             "tally": self.tally_method,
             "timings": {**self.timings, "split": split},
         }

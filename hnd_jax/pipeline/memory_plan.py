@@ -208,12 +208,6 @@ def _warn(message: str) -> None:
     print(f"hnd: warning: {message}", file=sys.stderr, flush=True)
 
 
-def plan_dissection(dissection) -> list[MemoryPlan]:
-    """The plan of every layer of a :class:`~hnd_jax.pipeline.dissect.Dissection` (built, not run),
-    at its batch size; ``replan`` variants come from :func:`dissection_planner`."""
-    return dissection_planner(dissection)(dissection.run_config.batch_size)
-
-
 def dissection_planner(dissection):
     """``b -> [MemoryPlan per layer]`` for a built dissection at batch size ``b`` (the rest of its
     settings unchanged). Only an activations file with the run-length tally is fully modelled."""

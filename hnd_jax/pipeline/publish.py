@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from hnd_jax.results import (DISSECTION_FILE, INDEX_HTML, REPORT_NAMES, read_our_dissection, write_dissection_json,
-                             write_layer_results)
+from hnd_jax.results import (DISSECTION_FILE, INDEX_HTML, INDEX_TITLE_MARK, REPORT_NAMES, read_our_dissection,
+                             write_dissection_json, write_layer_results)
 from hnd_jax.taxonomy import Taxonomy
 
 INCOMING = ".incoming"
@@ -41,7 +41,6 @@ OUTGOING = ".outgoing"
 # ``hnd report OUT``: :mod:`hnd_jax.reports.html` REPORT_HTML and ASSETS_DIR, :mod:`hnd_jax.reports.plots`
 # PLOTS_DIR); INDEX_HTML: ``hnd report FOLDER``'s index page (:mod:`hnd_jax.reports.index`), removed
 # only when it is ours. Both live in :mod:`hnd_jax.results`, which refuses them as layer names.
-INDEX_MARK = "<title>HND reports \u00b7 "
 
 
 def _our_index(path: Path) -> bool:
@@ -51,7 +50,7 @@ def _our_index(path: Path) -> bool:
             head = f.read(4096)
     except (OSError, ValueError):
         return False
-    return head.startswith("<!DOCTYPE html>") and INDEX_MARK in head
+    return head.startswith("<!DOCTYPE html>") and INDEX_TITLE_MARK in head
 
 
 def stale_names(out: str | Path, previous: Mapping[str, Any] | None, layers: Sequence[str]) -> list[str]:

@@ -20,9 +20,11 @@ from typing import Any
 
 from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.errors import HndError
+from hnd_jax.pipeline.fingerprint import short_value
 from hnd_jax.reports.html import write_report
 from hnd_jax.reports.plots import write_plots
 from hnd_jax.reports.results_view import RunResults, load_run, read_meta
+from hnd_jax.results import CHECKPOINTS_DIR
 from hnd_jax.taxonomy import Taxonomy, default_taxonomy, load_taxonomy, taxonomy_from_dict
 
 
@@ -51,11 +53,6 @@ class DictionaryMismatch(HndError):
 CHECKED_IDENTITY_FIELDS = ("content_sha256", "num_local", "taxonomy", "image_size", "image_resample")
 
 
-def _shown(value: Any) -> str:
-    text = str(value)
-    return text[:12] if isinstance(value, str) and len(text) == 64 else text  # a sha256: its first 12 digits
-
-
 def dictionary_differences(recorded: Any, opened: dict[str, Any]) -> list[str]:
     """``'FIELD X recorded, Y here'`` for every :data:`CHECKED_IDENTITY_FIELDS` entry that both
     identities hold and that differs (empty: the same dictionary as far as recorded).
@@ -66,7 +63,7 @@ def dictionary_differences(recorded: Any, opened: dict[str, Any]) -> list[str]:
     if not isinstance(recorded, dict) or not isinstance(opened, dict):
         return []
     return [
-        f"{key} {_shown(recorded[key])} recorded, {_shown(opened[key])} here"
+        f"{key} {short_value(recorded[key])} recorded, {short_value(opened[key])} here"
         for key in CHECKED_IDENTITY_FIELDS
         if key in recorded and key in opened and recorded[key] != opened[key]
     ]
@@ -222,7 +219,7 @@ def build_reports(out_dir: str | Path, **options: Any) -> ReportOutcome | Folder
     from hnd_jax.reports.results_view import DISSECTION_JSON
 
     folder = Path(out_dir)
-    if (folder / DISSECTION_JSON).is_file() or (folder / ".checkpoints").is_dir() or not folder.is_dir():
+    if (folder / DISSECTION_JSON).is_file() or (folder / CHECKPOINTS_DIR).is_dir() or not folder.is_dir():
         return build_report(folder, **options)  # a stopped run: build_report says to resume it
     runs = find_runs(folder)
     if not runs:

@@ -19,8 +19,8 @@ from hnd_jax.atomic import write_text
 from hnd_jax.reports.results_view import DISSECTION_JSON, RunResults, load_run
 from hnd_jax.reports.run_notes import skipped_global_families
 from hnd_jax.reports.summary import summarize_layer
+from hnd_jax.results import INDEX_HTML, INDEX_TITLE_MARK
 
-INDEX_HTML = "index.html"
 MAX_DEPTH = 3  # how deep below FOLDER dissections are looked for
 SKIP_DIRS = {"plots", "report_assets", "models", "__pycache__"}
 EXTRA_PAGES = (  # pages beside the runs that the index links when present (path relative to FOLDER, label)
@@ -139,7 +139,7 @@ def index_html(folder: Path, runs: list[IndexedRun], extras: list[tuple[str, str
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>HND reports · {esc(folder.resolve().name)}</title><style>{CSS}</style></head><body>"
+        f"{INDEX_TITLE_MARK}{esc(folder.resolve().name)}</title><style>{CSS}</style></head><body>"
         f"<h1>HND reports in {esc(folder.resolve().name)}/</h1>"
         f"<p>{len(runs)} dissection{'s' if len(runs) != 1 else ''} found in this folder; "
         "counts are units of each layer (definitions in each report).</p>"

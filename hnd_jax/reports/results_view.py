@@ -23,7 +23,7 @@ import numpy as np
 
 from hnd_jax.errors import HndError, nested_too_deeply
 from hnd_jax.npyfile import load_npz
-from hnd_jax.results import REQUIRED_KEYS, layer_dir
+from hnd_jax.results import CHECKPOINTS_DIR, REQUIRED_KEYS, layer_dir
 
 DISSECTION_JSON = "dissection.json"
 SCORES_NPZ = "scores.npz"
@@ -145,7 +145,7 @@ def read_meta(out_dir: str | Path) -> dict[str, Any]:
     if not out_dir.is_dir():
         raise HndError(f"{out_dir}: not a folder (expected a dissection output folder with {DISSECTION_JSON})")
     if not path.is_file():
-        if (out_dir / ".checkpoints").is_dir():  # a run was stopped before it finished
+        if (out_dir / CHECKPOINTS_DIR).is_dir():  # a run was stopped before it finished
             raise HndError(f"{out_dir}: the dissection here did not finish (no {DISSECTION_JSON}, a checkpoint is "
                            "here): rerun the same `hnd dissect` command to resume it")
         raise HndError(f"{out_dir}: no {DISSECTION_JSON} here (not a finished `hnd dissect` output folder)")

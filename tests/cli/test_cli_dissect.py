@@ -41,6 +41,8 @@ def test_cli_dissects_a_card_model_on_the_synthetic_dictionary(setup):
     # how long the forward loop waited for the reader (issue 11), and the kernel --tally auto chose on a CPU
     assert 0.0 <= meta["timings"]["split"]["input_wait"] <= meta["timings"]["total"]
     assert meta["tally"] == "runs" and meta["run"]["tally"] == "auto"
+    plan = meta["memory_plan"]["conv4"]  # the estimate checked before pass 1 (a model source: a lower bound)
+    assert plan["estimate_bytes"] > 0 and plan["peak_in"] and plan["certain"] is False
     with np.load(out / "conv4" / "scores.npz") as data:
         assert data["iou"].shape[0] == meta["units"]["conv4"]
     # the report is written after the results, from them
