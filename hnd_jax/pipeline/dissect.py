@@ -56,7 +56,7 @@ from hnd_jax.pipeline.sources import ActivationSource
 from hnd_jax.pipeline.stages import Stage, StageRunner
 from hnd_jax.pipeline.publish import clean_staging, publish_results
 from hnd_jax.out_folder import check_out_folder
-from hnd_jax.results import holds_our_dissection, layer_dir
+from hnd_jax.results import holds_our_dissection, layer_dir, read_our_dissection
 from hnd_jax.scoring.config import ScoringConfig
 from hnd_jax.scoring.engine import TOP_IMAGES, LayerScorer
 from hnd_jax.scoring.tally import auto_method, tally_factory_for
@@ -197,10 +197,19 @@ def check_out(out: str | Path) -> Path:
 
 
 def _check_layers(out: str | Path, layers: Sequence[str]) -> None:
+    """Refuse (before any work) a bad layer name, a layer given twice, and a layer whose folder in OUT
+    is not an earlier run's result of that layer (a user's file or folder of that name would be
+    replaced by the results)."""
     for name in layers:
-        layer_dir(out, name)  # a bad name is refused before any work
+        layer_dir(out, name)
     if len(set(layers)) != len(layers):
         raise HndError(f"--layer given twice: {', '.join(layers)}")
+    earlier = set((read_our_dissection(out) or {}).get("layers", []))
+    for name in layers:
+        path = Path(out) / name
+        if (path.exists() or path.is_symlink()) and name not in earlier:
+            raise HndError(f"{path}: exists and is not an earlier result of layer {name} (results would replace it); "
+                           "move it or choose another --out")
 
 
 def _open_dictionary(dictionary: Any, image_size: int, taxonomy: Any, *, resample: str | None = None

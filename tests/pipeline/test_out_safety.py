@@ -380,3 +380,23 @@ def test_the_api_refuses_a_bad_image_size_before_creating_out(tiny, acts, tmp_pa
         dissect_activations(acts, dictionary=root, layer=LAYER, out=out, scoring={"image_size": MAX_IMAGE_SIZE + 1},
                             taxonomy=tax_path)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_a_users_file_or_folder_named_like_the_layer_is_never_replaced(args_for, reported, capsys, kind):
+    """Break test: `--layer mydir` into a finished OUT holding the user's `mydir/` replaced it with
+    results (its data.txt gone); a file of that name became a folder. Only an earlier result of that
+    layer (listed in OUT's dissection.json) may be replaced."""
+    out = reported
+    mine = out / OTHER
+    if kind == "folder":
+        mine.mkdir()
+        (mine / "data.txt").write_text("precious")
+    else:
+        mine.write_text("precious")
+    before = tree(out)
+    code, err = dissect(capsys, *args_for(out, OTHER), "--no-report")
+    assert code == 2 and f"{mine}: exists and is not an earlier result of layer {OTHER}" in err, err
+    assert "\n" not in err.strip() and tree(out) == before
+    code, err = dissect(capsys, *args_for(out), "--no-report")  # the earlier layer itself: replaced as before
+    assert code == 0, err
