@@ -30,10 +30,39 @@ class Terminated(BaseException):
     exit_code = 143
 
 
+#: The stop a signal asked for (KeyboardInterrupt or Terminated) until the command ends; see
+#: :func:`raise_if_stopped`.
+_PENDING: type[BaseException] | None = None
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
     """The SIGTERM handler of hnd's commands (installed by ``hnd_jax.cli.main``, and again by
     ``hnd_jax.distributed.initialize`` after JAX's preemption notifier replaced it)."""
+    global _PENDING
+    _PENDING = Terminated
     raise Terminated()
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    """The SIGINT handler of hnd's commands: KeyboardInterrupt, as Python's own, and remembered."""
+    global _PENDING
+    _PENDING = KeyboardInterrupt
+    raise KeyboardInterrupt()
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop a signal asked for, if one did and the run is still going. A signal handler's
+    exception raised inside a garbage-collector callback (JAX frees device buffers from one) is
+    printed as "Exception ignored" and lost; long loops call this once per step so that Ctrl-C or
+    SIGTERM still stops the run (:class:`hnd_jax.pipeline.progress.StageProgress` does)."""
+    if _PENDING is not None:
+        raise _PENDING()
+
+
+def clear_stop() -> None:
+    """Forget a signal's stop (a command starts or has ended; ``main`` also runs in-process)."""
+    global _PENDING
+    _PENDING = None
 
 
 class BadInputError(HndError):

@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 
 from hnd_jax import __version__
 from hnd_jax.cli.common import input_options
-from hnd_jax.errors import HndError, Terminated, one_line, raise_terminated
+from hnd_jax.errors import HndError, Terminated, clear_stop, one_line, raise_interrupted, raise_terminated
 
 SUBCOMMAND_MODULES = ("demo", "dictionary", "dissect", "layers", "card", "convert", "extract", "report", "compare",
                       "bench")
@@ -140,17 +140,24 @@ def _sigterm_stops() -> Iterator[None]:
     after (``main`` is also called in-process)."""
     import signal
 
+    clear_stop()
     try:
         previous = signal.getsignal(signal.SIGTERM)
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, raise_terminated)
+        previous_int = signal.getsignal(signal.SIGINT)
+        if previous_int is signal.default_int_handler:  # remembered too (errors.raise_if_stopped)
+            signal.signal(signal.SIGINT, raise_interrupted)
     except ValueError:  # not the main thread: leave signals alone
-        previous = None
+        previous = previous_int = None
     try:
         yield
     finally:
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
+        clear_stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,7 +47,7 @@ from jax.sharding import Mesh
 from hnd_jax import __version__
 from hnd_jax.dictionary.base import FaceDictionary
 from hnd_jax.dictionary.batching import process_slice
-from hnd_jax.errors import HndError
+from hnd_jax.errors import HndError, raise_if_stopped
 from hnd_jax.pipeline.checkpoints import RunCheckpoints, checkpoint_dir
 from hnd_jax.pipeline.config import RunConfig, coerce
 from hnd_jax.pipeline.fingerprint import canonical
@@ -428,6 +428,7 @@ class Dissection:
                 self.timings["total"] = time.perf_counter() - self.t_start
                 return self._metadata()
 
+            raise_if_stopped()  # a stop whose exception was swallowed after the last batch: no results
             removed = publish_results(self.out, self.layers, arrays, self.tax, metadata)
             if removed:
                 _say(f"{self.out} held an earlier run's results of {', '.join(removed)}: replaced by this run's "

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 import time
 
+from hnd_jax.errors import raise_if_stopped
+
 PLAIN_EVERY_S = 30.0
 PLAIN_EVERY_FRACTION = 0.1
 
@@ -50,6 +52,7 @@ class StageProgress:
         print(f"hnd: {self.desc}: {text}", file=sys.stderr, flush=True)
 
     def update(self, n: int) -> None:
+        raise_if_stopped()  # a Ctrl-C whose KeyboardInterrupt a gc callback swallowed still stops the run
         self.done += int(n)
         if self.bar is not None:
             self.bar.update(n)

@@ -386,3 +386,35 @@ def test_a_resumed_run_may_change_only_the_settings_finalize_reads(tmp_path, mon
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{layer}/{key}")
     settings = json.loads((tmp_path / "out" / "dissection.json").read_text())["settings"]
     assert all(settings[k] == v for k, v in change.items())
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed one, on purpose
+def test_a_ctrl_c_swallowed_by_a_gc_callback_still_stops_the_run(tmp_path, monkeypatch):
+    """Break test: a SIGINT landing while JAX's gc callback ran was printed as "Exception ignored in
+    _xla_gc_callback ... KeyboardInterrupt" and the run went on to exit 0. The handler remembers the
+    stop (hnd_jax.errors.raise_interrupted) and the next step raises it."""
+    import gc
+
+    from hnd_jax import errors
+
+    state = {"armed": False, "fired": False}
+
+    def callback(phase, info):
+        if state["armed"] and not state["fired"]:
+            state["fired"] = True
+            errors.raise_interrupted(2, None)  # what SIGINT does, here inside a gc callback
+
+    def hook():
+        state["armed"] = True
+        gc.collect()  # the KeyboardInterrupt is swallowed ("Exception ignored in ...")
+        state["armed"] = False
+
+    gc.callbacks.append(callback)
+    monkeypatch.setattr(stages_mod, "_sleep_hook", hook)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path)
+    finally:
+        gc.callbacks.remove(callback)
+        errors.clear_stop()
+    assert state["fired"] and not (tmp_path / "dissection.json").exists()
