@@ -33,6 +33,7 @@ system).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import shutil
 import sys
@@ -139,6 +140,7 @@ def model_dissection(
         raise HndError("no layer to dissect: pass --layer NAME (see 'hnd layers --model NAME')")
     _check_layers(out, layers)
     dic, spec = _open_dictionary(dictionary, config.image_size, taxonomy, resample=source_model.resample)
+    run_cfg = _batch_within_stages(run_cfg, dic)
     mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
     source = ModelActivations(source_model, layers, dic, mesh, run_cfg.batch_size, capture=capture,
                               prefetch=run_cfg.prefetch)
@@ -177,6 +179,7 @@ def dissect_activations(
     config = coerce(ScoringConfig, scoring.to_dict() if isinstance(scoring, ScoringConfig) else scoring)
     _check_layers(out, (layer,))
     dic, spec = _open_dictionary(dictionary, config.image_size, taxonomy)
+    run_cfg = _batch_within_stages(run_cfg, dic)
     source = FileActivations(path, layer, dic, prefetch=run_cfg.prefetch)
     try:
         mesh = mesh if mesh is not None else make_data_mesh(run_cfg.devices)
@@ -210,6 +213,16 @@ def _check_layers(out: str | Path, layers: Sequence[str]) -> None:
         if (path.exists() or path.is_symlink()) and name not in earlier:
             raise HndError(f"{path}: exists and is not an earlier result of layer {name} (results would replace it); "
                            "move it or choose another --out")
+
+
+def _batch_within_stages(run_cfg: RunConfig, dic: FaceDictionary) -> RunConfig:
+    """``run_cfg`` with ``batch_size`` at most the images of the largest stage (the local images or a
+    global family): every batch is padded to the batch size, so ``--batch-size 100000`` on 600 images
+    would allocate (and the memory plan refuse) 100,000-row batches. Same batches, same scores."""
+    most = max([int(dic.num_local)] + [len(dic.global_group_of(f.name)) for f in dic.taxonomy.global_families])
+    if run_cfg.batch_size <= most:
+        return run_cfg
+    return dataclasses.replace(run_cfg, batch_size=max(1, most))
 
 
 def _open_dictionary(dictionary: Any, image_size: int, taxonomy: Any, *, resample: str | None = None

@@ -400,3 +400,17 @@ def test_a_users_file_or_folder_named_like_the_layer_is_never_replaced(args_for,
     assert "\n" not in err.strip() and tree(out) == before
     code, err = dissect(capsys, *args_for(out), "--no-report")  # the earlier layer itself: replaced as before
     assert code == 0, err
+
+
+def test_a_batch_size_past_every_stage_runs_with_batches_of_the_largest_stage(args_for, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Break test: --batch-size 100000 on a small dictionary was refused by the memory plan ("needs
+    about 43.9 GiB ... use --batch-size 51988"): every batch was padded to 100,000 rows."""
+    import hnd_jax.npyfile as npyfile
+
+    monkeypatch.setattr(npyfile, "memory_available", lambda: 4 << 30)  # the plan checks against 4 GiB
+    out = tmp_path / "out"
+    code, err = dissect(capsys, *args_for(out), "--no-report", "--batch-size", "100000")
+    assert code == 0, err
+    meta = json.loads((out / "dissection.json").read_text())
+    assert meta["batch_size"] < 100000 and meta["run"]["batch_size"] == meta["batch_size"]
