@@ -284,16 +284,54 @@ def read_fully(view: memoryview, read: Callable[[memoryview, int], int | None]) 
     return got
 
 
-def memory_available() -> int | None:
-    """Bytes of memory available to a new allocation now (Linux ``MemAvailable``; elsewhere None:
-    unknown)."""
+def memory_available(proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes of memory available to a new allocation now: Linux ``MemAvailable``, lowered to what
+    this process's memory cgroup still allows (``memory.max - memory.current``, cgroup v2; or
+    ``memory.limit_in_bytes - memory.usage_in_bytes``, v1) where one limits it (containers, SLURM,
+    Kubernetes: there MemAvailable is the whole machine's). None where nothing is known.
+    ``proc`` / ``cgroup_root``: where to read them (tests)."""
+    available = None
     try:
-        with open("/proc/meminfo", "rb") as fh:
+        with open(f"{proc}/meminfo", "rb") as fh:
             for line in fh:
                 if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
+    left = _cgroup_memory_left(proc, cgroup_root)
+    if left is not None:
+        available = left if available is None else min(available, left)
+    return available
+
+
+def _cgroup_memory_left(proc: str, cgroup_root: str) -> int | None:
+    """Bytes this process's memory cgroup allows beyond its current use (None: no limit found)."""
+    try:
+        with open(f"{proc}/self/cgroup", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":  # v2 unified
+            files = (f"{cgroup_root}{path.rstrip('/')}/memory.max", f"{cgroup_root}{path.rstrip('/')}/memory.current")
+        elif "memory" in controllers.split(","):  # v1
+            base = f"{cgroup_root}/memory{path.rstrip('/')}"
+            files = (f"{base}/memory.limit_in_bytes", f"{base}/memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            with open(files[0], encoding="utf-8") as fh:
+                limit = fh.read().strip()
+            with open(files[1], encoding="utf-8") as fh:
+                used = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:  # no limit (v1 says ~2**63)
+            continue
+        return max(0, int(limit) - used)
     return None
 
 

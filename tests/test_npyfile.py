@@ -233,3 +233,29 @@ def test_an_npz_member_larger_than_the_memory_available_is_refused_before_it_is_
             npz.read("big")
     monkeypatch.setattr(npyfile, "memory_available", lambda: None)  # unknown (not Linux): no refusal
     assert npyfile.load_npz(path)["big"].shape == (1024, 1024)
+
+
+@pytest.mark.parametrize("version", ["v2", "v1", "v2 unlimited", "none"])
+def test_memory_available_respects_the_memory_cgroup(tmp_path, version):
+    """A container's (or SLURM job's) memory cgroup limits the process below the machine's
+    MemAvailable: the memory plan must compare with what the cgroup still allows."""
+    from hnd_jax.npyfile import memory_available
+
+    proc, root = tmp_path / "proc", tmp_path / "cg"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal: 32000000 kB\nMemAvailable: 20000000 kB\n")
+    if version.startswith("v2"):
+        (proc / "self" / "cgroup").write_text("0::/job/42\n")
+        (root / "job" / "42").mkdir(parents=True)
+        (root / "job" / "42" / "memory.max").write_text("max\n" if "unlimited" in version else f"{4 << 30}\n")
+        (root / "job" / "42" / "memory.current").write_text(f"{1 << 30}\n")
+    elif version == "v1":
+        (proc / "self" / "cgroup").write_text("4:memory:/slurm/job7\n1:cpu:/\n")
+        (root / "memory" / "slurm" / "job7").mkdir(parents=True)
+        (root / "memory" / "slurm" / "job7" / "memory.limit_in_bytes").write_text(f"{2 << 30}\n")
+        (root / "memory" / "slurm" / "job7" / "memory.usage_in_bytes").write_text(f"{1 << 29}\n")
+    else:
+        (proc / "self" / "cgroup").write_text("0::/\n")
+    got = memory_available(str(proc), str(root))
+    expected = {"v2": 3 << 30, "v1": (2 << 30) - (1 << 29)}.get(version, 20000000 * 1024)
+    assert got == expected
