@@ -101,9 +101,13 @@ def clean_staging(out: str | Path) -> None:
                 target.unlink(missing_ok=True)
     for name in (INCOMING, OUTGOING):
         shutil.rmtree(out / name, ignore_errors=True)
-    if out.is_dir():
-        for stray in out.glob(f".{DISSECTION_FILE}.*.tmp"):
-            stray.unlink(missing_ok=True)
+    if out.is_dir():  # temporary files and folders of an atomic write that a kill interrupted
+        for name in (DISSECTION_FILE, *REPORT_NAMES, INDEX_HTML):
+            for stray in out.glob(f".{name}.*.tmp*"):  # hnd_jax.atomic: .NAME.<random>.tmp[.suffix]
+                if stray.is_dir() and not stray.is_symlink():
+                    shutil.rmtree(stray, ignore_errors=True)
+                else:
+                    stray.unlink(missing_ok=True)
 
 
 def publish_results(out: str | Path, layers: Sequence[str], arrays: Sequence[Mapping[str, np.ndarray]],

@@ -104,10 +104,18 @@ def test_stray_temporary_files_of_a_killed_final_write_are_cleaned(finished, cap
     args, out, _ = finished
     stray = out / ".dissection.json.abc123.tmp"
     stray.write_text("{half")
+    # a report killed mid-write (break test: .report_assets.mlpl4izo.tmp stayed for good)
+    report_strays = [out / ".report_assets.mlpl4izo.tmp", out / ".report.html.x1y2.tmp.html"]
+    report_strays[0].mkdir()
+    (report_strays[0] / "L0.jpg").write_bytes(b"half")
+    report_strays[1].write_text("<half")
+    mine = out / ".my.tmp"  # not a name of ours: kept
+    mine.write_text("mine")
     (out / publish.INCOMING / LAYER).mkdir(parents=True)
     code, err = dissect(capsys, *args)
     assert code == 0, err
     assert not stray.exists() and not (out / publish.INCOMING).exists()
+    assert not any(p.exists() for p in report_strays) and mine.read_text() == "mine"
 
 
 def test_garbage_in_checkpoint_metadata_is_one_line(finished, tmp_path, capsys):
