@@ -73,7 +73,9 @@ HOLD_LIMIT = 1 << 16
 #: collectives with the other processes: ``[Gloo] Rank 0 is connected to 3 peer ranks. Expected
 #: number of connected peer ranks is : 3``. Groups: rank, connected, expected.
 GLOO_CONNECTED = re.compile(rb"\[Gloo\] Rank (\d+) is connected to (\d+) peer ranks\. "
-                            rb"Expected number of connected peer ranks is : (\d+)\r?\n?$")
+                            rb"Expected number of connected peer ranks is : (\d+)\r?\n?")
+#: The fixed pieces of that report (gloo writes them, and the numbers between, one by one).
+GLOO_PIECES = re.compile(rb"\[Gloo\] Rank | is connected to | peer ranks\. Expected number of connected peer ranks is : ")
 #: Signals the parent passes on to the child.
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGCONT")
 _PR_SET_PDEATHSIG = 1
@@ -184,9 +186,14 @@ class FatalFilter:
 
 
 class GlooFilter:
-    """Copies bytes to ``write`` line by line, dropping gloo's connection reports (:data:`GLOO_CONNECTED`)
-    whose count of connected peers is the expected one; a report of fewer peers is passed on.
+    """Copies bytes to ``write`` line by line, dropping gloo's connection reports (:data:`GLOO_CONNECTED`).
 
+    A report on a line of its own is dropped when its count of connected peers is the expected one (a
+    report of fewer peers is passed on). gloo's threads write their reports to ``std::cout`` piece by
+    piece at the same time, so the pieces of several reports can interleave across lines
+    (``[Gloo] Rank [Gloo] Rank 2 is connected to 3 ... : 3[Gloo] Rank 1 is connected to 3 is ...``):
+    a line made only of a report's fixed pieces (:data:`GLOO_PIECES`), numbers and spaces is dropped
+    too (its counts cannot be read back). hnd's own lines always hold words of their own.
     The same interface as :class:`FatalFilter`: feed(data), tick(now, quiet), close().
     """
 
@@ -205,12 +212,16 @@ class GlooFilter:
 
     def _line(self, line: bytes) -> None:
         found = GLOO_CONNECTED.match(line)
-        if found and found.group(2) == found.group(3):
+        if found and found.end() == len(line):
+            if found.group(2) == found.group(3):
+                return
+        elif GLOO_PIECES.search(line) and not GLOO_PIECES.sub(b"", line).strip(b"0123456789 \r\n"):
             return
         self.write(line)
 
     def tick(self, now: float, quiet: bool = False) -> None:
-        if quiet and self._partial:
+        # a pause mid-line (a prompt) passes the partial line on, unless it may be part of a report
+        if quiet and self._partial and not GLOO_PIECES.search(self._partial) and b"[Gloo" not in self._partial:
             partial, self._partial = self._partial, b""
             self.write(partial)
 

@@ -395,6 +395,21 @@ def test_gloo_connection_reports_are_dropped_in_any_chunking(size):
     assert out == OURS + short + b"[Gloo] something else\n"
 
 
+@pytest.mark.parametrize("size", [1, 7, 10**6])
+def test_gloo_reports_written_at_once_by_two_threads_are_dropped_too(size):
+    """Seen in the suite: two of gloo's threads interleaved inside one line; the line filter passed
+    '[Gloo] Rank [Gloo] Rank 0 is connected ... : 3' and '3 is connected ... : 3' on."""
+    outer, inner = GLOO % (3, 3, 3), GLOO % (0, 3, 3)
+    # and as the suite saw it later: pieces of three reports shuffled across three lines
+    shuffled = (b"[Gloo] Rank [Gloo] Rank 2 is connected to 3 peer ranks. Expected number of connected peer ranks "
+                b"is : 3[Gloo] Rank 1 is connected to 3 is connected to 3\n3 peer ranks. Expected number of connected "
+                b"peer ranks is : 3\n peer ranks. Expected number of connected peer ranks is : 3\n")
+    data = OURS + outer[:12] + inner + outer[12:] + OURS + shuffled + (GLOO % (1, 2, 3)) + b"rank 3 is 3\n"
+    assert outer[:12] == b"[Gloo] Rank "
+    expected = OURS + OURS + GLOO % (1, 2, 3) + b"rank 3 is 3\n"  # a short count and our own words pass
+    assert gloo_filtered([data[i:i + size] for i in range(0, len(data), size)]) == expected
+
+
 def test_the_gloo_filter_passes_a_partial_line_on_when_output_pauses_and_at_the_end():
     out = []
     f = sv.GlooFilter(out.append)
