@@ -26,6 +26,7 @@ from hnd_jax.pipeline import publish
 from hnd_jax.pipeline.dissect import dissect_activations, dissect_model
 from hnd_jax.results import RUN_TRACES, holds_our_dissection, read_our_dissection
 from hnd_jax.scoring.config import MAX_IMAGE_SIZE, ScoringConfig
+from tests.pipeline.settings_cases import SETTINGS_OUT_OF_RANGE
 from tests.pipeline.test_activations_file import LAYER, S, base_args, local_acts, tiny  # noqa: F401
 
 OTHER = "layer3.conv2"  # a second layer name: the same activations scored under another name
@@ -340,14 +341,7 @@ def test_the_report_names_are_the_ones_the_reports_write(tmp_path):
     ("--image-size", str(MAX_IMAGE_SIZE + 1), f"--image-size {MAX_IMAGE_SIZE + 1}: expected an integer from 1 to "
                                               f"{MAX_IMAGE_SIZE:,}"),
     ("--image-size", "0", "--image-size 0"),
-    ("--iou-threshold", "-1", "--iou-threshold -1.0"),
-    ("--quantile", "1", "--quantile 1.0"),
-    ("--pair-factor", "nan", "--pair-factor nan"),
-    ("--permutations", "0", "--permutations 0"),
-    ("--alpha", "0", "--alpha 0.0"),
-    ("--permutation-seed", "-1", "--permutation-seed -1"),
-    ("--batch-size", "0", "--batch-size 0"),
-    ("--checkpoint-every", "-2", "--checkpoint-every -2"),
+    *SETTINGS_OUT_OF_RANGE,
 ])
 def test_a_setting_out_of_range_creates_no_out(args_for, tmp_path, capsys, option, value, expected):
     out = tmp_path / "new_out"

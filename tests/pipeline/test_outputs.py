@@ -16,6 +16,7 @@ import pytest
 from hnd_jax.cli.main import main
 from hnd_jax.pipeline import outlock, publish
 from hnd_jax.pipeline.outlock import locked_out
+from tests.pipeline.settings_cases import SETTINGS_OUT_OF_RANGE
 from tests.pipeline.test_activations_file import LAYER, base_args, local_acts, tiny  # noqa: F401
 
 
@@ -130,16 +131,7 @@ def test_garbage_in_checkpoint_metadata_is_one_line(finished, tmp_path, capsys):
     assert code == 0, err
 
 
-@pytest.mark.parametrize("option,value,expected", [
-    ("--iou-threshold", "-1", "--iou-threshold -1.0: expected a finite number >= 0 and <= 1"),
-    ("--iou-threshold", "inf", "--iou-threshold inf"),
-    ("--pair-factor", "nan", "--pair-factor nan"),
-    ("--quantile", "1", "--quantile 1.0"),
-    ("--alpha", "0", "--alpha 0.0"),
-    ("--batch-size", "0", "--batch-size 0"),
-    ("--checkpoint-every", "-2", "--checkpoint-every -2"),
-    ("--cache-budget", "lots", "--cache-budget 'lots'"),
-])
+@pytest.mark.parametrize("option,value,expected", SETTINGS_OUT_OF_RANGE)
 def test_numeric_options_are_range_checked(finished, capsys, option, value, expected):
     args, out, snap = finished
     code, err = dissect(capsys, *args, option, value)
